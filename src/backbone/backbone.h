@@ -1,0 +1,57 @@
+// Backbone — the frozen feature extractor every scorer builds on.
+//
+// A backbone turns preprocessed images into Features: one global embedding per image and patch
+// tokens from a few tapped layers, all on one common row-major grid. CLIP (InCTRL's backbone) also
+// has a text tower for the text prior; the lite CNN does not. Backbones count encode calls so
+// tests can prove that cached reference sets are never re-encoded.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "image/image.h"
+#include "image/preprocess.h"
+
+namespace gad {
+
+struct Features {
+  at::Tensor global;             // [B, D], raw (not normalised)
+  std::vector<at::Tensor> taps;  // per tapped layer: [B, grid*grid, C_l], row-major
+};
+
+class Backbone {
+ public:
+  virtual ~Backbone() = default;
+  virtual std::string kind() const = 0;        // "clip" or "lite"
+  virtual std::string description() const = 0; // for logs and metadata
+  virtual std::string fingerprint() const = 0;  // identifies the weights (reference sets check it)
+  virtual int64_t embed_dim() const = 0;
+  virtual int64_t grid() const = 0;             // patches per side of the common grid
+  int64_t num_patches() const { return grid() * grid(); }
+
+  virtual PixelTensor preprocess(const Image& image) const = 0;
+  // pixels: [B,3,H,W] float32 from `preprocess`.
+  Features encode(const at::Tensor& pixels) const {
+    image_encodes_ += pixels.size(0);
+    return encode_impl(pixels);
+  }
+
+  virtual bool has_text() const { return false; }
+  // [2, D]: L2-normalised normal and anomaly text features for `class_name` (CLIP only).
+  virtual at::Tensor text_prior(const std::string& class_name) const;
+
+  int64_t image_encodes() const { return image_encodes_; }
+  int64_t text_encodes() const { return text_encodes_; }
+
+ protected:
+  virtual Features encode_impl(const at::Tensor& pixels) const = 0;
+  mutable std::atomic<int64_t> image_encodes_{0}, text_encodes_{0};
+};
+
+// Stacks preprocessed images into a [B,3,H,W] tensor (copies).
+at::Tensor stack_pixels(const std::vector<PixelTensor>& images);
+
+}  // namespace gad

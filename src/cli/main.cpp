@@ -1,0 +1,169 @@
+// gad — command-line front end. Each subcommand parses its options and drives gad::Engine;
+// results go to stdout (JSON lines), logs and errors to stderr (one line, non-zero exit).
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "engine/engine.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/image_list.h"
+
+namespace {
+
+struct ModelArgs {
+  gad::EngineOptions options;
+  void add_to(CLI::App* app) {
+    app->add_option("--model", options.files.model, "weight file: OpenCLIP/InCTRL .safetensors, .pt or .pyth");
+    app->add_option("--config", options.files.config,
+                    "CLIP architecture: ViT-B-16-plus-240 (default), ViT-B-16, ViT-B-32, ViT-L-14, or a JSON file");
+    app->add_option("--heads", options.files.heads, "separate InCTRL adapter+heads file (overrides heads in --model)");
+    app->add_option("--threads", options.threads, "CPU threads (default: all cores)");
+  }
+};
+
+struct RefArgs {
+  std::string refs_file, class_name;
+  std::vector<std::string> ref_images;
+  int k = -1;  // -1: use every given image
+  uint64_t seed = 0;
+  void add_images_and_class(CLI::App* app) {
+    app->add_option("--class", class_name, "class name for the text prior (e.g. metal_nut; '_' reads as a space)");
+    app->add_option("--k", k, "with a directory: number of reference images to draw (default: all given files)");
+    app->add_option("--seed", seed, "seed of the reference draw (default 0)");
+  }
+  // Builds or loads the reference set the command asked for.
+  void apply(gad::Engine& engine) const {
+    if (!refs_file.empty()) {
+      if (!ref_images.empty()) gad::fail("--refs and --ref-images are exclusive");
+      engine.load_references(refs_file);
+      return;
+    }
+    if (ref_images.empty()) return;
+    if (class_name.empty()) gad::fail("--class: a class name is required with reference images");
+    std::vector<std::string> paths = gad::expand_image_args(ref_images, "reference images");
+    if (k != -1) paths = gad::draw_references(paths, k, seed);
+    engine.build_references(paths, class_name);
+  }
+};
+
+void log_line(const std::string& s) { std::fprintf(stderr, "gad: %s\n", s.c_str()); }
+
+nlohmann::ordered_json record_json(const gad::ScoreRecord& r) {
+  nlohmann::ordered_json j;
+  j["path"] = r.path;
+  j["score"] = r.score;
+  j["s_patch"] = r.s_patch;
+  if (r.has_heads) j["s_img"] = r.s_img;
+  if (r.has_text) j["s_text"] = r.s_text;
+  if (r.has_heads) j["s_hol"] = r.s_hol;
+  j["ms"] = std::round(r.ms * 100) / 100;
+  return j;
+}
+
+int run_inspect(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& images, const std::string& dump) {
+  gad::Engine engine(m.options);
+  log_line(engine.describe());
+  refs.apply(engine);
+  auto paths = gad::expand_image_args(images, "images");
+  for (const auto& r : engine.inspect(paths, dump))
+    std::printf("%s  %dx%d  |global| = %.6f  %.1f ms\n", r.path.c_str(), r.width, r.height, r.global_norm, r.ms);
+  if (!dump.empty()) log_line("wrote " + dump);
+  return 0;
+}
+
+int run_refs_build(ModelArgs& m, RefArgs& refs, const std::string& out) {
+  if (refs.ref_images.empty()) gad::fail("refs build: no reference images given");
+  gad::Engine engine(m.options);
+  log_line(engine.describe());
+  refs.apply(engine);
+  engine.save_references(out);
+  log_line("wrote " + out + ": " + engine.references_summary());
+  return 0;
+}
+
+int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queries, int batch,
+              const std::string& csv_path) {
+  if (refs.refs_file.empty() && refs.ref_images.empty()) gad::fail("score: give --refs FILE or --ref-images ... --class NAME");
+  auto paths = gad::expand_image_args(queries, "queries");
+  gad::Engine engine(m.options);
+  log_line(engine.describe());
+  refs.apply(engine);
+  log_line("references: " + engine.references_summary());
+  std::string csv = "path,score,s_patch,s_img,s_text,s_hol,ms\n";
+  engine.score(paths, batch, [&](const gad::ScoreRecord& r) {
+    std::cout << record_json(r).dump() << "\n" << std::flush;
+    char line[256];
+    std::snprintf(line, sizeof line, ",%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", r.score, r.s_patch, r.s_img, r.s_text, r.s_hol, r.ms);
+    csv += r.path + line;
+  });
+  if (!csv_path.empty())  // written only after every image scored: no partial files
+    gad::write_file_atomically(csv_path, [&](std::FILE* f) { std::fwrite(csv.data(), 1, csv.size(), f); });
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gad — generalist anomaly detection (InCTRL) on CPUs"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(GAD_VERSION));
+
+  ModelArgs model;
+  RefArgs refs;
+  std::vector<std::string> images;
+  std::string dump, out, csv;
+  int batch = 8;
+
+  auto* inspect = app.add_subcommand("inspect", "encode images and print size, global-embedding norm and time");
+  model.add_to(inspect);
+  inspect->add_option("images", images, "image files or directories")->required();
+  inspect->add_option("--dump", dump,
+                      "write tensors to a safetensors file, <i> = 0-based image index on the command line:\n"
+                      "  <i>.pixel_values [3,H,W], <i>.cls_embedding [D], <i>.tapped_tokens [L,P,W]\n"
+                      "  (blocks 7/9/11, CLS dropped, row-major); with --ref-images/--class or --refs also\n"
+                      "  <i>.residual_map [P], <i>.s_patch, <i>.s_text, <i>.s_img, <i>.holistic_map [P],\n"
+                      "  <i>.s_hol, <i>.final_score (0-d)");
+  inspect->add_option("--ref-images", refs.ref_images, "reference (normal) images or directories");
+  inspect->add_option("--refs", refs.refs_file, "reference set file (.gadref)");
+  refs.add_images_and_class(inspect);
+
+  auto* refs_cmd = app.add_subcommand("refs", "reference sets");
+  refs_cmd->require_subcommand(1);
+  auto* build = refs_cmd->add_subcommand("build", "encode K normal images once and save a reference set");
+  model.add_to(build);
+  build->add_option("images", refs.ref_images, "normal images or directories")->required();
+  refs.add_images_and_class(build);
+  build->add_option("-o,--output", out, "output file (.gadref)")->required();
+
+  auto* score = app.add_subcommand("score", "score images against a reference set; one JSON line per image");
+  model.add_to(score);
+  score->add_option("queries", images, "query images or directories")->required();
+  score->add_option("--refs", refs.refs_file, "reference set file from `gad refs build`");
+  score->add_option("--ref-images", refs.ref_images, "reference (normal) images or directories");
+  refs.add_images_and_class(score);
+  score->add_option("--batch", batch, "images per forward pass (default 8)");
+  score->add_option("--csv", csv, "also write all results to a CSV file");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (inspect->parsed()) return run_inspect(model, refs, images, dump);
+    if (build->parsed()) return run_refs_build(model, refs, out);
+    if (score->parsed()) return run_score(model, refs, images, batch, csv);
+  } catch (const gad::Error& e) {
+    std::fprintf(stderr, "gad: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    std::fprintf(stderr, "gad: internal error: %s\n", msg.substr(0, msg.find('\n')).c_str());
+    return 2;
+  }
+  return 0;
+}

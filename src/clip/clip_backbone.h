@@ -1,0 +1,46 @@
+// ClipBackbone — OpenCLIP ViT as a gad Backbone: CLS embedding as the global feature, the
+// InCTRL-tapped block outputs as patch tokens, and the text tower for InCTRL's text prior.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "backbone/backbone.h"
+#include "clip/clip_model.h"
+#include "clip/config.h"
+#include "clip/tokenizer.h"
+
+namespace gad {
+
+class ClipBackbone : public Backbone {
+ public:
+  // Takes the visual.* and text keys from `w` (checked against `cfg`).
+  ClipBackbone(const ClipConfig& cfg, Weights& w);
+
+  std::string kind() const override { return "clip"; }
+  std::string description() const override;
+  std::string fingerprint() const override { return fingerprint_; }
+  int64_t embed_dim() const override { return cfg_.embed_dim; }
+  int64_t grid() const override { return cfg_.vision.grid(); }
+  PixelTensor preprocess(const Image& image) const override;
+  bool has_text() const override { return true; }
+  at::Tensor text_prior(const std::string& class_name) const override;
+
+  const ClipConfig& config() const { return cfg_; }
+  const VisionTower& vision() const { return vision_; }
+  const TextTower& text() const { return text_; }
+  // Raw per-sentence text embeddings [N, D] (not normalised).
+  at::Tensor encode_sentences(const std::vector<std::string>& sentences) const;
+
+ protected:
+  Features encode_impl(const at::Tensor& pixels) const override;
+
+ private:
+  ClipConfig cfg_;
+  VisionTower vision_;
+  TextTower text_;
+  Tokenizer tokenizer_;
+  std::string fingerprint_;
+};
+
+}  // namespace gad

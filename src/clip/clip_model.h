@@ -1,0 +1,73 @@
+// The OpenCLIP ViT towers InCTRL is built on, as plain tensors and functional ATen ops.
+//
+// Vision: patch conv (no bias) -> [CLS] + patches (row-major) + positional embedding -> ln_pre ->
+// pre-LN residual blocks (MHA, exact GELU MLP) -> ln_post on CLS only -> proj. The raw residual
+// stream after chosen blocks (1-based, CLS dropped, no ln_post/proj) is returned too: InCTRL
+// compares those tokens. Text: token + positional embedding -> causal blocks -> ln_final -> the
+// EOT position (argmax of the ids) -> text_projection. Neither tower normalises its output.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "clip/config.h"
+#include "model/weights.h"
+
+namespace gad {
+
+struct Linear {
+  at::Tensor weight, bias;  // [out,in], [out] (bias may be undefined)
+  at::Tensor operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+};
+
+struct LayerNorm {
+  at::Tensor weight, bias;
+  at::Tensor operator()(const at::Tensor& x) const;
+};
+
+// One pre-LN transformer block: x + MHA(ln_1(x)), then x + MLP(ln_2(x)).
+struct ResidualBlock {
+  LayerNorm ln_1, ln_2;
+  Linear in_proj, out_proj, c_fc, c_proj;
+  int heads = 1;
+  bool quick_gelu = false;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& attn_mask) const;  // x: [B,T,W]
+};
+
+struct VisionOutput {
+  at::Tensor cls_embedding;       // [B, embed_dim], ln_post(CLS)·proj, not normalised
+  std::vector<at::Tensor> taps;   // per requested layer: [B, patches, width], CLS dropped
+};
+
+class VisionTower {
+ public:
+  VisionTower(const ClipConfig& cfg, Weights& w, const std::string& prefix = "visual.");
+  // pixels: [B,3,S,S] float32, preprocessed. `tapped_layers` are 1-based block indices.
+  VisionOutput forward(const at::Tensor& pixels, const std::vector<int>& tapped_layers) const;
+  const VisionConfig& config() const { return cfg_; }
+  int embed_dim() const { return embed_dim_; }
+
+ private:
+  VisionConfig cfg_;
+  int embed_dim_;
+  at::Tensor conv1_, class_embedding_, positional_embedding_, proj_;
+  LayerNorm ln_pre_, ln_post_;
+  std::vector<ResidualBlock> blocks_;
+};
+
+class TextTower {
+ public:
+  TextTower(const ClipConfig& cfg, Weights& w);
+  // ids: [N, context] int64 (tokenizer output). Returns [N, embed_dim], not normalised.
+  at::Tensor forward(const at::Tensor& ids) const;
+
+ private:
+  TextConfig cfg_;
+  at::Tensor token_embedding_, positional_embedding_, text_projection_, causal_mask_;
+  LayerNorm ln_final_;
+  std::vector<ResidualBlock> blocks_;
+};
+
+}  // namespace gad

@@ -1,0 +1,175 @@
+#include "engine/engine.h"
+
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <sstream>
+
+#include "image/image.h"
+#include "inctrl/reference_set.h"
+#include "inctrl/scorer.h"
+#include "io/safetensors.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace gad {
+namespace {
+
+double now_ms() {
+  using namespace std::chrono;
+  return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+std::string file_sha256(const std::string& path) {
+  auto bytes = read_file_bytes(path);
+  return sha256_hex(bytes.data(), bytes.size());
+}
+
+double scalar_at(const at::Tensor& t, int64_t i) { return t.defined() ? t[i].item<double>() : 0.0; }
+
+}  // namespace
+
+struct Engine::Impl {
+  LoadedModel model;
+  std::unique_ptr<InctrlScorer> scorer;
+  std::unique_ptr<ReferenceSet> refs;
+  int threads = 0;
+
+  PixelTensor load_pixels(const std::string& path) const { return model.backbone->preprocess(decode_image(path)); }
+
+  const ReferenceSet& require_refs() const {
+    if (!refs) fail("no reference set: give --refs FILE or --ref-images ... --class NAME");
+    return *refs;
+  }
+};
+
+Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
+  if (options.threads < 0) fail("--threads: must be >= 0 (got ", options.threads, ")");
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  impl_->threads = at::get_num_threads();
+  impl_->model = load_model(options.files);
+  impl_->scorer = std::make_unique<InctrlScorer>(*impl_->model.backbone, impl_->model.heads);
+}
+
+Engine::~Engine() = default;
+
+std::string Engine::describe() const {
+  std::ostringstream o;
+  o << impl_->model.backbone->description() << "; heads: "
+    << (impl_->model.heads ? impl_->model.heads_source : "none (score = untrained patch residual)") << "; "
+    << impl_->threads << " thread(s), fp32";
+  return o.str();
+}
+
+bool Engine::has_heads() const { return impl_->model.heads.has_value(); }
+
+void Engine::build_references(const std::vector<std::string>& image_paths, const std::string& class_name) {
+  if (image_paths.empty()) fail("reference set: K must be at least 1 (no reference images given)");
+  std::vector<PixelTensor> pixels;
+  std::vector<ReferenceSource> sources;
+  for (const auto& p : image_paths) {
+    pixels.push_back(impl_->load_pixels(p));
+    sources.push_back({p, file_sha256(p)});
+  }
+  impl_->refs = std::make_unique<ReferenceSet>(ReferenceSet::build(*impl_->model.backbone, pixels, sources, class_name));
+}
+
+void Engine::load_references(const std::string& path) {
+  impl_->refs = std::make_unique<ReferenceSet>(ReferenceSet::load(path, *impl_->model.backbone));
+}
+
+void Engine::save_references(const std::string& path) const { impl_->require_refs().save(path); }
+
+bool Engine::has_references() const { return impl_->refs != nullptr; }
+
+std::string Engine::references_summary() const {
+  const auto& r = impl_->require_refs();
+  std::ostringstream o;
+  o << "class '" << r.class_name << "', K = " << r.k() << (r.text_prior.defined() ? ", text prior" : "");
+  return o.str();
+}
+
+void Engine::score(const std::vector<std::string>& paths, int batch,
+                   const std::function<void(const ScoreRecord&)>& on_record) {
+  if (batch < 1) fail("--batch: must be at least 1 (got ", batch, ")");
+  const ReferenceSet& refs = impl_->require_refs();
+  const Backbone& bb = *impl_->model.backbone;
+  at::NoGradGuard no_grad;
+  for (size_t start = 0; start < paths.size(); start += batch) {
+    size_t end = std::min(paths.size(), start + batch);
+    double t0 = now_ms();
+    std::vector<PixelTensor> pixels;
+    for (size_t i = start; i < end; ++i) pixels.push_back(impl_->load_pixels(paths[i]));
+    InctrlScores s = impl_->scorer->score(refs, bb.encode(stack_pixels(pixels)));
+    double ms = (now_ms() - t0) / static_cast<double>(end - start);
+    at::Tensor map = s.residual_map.contiguous();
+    for (size_t i = start; i < end; ++i) {
+      const auto b = static_cast<int64_t>(i - start);
+      ScoreRecord r;
+      r.path = paths[i];
+      r.score = scalar_at(s.final_score, b);
+      r.s_patch = scalar_at(s.s_patch, b);
+      r.s_img = scalar_at(s.s_img, b);
+      r.s_text = scalar_at(s.s_text, b);
+      r.s_hol = scalar_at(s.s_hol, b);
+      r.has_text = s.s_text.defined();
+      r.has_heads = s.s_hol.defined();
+      r.ms = ms;
+      r.grid = static_cast<int>(bb.grid());
+      const float* m = map[b].data_ptr<float>();
+      r.residual_map.assign(m, m + map.size(1));
+      on_record(r);
+    }
+  }
+}
+
+std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths, const std::string& dump_path) {
+  const Backbone& bb = *impl_->model.backbone;
+  at::NoGradGuard no_grad;
+  std::vector<InspectRecord> records;
+  std::vector<at::Tensor> keep_alive;  // dumped tensors must outlive the write
+  RawTensorList dump;
+  auto add = [&](const std::string& name, at::Tensor t) {
+    t = t.to(at::kFloat).contiguous();
+    keep_alive.push_back(t);
+    RawTensor r;
+    r.shape.assign(t.sizes().begin(), t.sizes().end());
+    r.data = static_cast<const uint8_t*>(t.data_ptr());
+    r.nbytes = t.nbytes();
+    dump.emplace_back(name, r);
+  };
+  for (size_t i = 0; i < paths.size(); ++i) {
+    double t0 = now_ms();
+    Image img = decode_image(paths[i]);
+    PixelTensor px = bb.preprocess(img);
+    at::Tensor pixels = stack_pixels({px});
+    Features f = bb.encode(pixels);
+    InspectRecord rec{paths[i], img.width, img.height, f.global[0].norm().item<double>(), now_ms() - t0};
+    records.push_back(rec);
+    if (dump_path.empty()) continue;
+    const std::string p = std::to_string(i) + ".";
+    add(p + "pixel_values", pixels[0]);
+    add(p + "cls_embedding", f.global[0]);
+    std::vector<at::Tensor> taps;
+    for (const auto& t : f.taps) taps.push_back(t[0]);
+    add(p + "tapped_tokens", at::stack(taps));
+    if (!impl_->refs) continue;
+    InctrlScores s = impl_->scorer->score(*impl_->refs, f);
+    add(p + "residual_map", s.residual_map[0]);
+    add(p + "s_patch", s.s_patch[0]);
+    if (s.s_text.defined()) add(p + "s_text", s.s_text[0]);
+    if (s.s_img.defined()) {
+      add(p + "s_img", s.s_img[0]);
+      add(p + "holistic_map", s.holistic_map[0]);
+      add(p + "s_hol", s.s_hol[0]);
+    }
+    add(p + "final_score", s.final_score[0]);
+  }
+  if (!dump_path.empty()) write_safetensors(dump_path, dump, {{"producer", "gad inspect"}});
+  return records;
+}
+
+int64_t Engine::image_encodes() const { return impl_->model.backbone->image_encodes(); }
+int64_t Engine::text_encodes() const { return impl_->model.backbone->text_encodes(); }
+
+}  // namespace gad

@@ -1,0 +1,67 @@
+// Engine — the whole pipeline behind one small, torch-free interface:
+//   image -> preprocess -> backbone -> features -> InCTRL scorer -> ScoreRecord.
+// The CLI (and any embedding program) talks only to this header.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/load_model.h"
+
+namespace gad {
+
+struct EngineOptions {
+  ModelFiles files;
+  int threads = 0;  // 0 = library default
+};
+
+struct ScoreRecord {
+  std::string path;
+  double score = 0, s_patch = 0, s_img = 0, s_text = 0, s_hol = 0;
+  bool has_text = false, has_heads = false;
+  double ms = 0;                    // wall time per image (batch time / batch size)
+  std::vector<float> residual_map;  // grid x grid, row-major
+  int grid = 0;
+};
+
+struct InspectRecord {
+  std::string path;
+  int width = 0, height = 0;
+  double global_norm = 0, ms = 0;
+};
+
+class Engine {
+ public:
+  explicit Engine(const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  std::string describe() const;  // backbone, heads source, threads
+  bool has_heads() const;
+
+  // Reference sets: build from images + class name, or load one; save the current one.
+  void build_references(const std::vector<std::string>& image_paths, const std::string& class_name);
+  void load_references(const std::string& path);
+  void save_references(const std::string& path) const;
+  bool has_references() const;
+  std::string references_summary() const;
+
+  // Scores images in batches; `on_record` is called once per image, in input order.
+  void score(const std::vector<std::string>& paths, int batch, const std::function<void(const ScoreRecord&)>& on_record);
+
+  // Encodes each image alone; with `dump_path` writes the tensors documented in `gad inspect
+  // --help` to one safetensors file (and, when references are set, the score chain).
+  std::vector<InspectRecord> inspect(const std::vector<std::string>& paths, const std::string& dump_path);
+
+  int64_t image_encodes() const;  // backbone image encodes so far (tests use it)
+  int64_t text_encodes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gad

@@ -1,0 +1,102 @@
+#include "inctrl/reference_set.h"
+
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "util/error.h"
+
+namespace gad {
+namespace {
+
+constexpr const char* kFormat = "gad-refset-1";
+
+RawTensor raw_view(const at::Tensor& t) {
+  RawTensor r;
+  r.dtype = DType::F32;
+  r.shape.assign(t.sizes().begin(), t.sizes().end());
+  r.data = static_cast<const uint8_t*>(t.data_ptr());
+  r.nbytes = t.nbytes();
+  return r;
+}
+
+at::Tensor tensor_copy(const RawTensor& r) {
+  std::vector<int64_t> shape(r.shape.begin(), r.shape.end());
+  return at::from_blob(const_cast<uint8_t*>(r.data), shape, at::kFloat).clone();
+}
+
+at::Tensor l2_normalise_rows(const at::Tensor& x) { return x / x.norm(2, -1, true); }
+
+}  // namespace
+
+ReferenceSet ReferenceSet::build(const Backbone& backbone, const std::vector<PixelTensor>& images,
+                                 const std::vector<ReferenceSource>& sources, const std::string& class_name) {
+  if (images.empty()) fail("reference set: K must be at least 1 (no reference images given)");
+  ReferenceSet set;
+  set.class_name = class_name;
+  set.backbone_kind = backbone.kind();
+  set.backbone_fingerprint = backbone.fingerprint();
+  set.backbone_description = backbone.description();
+  set.sources = sources;
+  if (backbone.has_text()) set.text_prior = backbone.text_prior(class_name);  // validates the name
+  Features f = backbone.encode(stack_pixels(images));
+  set.globals = f.global.contiguous();
+  for (const auto& tap : f.taps) set.banks.push_back(l2_normalise_rows(tap.reshape({-1, tap.size(-1)})).contiguous());
+  return set;
+}
+
+void ReferenceSet::save(const std::string& path) const {
+  RawTensorList tensors;
+  for (size_t l = 0; l < banks.size(); ++l) tensors.emplace_back("bank." + std::to_string(l), raw_view(banks[l]));
+  tensors.emplace_back("globals", raw_view(globals));
+  if (text_prior.defined()) tensors.emplace_back("text_prior", raw_view(text_prior));
+  nlohmann::json meta = {{"format", kFormat},
+                         {"class_name", class_name},
+                         {"k", k()},
+                         {"backbone_kind", backbone_kind},
+                         {"backbone_fingerprint", backbone_fingerprint},
+                         {"backbone", backbone_description},
+                         {"preprocessing", backbone_kind == "clip" ? "clip-bicubic-centercrop" : "lite-bilinear"}};
+  for (const auto& s : sources) meta["sources"].push_back({{"path", s.path}, {"sha256", s.sha256}});
+  write_safetensors(path, tensors, {{"gad", meta.dump()}});
+}
+
+ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbone) {
+  SafetensorsContents c = read_safetensors(path);
+  auto it = c.metadata.find("gad");
+  if (it == c.metadata.end()) fail(path, ": not a gad reference set (no gad metadata)");
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(it->second);
+  } catch (const std::exception& e) {
+    fail(path, ": corrupt reference-set metadata (", e.what(), ")");
+  }
+  if (meta.value("format", "") != kFormat) fail(path, ": unsupported reference-set format '", meta.value("format", ""), "'");
+  ReferenceSet set;
+  set.class_name = meta.value("class_name", "");
+  set.backbone_kind = meta.value("backbone_kind", "");
+  set.backbone_fingerprint = meta.value("backbone_fingerprint", "");
+  set.backbone_description = meta.value("backbone", "");
+  if (set.backbone_fingerprint != backbone.fingerprint())
+    fail(path, ": made with another model (", set.backbone_description, ", fingerprint ", set.backbone_fingerprint,
+         "); this model is ", backbone.description(), " (fingerprint ", backbone.fingerprint(), ")");
+  if (meta.contains("sources"))
+    for (const auto& s : meta["sources"]) set.sources.push_back({s.value("path", ""), s.value("sha256", "")});
+  std::map<std::string, at::Tensor> named;
+  for (const auto& [name, raw] : c.tensors) {
+    if (raw.dtype != DType::F32) fail(path, ": tensor '", name, "' is ", dtype_name(raw.dtype), ", expected F32");
+    named[name] = tensor_copy(raw);
+  }
+  for (size_t l = 0;; ++l) {
+    auto b = named.find("bank." + std::to_string(l));
+    if (b == named.end()) break;
+    set.banks.push_back(b->second);
+  }
+  if (!named.count("globals") || set.banks.empty()) fail(path, ": reference set lacks its banks or globals");
+  set.globals = named["globals"];
+  if (named.count("text_prior")) set.text_prior = named["text_prior"];
+  if (set.globals.dim() != 2 || set.globals.size(1) != backbone.embed_dim())
+    fail(path, ": globals have shape ", set.globals.sizes(), ", expected [K,", backbone.embed_dim(), "]");
+  return set;
+}
+
+}  // namespace gad

@@ -1,0 +1,41 @@
+// ReferenceSet — everything InCTRL needs from the K normal images and the class name, computed
+// once: the normalised patch banks per tapped layer, the raw global embeddings of the references
+// and (CLIP) the text prior. Scoring with a set never touches the text tower or the references.
+//
+// File format (".gadref"): safetensors with tensors `bank.<l>` [K·P_l, C_l], `globals` [K, D],
+// optional `text_prior` [2, D], and `__metadata__.gad` holding JSON: format, backbone kind and
+// fingerprint, class name, K, source paths with sha256, preprocessing.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "backbone/backbone.h"
+
+namespace gad {
+
+struct ReferenceSource {
+  std::string path, sha256;
+};
+
+struct ReferenceSet {
+  std::string class_name;
+  std::string backbone_kind, backbone_fingerprint, backbone_description;
+  std::vector<ReferenceSource> sources;
+  std::vector<at::Tensor> banks;  // per tap: [K*P_l, C_l], rows L2-normalised, prompt-major
+  at::Tensor globals;             // [K, D]
+  at::Tensor text_prior;          // [2, D] (normal, anomaly), or undefined without a text tower
+
+  int64_t k() const { return globals.defined() ? globals.size(0) : 0; }
+
+  // Encodes the references (one batch) and, when the backbone has one, the text prior.
+  static ReferenceSet build(const Backbone& backbone, const std::vector<PixelTensor>& images,
+                            const std::vector<ReferenceSource>& sources, const std::string& class_name);
+  void save(const std::string& path) const;
+  // Loads and checks that the set was made with `backbone` (same fingerprint).
+  static ReferenceSet load(const std::string& path, const Backbone& backbone);
+};
+
+}  // namespace gad

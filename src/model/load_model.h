@@ -1,0 +1,30 @@
+// Loading a model from the files a user names: the backbone weights (with or without InCTRL's
+// adapter and heads in the same file) and, optionally, a separate heads file.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "backbone/backbone.h"
+#include "inctrl/heads.h"
+
+namespace gad {
+
+struct ModelFiles {
+  std::string model;   // weight file; empty = the embedded default model
+  std::string config;  // CLIP architecture name or JSON file; empty = kDefaultClipConfig
+  std::string heads;   // optional separate heads file (safetensors or torch archive)
+};
+
+struct LoadedModel {
+  std::unique_ptr<Backbone> backbone;
+  std::optional<InctrlHeads> heads;
+  std::string heads_source;  // file the heads came from, empty without heads
+};
+
+// Every key of every file must be consumed: missing, unexpected or mis-shaped keys are errors
+// naming the file, the key and the shapes.
+LoadedModel load_model(const ModelFiles& files);
+
+}  // namespace gad

@@ -1,0 +1,61 @@
+#include "util/image_list.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <random>
+
+#include "util/error.h"
+
+namespace fs = std::filesystem;
+
+namespace gad {
+namespace {
+
+bool is_image_file(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  static const char* kExts[] = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"};
+  return std::any_of(std::begin(kExts), std::end(kExts), [&](const char* e) { return ext == e; });
+}
+
+}  // namespace
+
+std::vector<std::string> expand_image_args(const std::vector<std::string>& args, const std::string& what) {
+  std::vector<std::string> out;
+  for (const auto& arg : args) {
+    std::error_code ec;
+    if (fs::is_directory(arg, ec)) {
+      std::vector<std::string> found;
+      for (auto it = fs::recursive_directory_iterator(arg, ec); !ec && it != fs::recursive_directory_iterator();
+           it.increment(ec))
+        if (it->is_regular_file() && is_image_file(it->path())) found.push_back(it->path().string());
+      if (ec) fail(arg, ": cannot list directory (", ec.message(), ")");
+      if (found.empty()) fail(arg, ": no image files in this directory");
+      std::sort(found.begin(), found.end());
+      out.insert(out.end(), found.begin(), found.end());
+    } else if (fs::exists(arg, ec)) {
+      out.push_back(arg);
+    } else {
+      fail(arg, ": no such file or directory");
+    }
+  }
+  if (out.empty()) fail(what, ": no images given");
+  return out;
+}
+
+std::vector<std::string> draw_references(const std::vector<std::string>& paths, int k, uint64_t seed) {
+  if (k < 1) fail("--k: must be at least 1 (got ", k, ")");
+  if (static_cast<size_t>(k) > paths.size())
+    fail("--k ", k, ": only ", paths.size(), " reference image(s) available");
+  std::vector<std::string> pool = paths;
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < static_cast<size_t>(k); ++i) {
+    size_t j = i + static_cast<size_t>(rng() % (pool.size() - i));
+    std::swap(pool[i], pool[j]);
+  }
+  pool.resize(k);
+  return pool;
+}
+
+}  // namespace gad

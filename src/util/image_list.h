@@ -1,0 +1,20 @@
+// Turning command-line paths into image lists, and the seeded reference draw.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gad {
+
+// Files are taken as given; directories are walked recursively for image files (png, jpg, jpeg,
+// bmp, tif, tiff, webp; case-insensitive), sorted by path so every machine sees the same order.
+// An empty result is an error naming the arguments.
+std::vector<std::string> expand_image_args(const std::vector<std::string>& args, const std::string& what);
+
+// Chooses k of `paths` (already sorted) with a partial Fisher–Yates shuffle driven by
+// std::mt19937_64(seed), taking j = i + rng() % (n − i): fully specified by the C++ standard, so
+// the same seed draws the same images everywhere. Returns them in draw order. k > n is an error.
+std::vector<std::string> draw_references(const std::vector<std::string>& paths, int k, uint64_t seed);
+
+}  // namespace gad

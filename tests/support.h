@@ -1,0 +1,24 @@
+// Shared helpers for the test suite: fixture paths and safetensors -> at::Tensor maps.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <string>
+
+#include "io/safetensors.h"
+
+namespace gad::test {
+
+inline std::string shared(const std::string& rel) { return std::string(GAD_SHARED_DIR) + "/" + rel; }
+inline std::string inctrl_fixture(const std::string& rel) { return shared("fixtures/inctrl/" + rel); }
+
+// Loads every tensor of a safetensors file as float32 (integers keep their dtype), copied.
+std::map<std::string, at::Tensor> load_tensors(const std::string& path);
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b);
+
+// A fresh empty directory under the system temp dir, removed by the caller if wanted.
+std::string temp_dir(const std::string& name);
+
+}  // namespace gad::test
