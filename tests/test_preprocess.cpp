@@ -5,7 +5,6 @@
 // (fixtures/lite/mobilenet_v2/cases): `input` is the MobileNet input built from shared/data images.
 #include <gtest/gtest.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -14,8 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -124,10 +121,50 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// ---- hand-made PNGs, for colour types OpenCV cannot write (gray+alpha, palette, tRNS) ----
+// ---- hand-made image files ----
+// Written here rather than with OpenCV so the test needs no codec headers, and so it can produce
+// PNG colour types OpenCV cannot write (gray+alpha, palette, tRNS).
 
 void put_u32be(std::vector<uint8_t>& v, uint32_t x) {
   for (int s = 24; s >= 0; s -= 8) v.push_back(static_cast<uint8_t>(x >> s));
+}
+void put_u16le(std::vector<uint8_t>& v, uint32_t x) {
+  v.push_back(static_cast<uint8_t>(x));
+  v.push_back(static_cast<uint8_t>(x >> 8));
+}
+void put_u32le(std::vector<uint8_t>& v, uint32_t x) {
+  put_u16le(v, x & 0xffff);
+  put_u16le(v, x >> 16);
+}
+
+uint32_t crc32_of(const uint8_t* p, size_t n) {
+  uint32_t c = 0xffffffffu;
+  for (size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+  }
+  return c ^ 0xffffffffu;
+}
+
+// A zlib stream of stored (uncompressed) deflate blocks.
+std::vector<uint8_t> zlib_stored(const std::vector<uint8_t>& data) {
+  std::vector<uint8_t> z = {0x78, 0x01};
+  size_t pos = 0;
+  do {
+    const size_t len = std::min<size_t>(data.size() - pos, 65535);
+    z.push_back(pos + len == data.size() ? 1 : 0);  // BFINAL, BTYPE = stored
+    put_u16le(z, static_cast<uint32_t>(len));
+    put_u16le(z, static_cast<uint32_t>(~len & 0xffff));
+    z.insert(z.end(), data.begin() + pos, data.begin() + pos + len);
+    pos += len;
+  } while (pos < data.size());
+  uint32_t a = 1, b = 0;  // Adler-32
+  for (uint8_t v : data) {
+    a = (a + v) % 65521;
+    b = (b + a) % 65521;
+  }
+  put_u32be(z, (b << 16) | a);
+  return z;
 }
 
 void add_chunk(std::vector<uint8_t>& png, const char* type, const std::vector<uint8_t>& data) {
@@ -135,7 +172,7 @@ void add_chunk(std::vector<uint8_t>& png, const char* type, const std::vector<ui
   const size_t start = png.size();
   png.insert(png.end(), type, type + 4);
   png.insert(png.end(), data.begin(), data.end());
-  put_u32be(png, static_cast<uint32_t>(crc32(0, png.data() + start, static_cast<uInt>(png.size() - start))));
+  put_u32be(png, crc32_of(png.data() + start, png.size() - start));
 }
 
 struct PngChunk {
@@ -159,19 +196,62 @@ std::vector<uint8_t> make_png(int w, int h, int bit_depth, int color_type, const
     filtered.push_back(0);  // filter type None
     filtered.insert(filtered.end(), rows.begin() + y * row_bytes, rows.begin() + (y + 1) * row_bytes);
   }
-  uLongf zlen = compressBound(static_cast<uLong>(filtered.size()));
-  std::vector<uint8_t> z(zlen);
-  EXPECT_EQ(compress(z.data(), &zlen, filtered.data(), static_cast<uLong>(filtered.size())), Z_OK);
-  z.resize(zlen);
-  add_chunk(png, "IDAT", z);
+  add_chunk(png, "IDAT", zlib_stored(filtered));
   add_chunk(png, "IEND", {});
   return png;
 }
 
-std::vector<uint8_t> encode(const cv::Mat& m, const std::string& ext) {
-  std::vector<uint8_t> out;
-  EXPECT_TRUE(cv::imencode(ext, m, out));
-  return out;
+// 24-bit BMP from RGB rows (BMP stores BGR, bottom-up, rows padded to 4 bytes).
+std::vector<uint8_t> make_bmp24(int w, int h, const std::vector<uint8_t>& rgb) {
+  const uint32_t stride = (static_cast<uint32_t>(w) * 3 + 3) & ~3u;
+  std::vector<uint8_t> bmp = {'B', 'M'};
+  put_u32le(bmp, 54 + stride * h);
+  put_u32le(bmp, 0);
+  put_u32le(bmp, 54);
+  for (uint32_t v : {40u, uint32_t(w), uint32_t(h)}) put_u32le(bmp, v);
+  put_u16le(bmp, 1);
+  put_u16le(bmp, 24);
+  for (uint32_t v : {0u, stride * h, 2835u, 2835u, 0u, 0u}) put_u32le(bmp, v);
+  for (int y = h - 1; y >= 0; --y) {
+    for (int x = 0; x < w; ++x)
+      for (int c = 2; c >= 0; --c) bmp.push_back(rgb[(static_cast<size_t>(y) * w + x) * 3 + c]);
+    for (uint32_t pad = w * 3; pad < stride; ++pad) bmp.push_back(0);
+  }
+  return bmp;
+}
+
+// Minimal little-endian, uncompressed, single-strip TIFF. sample_format: 1 = uint, 3 = float.
+std::vector<uint8_t> make_tiff(int w, int h, int spp, int bits, int sample_format, const std::vector<uint8_t>& data) {
+  struct Entry {
+    uint16_t tag, type;
+    uint32_t count, value;
+  };
+  const uint16_t kShort = 3, kLong = 4;
+  const int n_entries = 11;
+  const uint32_t ifd_size = 2 + 12 * n_entries + 4;
+  const uint32_t bits_offset = 8 + ifd_size;                        // BitsPerSample array when spp > 2
+  const uint32_t data_offset = bits_offset + 2 * spp;
+  const uint32_t bits_value = spp <= 2 ? uint32_t(bits) | (spp == 2 ? uint32_t(bits) << 16 : 0) : bits_offset;
+  const std::vector<Entry> entries = {
+      {256, kLong, 1, uint32_t(w)},          {257, kLong, 1, uint32_t(h)},
+      {258, kShort, uint32_t(spp), bits_value}, {259, kShort, 1, 1},
+      {262, kShort, 1, spp >= 3 ? 2u : 1u},    {273, kLong, 1, data_offset},
+      {277, kShort, 1, uint32_t(spp)},       {278, kLong, 1, uint32_t(h)},
+      {279, kLong, 1, uint32_t(data.size())}, {284, kShort, 1, 1},
+      {339, kShort, 1, uint32_t(sample_format)}};
+  std::vector<uint8_t> t = {'I', 'I', 42, 0};
+  put_u32le(t, 8);
+  put_u16le(t, n_entries);
+  for (const Entry& e : entries) {
+    put_u16le(t, e.tag);
+    put_u16le(t, e.type);
+    put_u32le(t, e.count);
+    put_u32le(t, e.value);
+  }
+  put_u32le(t, 0);
+  for (int i = 0; i < spp; ++i) put_u16le(t, bits);
+  t.insert(t.end(), data.begin(), data.end());
+  return t;
 }
 
 Image synthetic(int w, int h, int channels, uint32_t seed) {
@@ -395,66 +475,61 @@ TEST(DecodeImage, JpegEndDetectionSkipsThumbnailsAndTrailingData) {
   EXPECT_EQ(decode_image_bytes(trailing.data(), trailing.size(), "trailing.jpg").pixels, ref.pixels);
   const std::vector<uint8_t> cut(with_thumb.begin(), with_thumb.end() - 40);
   EXPECT_THROW(decode_image_bytes(cut.data(), cut.size(), "cut.jpg"), Error);
-
-  // Progressive and restart-interval JPEGs have several scans / RSTn markers.
-  const cv::Mat m(64, 48, CV_8UC3, cv::Scalar(10, 120, 230));
-  std::vector<uint8_t> bytes;
-  ASSERT_TRUE(cv::imencode(".jpg", m, bytes, {cv::IMWRITE_JPEG_PROGRESSIVE, 1}));
-  EXPECT_EQ(decode_image_bytes(bytes.data(), bytes.size(), "progressive.jpg").width, 48);
-  ASSERT_TRUE(cv::imencode(".jpg", m, bytes, {cv::IMWRITE_JPEG_RST_INTERVAL, 1}));
-  EXPECT_EQ(decode_image_bytes(bytes.data(), bytes.size(), "rst.jpg").height, 64);
 }
 
 TEST(DecodeImage, ChannelOrderAcrossFormats) {
-  // A 3x2 BGR matrix whose pixels are distinct in every channel.
-  cv::Mat bgr(2, 3, CV_8UC3);
-  for (int y = 0; y < 2; ++y)
-    for (int x = 0; x < 3; ++x) bgr.at<cv::Vec3b>(y, x) = cv::Vec3b(10 * x + 1, 50 + y, 200 - x - 7 * y);
-  for (const std::string ext : {".png", ".bmp", ".tiff"}) {
-    const std::vector<uint8_t> bytes = encode(bgr, ext);
-    const Image img = decode_image_bytes(bytes.data(), bytes.size(), "mem" + ext);
-    ASSERT_EQ(img.channels, 3) << ext;
-    ASSERT_EQ(img.width, 3) << ext;
-    ASSERT_EQ(img.height, 2) << ext;
-    for (int y = 0; y < 2; ++y)
-      for (int x = 0; x < 3; ++x) {
-        const cv::Vec3b p = bgr.at<cv::Vec3b>(y, x);
-        const uint8_t* q = &img.pixels[(y * 3 + x) * 3];
-        EXPECT_EQ(q[0], p[2]) << ext;  // R
-        EXPECT_EQ(q[1], p[1]) << ext;  // G
-        EXPECT_EQ(q[2], p[0]) << ext;  // B
-      }
+  // A 3x2 RGB image whose pixels are distinct in every channel.
+  const int w = 3, h = 2;
+  std::vector<uint8_t> rgb;
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) rgb.insert(rgb.end(), {uint8_t(200 - x - 7 * y), uint8_t(50 + y), uint8_t(10 * x + 1)});
+  const std::vector<std::pair<std::string, std::vector<uint8_t>>> files = {
+      {"rgb.png", make_png(w, h, 8, 2, rgb)}, {"rgb.bmp", make_bmp24(w, h, rgb)}, {"rgb.tiff", make_tiff(w, h, 3, 8, 1, rgb)}};
+  for (const auto& [name, bytes] : files) {
+    const Image img = decode_image_bytes(bytes.data(), bytes.size(), name);
+    EXPECT_EQ(img.channels, 3) << name;
+    EXPECT_EQ(img.width, w) << name;
+    EXPECT_EQ(img.height, h) << name;
+    EXPECT_EQ(img.pixels, rgb) << name;
   }
 }
 
 TEST(DecodeImage, RgbaKeepsAlpha) {
-  cv::Mat bgra(1, 2, CV_8UC4);
-  bgra.at<cv::Vec4b>(0, 0) = cv::Vec4b(1, 2, 3, 4);
-  bgra.at<cv::Vec4b>(0, 1) = cv::Vec4b(5, 6, 7, 255);
-  const std::vector<uint8_t> bytes = encode(bgra, ".png");
-  const Image img = decode_image_bytes(bytes.data(), bytes.size(), "rgba.png");
+  const std::vector<uint8_t> rgba = {3, 2, 1, 4, 7, 6, 5, 255};
+  const std::vector<uint8_t> png = make_png(2, 1, 8, 6, rgba);
+  const Image img = decode_image_bytes(png.data(), png.size(), "rgba.png");
   ASSERT_EQ(img.channels, 4);
-  EXPECT_EQ(img.pixels, (std::vector<uint8_t>{3, 2, 1, 4, 7, 6, 5, 255}));
+  EXPECT_EQ(img.pixels, rgba);
 }
 
 TEST(DecodeImage, SixteenBitKeepsHighByte) {
-  cv::Mat gray16(1, 4, CV_16UC1);
-  const uint16_t g[4] = {0, 0x00ff, 0x1280, 0xffff};
-  for (int i = 0; i < 4; ++i) gray16.at<uint16_t>(0, i) = g[i];
-  std::vector<uint8_t> bytes = encode(gray16, ".png");
-  Image img = decode_image_bytes(bytes.data(), bytes.size(), "gray16.png");
+  // Big-endian 16-bit samples: 0x1280, 0x00ff, 0xffff, 0x0000.
+  std::vector<uint8_t> png = make_png(4, 1, 16, 0, {0x12, 0x80, 0x00, 0xff, 0xff, 0xff, 0x00, 0x00});
+  Image img = decode_image_bytes(png.data(), png.size(), "gray16.png");
   ASSERT_EQ(img.channels, 1);
-  EXPECT_EQ(img.pixels, (std::vector<uint8_t>{0, 0, 0x12, 0xff}));
+  EXPECT_EQ(img.pixels, (std::vector<uint8_t>{0x12, 0x00, 0xff, 0x00}));
 
-  cv::Mat bgr16(1, 1, CV_16UC3, cv::Scalar(0x0102, 0x0304, 0xfe05));  // B, G, R
-  bytes = encode(bgr16, ".png");
-  img = decode_image_bytes(bytes.data(), bytes.size(), "rgb16.png");
+  // RGB 0xfe05, 0x0304, 0x0102: PIL 9.4 opens this as RGB (254, 3, 1).
+  png = make_png(1, 1, 16, 2, {0xfe, 0x05, 0x03, 0x04, 0x01, 0x02});
+  img = decode_image_bytes(png.data(), png.size(), "rgb16.png");
   ASSERT_EQ(img.channels, 3);
   EXPECT_EQ(img.pixels, (std::vector<uint8_t>{0xfe, 0x03, 0x01}));
 
-  const cv::Mat f32(2, 2, CV_32FC1, cv::Scalar(0.5));
-  bytes = encode(f32, ".tiff");
-  EXPECT_THROW(decode_image_bytes(bytes.data(), bytes.size(), "float.tiff"), Error);
+  png = make_png(1, 1, 16, 6, {0xfe, 0x05, 0x03, 0x04, 0x01, 0x02, 0x80, 0xff});
+  img = decode_image_bytes(png.data(), png.size(), "rgba16.png");
+  ASSERT_EQ(img.channels, 4);
+  EXPECT_EQ(img.pixels, (std::vector<uint8_t>{0xfe, 0x03, 0x01, 0x80}));
+
+  std::vector<uint8_t> floats(4 * sizeof(float));
+  const float half = 0.5f;
+  for (int i = 0; i < 4; ++i) std::memcpy(floats.data() + i * sizeof(float), &half, sizeof(float));
+  const std::vector<uint8_t> tiff = make_tiff(2, 2, 1, 32, 3, floats);
+  try {
+    decode_image_bytes(tiff.data(), tiff.size(), "float.tiff");
+    ADD_FAILURE() << "float TIFF accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("float.tiff: ", 0), 0u) << e.what();
+  }
 }
 
 TEST(DecodeImage, GrayAlphaBecomesRgbaWithEqualChannels) {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <sstream>
+#include <thread>
 
 #include "image/image.h"
 #include "inctrl/reference_set.h"
@@ -12,8 +13,17 @@
 #include "util/error.h"
 #include "util/fs.h"
 
+// OpenBLAS (which runs torch's fp32 GEMMs here) keeps its own thread pool; weak so gad still links
+// against another BLAS.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+
 namespace gad {
 namespace {
+
+void set_threads(int threads) {
+  at::set_num_threads(threads);
+  if (openblas_set_num_threads) openblas_set_num_threads(threads);
+}
 
 double now_ms() {
   using namespace std::chrono;
@@ -45,8 +55,8 @@ struct Engine::Impl {
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   if (options.threads < 0) fail("--threads: must be >= 0 (got ", options.threads, ")");
-  if (options.threads > 0) at::set_num_threads(options.threads);
-  impl_->threads = at::get_num_threads();
+  impl_->threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  set_threads(impl_->threads);
   impl_->model = load_model(options.files);
   impl_->scorer = std::make_unique<InctrlScorer>(*impl_->model.backbone, impl_->model.heads);
 }

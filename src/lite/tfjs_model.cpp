@@ -1,0 +1,662 @@
+#include "lite/tfjs_model.h"
+
+#include <c10/util/Half.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "io/safetensors.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace gad {
+namespace {
+
+using json = nlohmann::json;
+using Shape = std::vector<int64_t>;  // Keras layout without the batch: {H,W,C} or {F}; -1 = unknown
+
+constexpr const char* kFormat = "gad-lite-tfjs-1";
+
+enum class Kind {
+  Input, ZeroPad, Conv, Depthwise, BatchNorm, ReLU, Activation, Add, Concat,
+  MaxPool, AvgPool, GlobalAvg, GlobalMax, Flatten, Dense, Identity
+};
+enum class Act { Linear, Relu, Relu6, Sigmoid, Tanh, Softmax };
+
+struct Layer {
+  std::string name, cls;
+  Kind kind = Kind::Identity;
+  std::vector<int> inputs;
+  Shape out;
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, dh = 1, dw = 1;
+  bool same = false;
+  int64_t pad_t = 0, pad_b = 0, pad_l = 0, pad_r = 0;  // ZeroPadding2D
+  Act act = Act::Linear;
+  double max_value = -1;  // ReLU cap; < 0 = none
+  double eps = 1e-3;
+  int64_t concat_dim = 1;  // in the internal NCHW / [B,F] layout
+  at::Tensor weight, bias, mean, var;  // torch layout
+};
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? "," : "") << (s[i] < 0 ? std::string("?") : std::to_string(s[i]));
+  o << "]";
+  return o.str();
+}
+
+}  // namespace
+
+struct TfjsModel::Graph {
+  std::string source, model_name, topology;
+  std::map<std::string, std::string> metadata;
+  std::vector<Layer> layers;
+  std::map<std::string, int> index;
+  std::vector<int> last_use;
+  std::map<std::string, at::Tensor> weights;  // tfjs layout
+  std::vector<std::string> weight_order;      // order the layers took them in
+
+  int find(const std::string& name) const {
+    auto it = index.find(name);
+    if (it == index.end()) fail(source, ": model '", model_name, "' has no layer named '", name, "'");
+    return it->second;
+  }
+};
+
+namespace {
+
+// ---- topology parsing -------------------------------------------------------------------------
+
+struct Builder {
+  TfjsModel::Graph& g;
+  Weights& w;
+
+  [[noreturn]] void bad(const Layer& L, const std::string& what) const {
+    fail(g.source, ": layer '", L.name, "' (", L.cls, "): ", what);
+  }
+
+  std::pair<int64_t, int64_t> pair_of(const Layer& L, const json& cfg, const char* key, int64_t dflt) const {
+    if (!cfg.contains(key) || cfg[key].is_null()) return {dflt, dflt};
+    const json& v = cfg[key];
+    if (v.is_number_integer()) return {v.get<int64_t>(), v.get<int64_t>()};
+    if (v.is_array() && v.size() == 2 && v[0].is_number_integer() && v[1].is_number_integer())
+      return {v[0].get<int64_t>(), v[1].get<int64_t>()};
+    bad(L, std::string("cannot read '") + key + "' = " + v.dump());
+  }
+
+  void check_channels_last(const Layer& L, const json& cfg) const {
+    std::string f = cfg.value("data_format", std::string("channels_last"));
+    if (f != "channels_last") bad(L, "data_format '" + f + "' is not supported (channels_last only)");
+  }
+
+  Act activation(const Layer& L, const std::string& a) const {
+    if (a == "linear") return Act::Linear;
+    if (a == "relu") return Act::Relu;
+    if (a == "relu6") return Act::Relu6;
+    if (a == "sigmoid") return Act::Sigmoid;
+    if (a == "tanh") return Act::Tanh;
+    if (a == "softmax") return Act::Softmax;
+    bad(L, "unsupported activation '" + a + "'");
+  }
+
+  // Takes `<layer>/<param>`, checking the known dims of `expected` (tfjs layout).
+  at::Tensor take(const Layer& L, const std::string& param, const Shape& expected) {
+    const std::string key = L.name + "/" + param;
+    if (!w.has(key)) fail(g.source, ": layer '", L.name, "' needs weight '", key, "' ", shape_str(expected), ", which is missing");
+    at::IntArrayRef got = w.all().at(key).sizes();
+    bool ok = got.size() == expected.size();
+    for (size_t i = 0; ok && i < expected.size(); ++i) ok = expected[i] < 0 || expected[i] == got[i];
+    if (!ok)
+      fail(g.source, ": weight '", key, "' has shape ", shape_str(Shape(got.begin(), got.end())), ", layer '", L.name,
+           "' expects ", shape_str(expected));
+    at::Tensor t = w.take(key, got).contiguous();
+    g.weights[key] = t;
+    g.weight_order.push_back(key);
+    return t;
+  }
+
+  const Shape& in_shape(const Layer& L, size_t i = 0) const { return g.layers[L.inputs[i]].out; }
+  const Shape& spatial_in(const Layer& L) const {
+    const Shape& s = in_shape(L);
+    if (s.size() != 3) bad(L, "expects an image-shaped input [H,W,C], got " + shape_str(s));
+    return s;
+  }
+
+  static int64_t conv_out(int64_t n, int64_t k, int64_t s, int64_t d, bool same) {
+    if (n < 0) return -1;
+    if (same) return (n + s - 1) / s;
+    int64_t span = (k - 1) * d + 1;
+    return n < span ? 0 : (n - span) / s + 1;
+  }
+
+  void read_window(Layer& L, const json& cfg, const char* kernel_key) {
+    check_channels_last(L, cfg);
+    std::tie(L.kh, L.kw) = pair_of(L, cfg, kernel_key, 1);
+    std::tie(L.sh, L.sw) = pair_of(L, cfg, "strides", 0);
+    if (L.sh == 0) std::tie(L.sh, L.sw) = std::make_pair(L.kh, L.kw);  // pooling: strides default to pool_size
+    std::tie(L.dh, L.dw) = pair_of(L, cfg, "dilation_rate", 1);
+    std::string p = cfg.value("padding", std::string("valid"));
+    if (p != "same" && p != "valid") bad(L, "padding '" + p + "' is not supported");
+    L.same = p == "same";
+    const Shape& s = spatial_in(L);
+    L.out = {conv_out(s[0], L.kh, L.sh, L.dh, L.same), conv_out(s[1], L.kw, L.sw, L.dw, L.same), s[2]};
+  }
+
+  void conv(Layer& L, const json& cfg) {
+    read_window(L, cfg, "kernel_size");
+    if (cfg.value("groups", 1) != 1) bad(L, "grouped convolution is not supported");
+    const int64_t cin = L.out[2], filters = cfg.at("filters").get<int64_t>();
+    L.weight = take(L, "kernel", {L.kh, L.kw, cin, filters}).permute({3, 2, 0, 1}).contiguous();
+    if (cfg.value("use_bias", true)) L.bias = take(L, "bias", {filters});
+    L.act = activation(L, cfg.value("activation", std::string("linear")));
+    L.out[2] = filters;
+  }
+
+  void depthwise(Layer& L, const json& cfg) {
+    read_window(L, cfg, "kernel_size");
+    const int64_t cin = L.out[2], m = cfg.value("depth_multiplier", 1);
+    if (cin < 0) bad(L, "input channel count is unknown");
+    at::Tensor k = take(L, "depthwise_kernel", {L.kh, L.kw, cin, m});
+    L.weight = k.permute({2, 3, 0, 1}).reshape({cin * m, 1, L.kh, L.kw}).contiguous();
+    if (cfg.value("use_bias", true)) L.bias = take(L, "bias", {cin * m});
+    L.act = activation(L, cfg.value("activation", std::string("linear")));
+    L.out[2] = cin * m;
+  }
+
+  void batch_norm(Layer& L, const json& cfg) {
+    L.out = in_shape(L);
+    json axis = cfg.value("axis", json(-1));
+    if (axis.is_array() && axis.size() == 1) axis = axis[0];
+    const auto rank = static_cast<int64_t>(L.out.size()) + 1;
+    if (!axis.is_number_integer() || (axis.get<int64_t>() != -1 && axis.get<int64_t>() != rank - 1))
+      bad(L, "only the channel axis is supported, got axis " + axis.dump());
+    const int64_t c = L.out.back();
+    L.eps = cfg.value("epsilon", 1e-3);
+    L.weight = cfg.value("scale", true) ? take(L, "gamma", {c}) : at::ones({c});
+    L.bias = cfg.value("center", true) ? take(L, "beta", {c}) : at::zeros({c});
+    L.mean = take(L, "moving_mean", {c});
+    L.var = take(L, "moving_variance", {c});
+  }
+
+  void relu(Layer& L, const json& cfg) {
+    L.out = in_shape(L);
+    if (cfg.value("negative_slope", 0.0) != 0.0 || cfg.value("threshold", 0.0) != 0.0)
+      bad(L, "negative_slope and threshold must be 0");
+    if (cfg.contains("max_value") && !cfg["max_value"].is_null()) L.max_value = cfg["max_value"].get<double>();
+  }
+
+  void zero_pad(Layer& L, const json& cfg) {
+    check_channels_last(L, cfg);
+    const json& p = cfg.at("padding");
+    if (p.is_array() && p.size() == 2 && p[0].is_array()) {
+      L.pad_t = p[0].at(0).get<int64_t>(), L.pad_b = p[0].at(1).get<int64_t>();
+      L.pad_l = p[1].at(0).get<int64_t>(), L.pad_r = p[1].at(1).get<int64_t>();
+    } else {
+      auto [ph, pw] = pair_of(L, cfg, "padding", 0);
+      L.pad_t = L.pad_b = ph, L.pad_l = L.pad_r = pw;
+    }
+    const Shape& s = spatial_in(L);
+    L.out = {s[0] < 0 ? -1 : s[0] + L.pad_t + L.pad_b, s[1] < 0 ? -1 : s[1] + L.pad_l + L.pad_r, s[2]};
+  }
+
+  void merge(Layer& L, const json& cfg) {
+    if (L.inputs.size() < 2) bad(L, "needs at least 2 inputs");
+    L.out = in_shape(L);
+    if (L.kind == Kind::Add) {
+      for (size_t i = 1; i < L.inputs.size(); ++i)
+        if (in_shape(L, i) != L.out) bad(L, "input shapes differ: " + shape_str(L.out) + " vs " + shape_str(in_shape(L, i)));
+      return;
+    }
+    const auto rank = static_cast<int64_t>(L.out.size());
+    int64_t axis = cfg.value("axis", -1);
+    if (axis < 0) axis += rank + 1;
+    if (axis < 1 || axis > rank) bad(L, "bad concat axis " + std::to_string(axis));
+    const int64_t k = axis - 1;  // index into the shape without batch
+    L.concat_dim = rank == 3 ? (k == 2 ? 1 : k + 2) : 1;
+    for (size_t i = 1; i < L.inputs.size(); ++i) {
+      const Shape& s = in_shape(L, i);
+      if (s.size() != L.out.size()) bad(L, "input ranks differ");
+      L.out[k] = L.out[k] < 0 || s[k] < 0 ? -1 : L.out[k] + s[k];
+    }
+  }
+
+  void dense(Layer& L, const json& cfg) {
+    const Shape& s = in_shape(L);
+    if (s.size() != 1) bad(L, "expects a flat input [F], got " + shape_str(s) + " (add a Flatten)");
+    const int64_t units = cfg.at("units").get<int64_t>();
+    L.weight = take(L, "kernel", {s[0], units}).t().contiguous();
+    if (cfg.value("use_bias", true)) L.bias = take(L, "bias", {units});
+    L.act = activation(L, cfg.value("activation", std::string("linear")));
+    L.out = {units};
+  }
+
+  void global_pool(Layer& L, const json& cfg) {
+    check_channels_last(L, cfg);
+    if (cfg.value("keepdims", false)) bad(L, "keepdims is not supported");
+    L.out = {spatial_in(L)[2]};
+  }
+
+  void flatten(Layer& L) {
+    const Shape& s = in_shape(L);
+    int64_t n = 1;
+    for (int64_t d : s) n = (n < 0 || d < 0) ? -1 : n * d;
+    L.out = {n};
+  }
+
+  void configure(Layer& L, const json& cfg) {
+    static const std::map<std::string, Kind> kinds = {
+        {"ZeroPadding2D", Kind::ZeroPad}, {"Conv2D", Kind::Conv}, {"DepthwiseConv2D", Kind::Depthwise},
+        {"BatchNormalization", Kind::BatchNorm}, {"ReLU", Kind::ReLU}, {"Activation", Kind::Activation},
+        {"Add", Kind::Add}, {"Concatenate", Kind::Concat}, {"MaxPooling2D", Kind::MaxPool},
+        {"AveragePooling2D", Kind::AvgPool}, {"GlobalAveragePooling2D", Kind::GlobalAvg},
+        {"GlobalMaxPooling2D", Kind::GlobalMax}, {"Flatten", Kind::Flatten}, {"Dense", Kind::Dense},
+        {"Dropout", Kind::Identity}, {"SpatialDropout2D", Kind::Identity}};
+    auto it = kinds.find(L.cls);
+    if (it == kinds.end()) fail(g.source, ": layer '", L.name, "' has unsupported type '", L.cls, "'");
+    L.kind = it->second;
+    switch (L.kind) {
+      case Kind::ZeroPad: return zero_pad(L, cfg);
+      case Kind::Conv: return conv(L, cfg);
+      case Kind::Depthwise: return depthwise(L, cfg);
+      case Kind::BatchNorm: return batch_norm(L, cfg);
+      case Kind::ReLU: return relu(L, cfg);
+      case Kind::Activation:
+        L.out = in_shape(L);
+        L.act = activation(L, cfg.value("activation", std::string("linear")));
+        return;
+      case Kind::Add:
+      case Kind::Concat: return merge(L, cfg);
+      case Kind::MaxPool:
+      case Kind::AvgPool: return read_window(L, cfg, "pool_size");
+      case Kind::GlobalAvg:
+      case Kind::GlobalMax: return global_pool(L, cfg);
+      case Kind::Flatten: return flatten(L);
+      case Kind::Dense: return dense(L, cfg);
+      default: L.out = in_shape(L); return;
+    }
+  }
+
+  std::vector<int> inbound(const json& layer, const std::string& name) {
+    const json& nodes = layer.value("inbound_nodes", json::array());
+    if (nodes.empty()) return {};
+    if (nodes.size() > 1) fail(g.source, ": layer '", name, "' is shared (", nodes.size(), " calls); not supported");
+    std::vector<int> in;
+    for (const json& e : nodes[0]) {
+      if (!e.is_array() || e.empty() || !e[0].is_string() || (e.size() > 2 && e[2] != 0))
+        fail(g.source, ": layer '", name, "': cannot read inbound node ", e.dump());
+      auto it = g.index.find(e[0].get<std::string>());
+      if (it == g.index.end())
+        fail(g.source, ": layer '", name, "' uses '", e[0].get<std::string>(), "', which is not defined before it");
+      in.push_back(it->second);
+    }
+    return in;
+  }
+
+  void add_input(Layer& L, const json& cfg) {
+    L.kind = Kind::Input;
+    const json& s = cfg.value("batch_input_shape", json());
+    if (!s.is_array() || s.size() != 4 || !s[3].is_number_integer())
+      fail(g.source, ": input '", L.name, "' must be an image batch [N,H,W,C] with known C, got ", s.dump());
+    for (int i = 1; i < 4; ++i) L.out.push_back(s[i].is_null() ? -1 : s[i].get<int64_t>());
+  }
+
+  void build(const json& topology) {
+    const json& mc = topology.contains("model_config") ? topology["model_config"] : topology;
+    const std::string cls = mc.value("class_name", std::string());
+    if (cls != "Model" && cls != "Functional")
+      fail(g.source, ": model class '", cls, "' is not supported (functional Keras models only)");
+    const json& cfg = mc.at("config");
+    g.model_name = cfg.value("name", std::string("model"));
+    if (cfg.at("input_layers").size() != 1) fail(g.source, ": models with several inputs are not supported");
+    for (const json& lj : cfg.at("layers")) {
+      Layer L;
+      L.name = lj.at("name").get<std::string>();
+      L.cls = lj.at("class_name").get<std::string>();
+      if (g.index.count(L.name)) fail(g.source, ": duplicate layer name '", L.name, "'");
+      L.inputs = inbound(lj, L.name);
+      const json& lc = lj.at("config");
+      if (L.cls == "InputLayer") {
+        if (!g.layers.empty() && g.layers[0].kind == Kind::Input) fail(g.source, ": more than one InputLayer");
+        add_input(L, lc);
+      } else if (L.inputs.empty()) {
+        fail(g.source, ": layer '", L.name, "' has no inputs");
+      } else {
+        if (L.inputs.size() > 1 && L.cls != "Add" && L.cls != "Concatenate")
+          fail(g.source, ": layer '", L.name, "' (", L.cls, ") has ", L.inputs.size(), " inputs, expected 1");
+        configure(L, lc);
+      }
+      g.index[L.name] = static_cast<int>(g.layers.size());
+      g.layers.push_back(std::move(L));
+    }
+    if (g.layers.empty() || g.layers[0].kind != Kind::Input) fail(g.source, ": the first layer must be the InputLayer");
+    g.last_use.assign(g.layers.size(), -1);
+    for (size_t i = 0; i < g.layers.size(); ++i)
+      for (int j : g.layers[i].inputs) g.last_use[j] = static_cast<int>(i);
+  }
+};
+
+json parse_json(const std::string& text, const std::string& source) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    fail(source, ": invalid JSON (", e.what(), ")");
+  }
+}
+
+std::shared_ptr<TfjsModel::Graph> build_graph(const std::string& topology, Weights& w, const std::string& source,
+                                              std::map<std::string, std::string> metadata) {
+  auto g = std::make_shared<TfjsModel::Graph>();
+  g->source = source;
+  g->topology = topology;
+  g->metadata = std::move(metadata);
+  try {
+    Builder{*g, w}.build(parse_json(topology, source));
+  } catch (const json::exception& e) {
+    fail(source, ": malformed model topology (", e.what(), ")");
+  }
+  return g;
+}
+
+// ---- weight manifest --------------------------------------------------------------------------
+
+struct ShardSpan {
+  std::string file;
+  size_t end;  // offset just past this file in the group's bytes
+};
+
+std::string file_at(const std::vector<ShardSpan>& spans, size_t offset) {
+  for (const auto& s : spans)
+    if (offset < s.end) return s.file;
+  return spans.back().file;
+}
+
+at::Tensor decode_weight(const json& spec, const uint8_t* p, int64_t n, const std::string& key, const std::string& src) {
+  at::Tensor t = at::empty({n}, at::kFloat);
+  float* out = t.data_ptr<float>();
+  if (spec.contains("quantization")) {
+    const json& q = spec["quantization"];
+    const std::string qd = q.value("dtype", std::string());
+    if (qd == "float16") {
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(c10::Half(static_cast<uint16_t>(p[2 * i] | p[2 * i + 1] << 8), c10::Half::from_bits()));
+      return t;
+    }
+    if (qd != "uint8" && qd != "uint16") fail(src, ": weight '", key, "' has unsupported quantization '", qd, "'");
+    const double scale = q.at("scale").get<double>(), min = q.at("min").get<double>();
+    for (int64_t i = 0; i < n; ++i) {
+      const unsigned v = qd == "uint8" ? p[i] : static_cast<unsigned>(p[2 * i] | p[2 * i + 1] << 8);
+      out[i] = static_cast<float>(v * scale + min);  // in double, rounded once, as tfjs does
+    }
+    return t;
+  }
+  std::string dt = spec.value("dtype", std::string("float32"));
+  if (dt != "float32") fail(src, ": weight '", key, "' has unsupported dtype '", dt, "'");
+  std::memcpy(out, p, n * 4);  // little-endian hosts only (as safetensors)
+  return t;
+}
+
+size_t bytes_per_value(const json& spec) {
+  if (!spec.contains("quantization")) return 4;
+  return spec["quantization"].value("dtype", std::string()) == "uint8" ? 1 : 2;
+}
+
+// Decodes one manifest group whose shard bytes are `bytes` (files `spans`) into `w`.
+void decode_group(const json& group, const std::vector<uint8_t>& bytes, const std::vector<ShardSpan>& spans,
+                  Weights& w) {
+  size_t off = 0;
+  for (const json& spec : group.at("weights")) {
+    const std::string key = spec.at("name").get<std::string>();
+    std::vector<int64_t> shape = spec.at("shape").get<std::vector<int64_t>>();
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    const size_t size = static_cast<size_t>(n) * bytes_per_value(spec);
+    if (off + size > bytes.size())
+      fail(spans.back().file, ": truncated: weight '", key, "' needs bytes [", off, ", ", off + size, ") but the shard",
+           spans.size() > 1 ? "s hold " : " holds ", bytes.size(), " bytes");
+    if (w.has(key)) fail(file_at(spans, off), ": weight '", key, "' appears twice in the manifest");
+    w.insert(key, decode_weight(spec, bytes.data() + off, n, key, file_at(spans, off)).view(shape));
+    off += size;
+  }
+  if (off != bytes.size())
+    fail(spans.back().file, ": ", bytes.size() - off, " bytes past the last weight of the manifest (wrong shard?)");
+}
+
+std::map<std::string, std::string> tfjs_metadata(const std::string& source) {
+  return {{"source", source}};
+}
+
+}  // namespace
+
+// ---- loading and saving -----------------------------------------------------------------------
+
+TfjsModel TfjsModel::load_tfjs(const std::string& model_json_path) {
+  json mj = parse_json(read_file_text(model_json_path), model_json_path);
+  if (!mj.contains("modelTopology") || !mj.contains("weightsManifest"))
+    fail(model_json_path, ": not a tfjs layers model (needs modelTopology and weightsManifest)");
+  const auto dir = std::filesystem::path(model_json_path).parent_path();
+  Weights w(model_json_path);
+  try {
+    for (const json& group : mj["weightsManifest"]) {
+      std::vector<uint8_t> bytes;
+      std::vector<ShardSpan> spans;
+      for (const json& p : group.at("paths")) {
+        const std::string file = (dir / p.get<std::string>()).string();
+        auto part = read_file_bytes(file);
+        bytes.insert(bytes.end(), part.begin(), part.end());
+        spans.push_back({file, bytes.size()});
+      }
+      if (spans.empty()) fail(model_json_path, ": a weight group lists no shard files");
+      decode_group(group, bytes, spans, w);
+    }
+  } catch (const json::exception& e) {
+    fail(model_json_path, ": malformed weightsManifest (", e.what(), ")");
+  }
+  TfjsModel m(build_graph(mj["modelTopology"].dump(), w, model_json_path, tfjs_metadata(model_json_path)));
+  w.check_all_taken();
+  return m;
+}
+
+TfjsModel TfjsModel::from_tfjs_memory(const std::string& model_json_text, const std::vector<uint8_t>& shard_bytes,
+                                      const std::string& source) {
+  json mj = parse_json(model_json_text, source);
+  if (!mj.contains("modelTopology") || !mj.contains("weightsManifest") || mj["weightsManifest"].size() != 1)
+    fail(source, ": not a single-group tfjs layers model");
+  Weights w(source);
+  try {
+    decode_group(mj["weightsManifest"][0], shard_bytes, {{source, shard_bytes.size()}}, w);
+  } catch (const json::exception& e) {
+    fail(source, ": malformed weightsManifest (", e.what(), ")");
+  }
+  TfjsModel m(build_graph(mj["modelTopology"].dump(), w, source, tfjs_metadata(source)));
+  w.check_all_taken();
+  return m;
+}
+
+TfjsModel TfjsModel::from_weights(Weights& w, const std::map<std::string, std::string>& metadata) {
+  auto it = metadata.find("topology");
+  if (it == metadata.end()) fail(w.source(), ": not a gad lite model (no 'topology' in the metadata)");
+  std::map<std::string, std::string> meta = metadata;
+  meta.erase("topology");
+  meta.erase("format");
+  return TfjsModel(build_graph(it->second, w, w.source(), meta));
+}
+
+TfjsModel TfjsModel::load_gad(const std::string& path) {
+  Weights w = Weights::load(path);
+  TfjsModel m = from_weights(w, read_safetensors(path).metadata);
+  w.ignore_prefix("adapter.");  // InCTRL heads may share the file (load_model takes them)
+  w.ignore_prefix("diff_head");
+  w.check_all_taken();
+  return m;
+}
+
+bool TfjsModel::is_gad_file(const std::string& path) {
+  try {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) return false;
+    unsigned char magic[2] = {0, 0};
+    size_t n = std::fread(magic, 1, 2, f);
+    std::fclose(f);
+    if (n != 2 || (magic[0] == 'P' && magic[1] == 'K')) return false;  // zip (torch archive)
+    return read_safetensors(path).metadata.count("topology") != 0;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+void TfjsModel::save_gad(const std::string& path, const std::map<std::string, std::string>& extra) const {
+  RawTensorList list;
+  for (const auto& key : g_->weight_order) {
+    at::Tensor t = g_->weights.at(key).contiguous();
+    RawTensor r;
+    r.dtype = DType::F32;
+    r.shape = std::vector<int64_t>(t.sizes().begin(), t.sizes().end());
+    r.data = static_cast<const uint8_t*>(t.data_ptr());
+    r.nbytes = t.nbytes();
+    r.owner = std::make_shared<at::Tensor>(t);
+    list.emplace_back(key, std::move(r));
+  }
+  std::map<std::string, std::string> meta = g_->metadata;
+  for (const auto& [k, v] : extra) meta[k] = v;
+  meta["topology"] = g_->topology;
+  meta["format"] = kFormat;
+  write_safetensors(path, list, meta);
+}
+
+// ---- evaluation -------------------------------------------------------------------------------
+
+namespace {
+
+// TF 'same': out = ceil(n/s), P = max((out-1)*s + k_eff - n, 0), before = P/2, after = P - before.
+std::pair<int64_t, int64_t> same_pads(int64_t n, int64_t k, int64_t s, int64_t d) {
+  const int64_t out = (n + s - 1) / s, span = (k - 1) * d + 1;
+  const int64_t p = std::max<int64_t>((out - 1) * s + span - n, 0);
+  return {p / 2, p - p / 2};
+}
+
+// Pads x (NCHW) for TF 'same'; returns the symmetric padding still to pass to the op.
+at::Tensor pad_same(const Layer& L, const at::Tensor& x, double value, int64_t* ph, int64_t* pw) {
+  *ph = *pw = 0;
+  if (!L.same) return x;
+  auto [t, b] = same_pads(x.size(2), L.kh, L.sh, L.dh);
+  auto [l, r] = same_pads(x.size(3), L.kw, L.sw, L.dw);
+  if (t == b && l == r && value == 0) {
+    *ph = t, *pw = l;
+    return x;
+  }
+  return at::constant_pad_nd(x, {l, r, t, b}, value);
+}
+
+at::Tensor activate(Act a, at::Tensor y) {  // y is a fresh tensor: in place is safe
+  switch (a) {
+    case Act::Linear: return y;
+    case Act::Relu: return y.clamp_min_(0);
+    case Act::Relu6: return y.clamp_(0, 6);
+    case Act::Sigmoid: return y.sigmoid_();
+    case Act::Tanh: return y.tanh_();
+    case Act::Softmax: return at::softmax(y, 1);  // channels (NCHW) or features ([B,F])
+  }
+  return y;
+}
+
+at::Tensor conv(const Layer& L, const at::Tensor& x, int64_t groups) {
+  int64_t ph = 0, pw = 0;
+  at::Tensor in = pad_same(L, x, 0, &ph, &pw);
+  return activate(L.act, at::conv2d(in, L.weight, L.bias, {L.sh, L.sw}, {ph, pw}, {L.dh, L.dw}, groups));
+}
+
+at::Tensor pool(const Layer& L, const at::Tensor& x) {
+  if (L.kind == Kind::MaxPool) {
+    int64_t ph = 0, pw = 0;
+    at::Tensor in = pad_same(L, x, -std::numeric_limits<double>::infinity(), &ph, &pw);
+    return at::max_pool2d(in, {L.kh, L.kw}, {L.sh, L.sw});
+  }
+  if (!L.same) return at::avg_pool2d(x, {L.kh, L.kw}, {L.sh, L.sw});
+  // TF averages over the cells inside the image only.
+  auto [t, b] = same_pads(x.size(2), L.kh, L.sh, 1);
+  auto [l, r] = same_pads(x.size(3), L.kw, L.sw, 1);
+  at::Tensor sum = at::avg_pool2d(at::constant_pad_nd(x, {l, r, t, b}, 0), {L.kh, L.kw}, {L.sh, L.sw});
+  at::Tensor ones = at::ones({1, 1, x.size(2), x.size(3)}, x.options());
+  return sum / at::avg_pool2d(at::constant_pad_nd(ones, {l, r, t, b}, 0), {L.kh, L.kw}, {L.sh, L.sw});
+}
+
+at::Tensor eval(const Layer& L, const std::vector<at::Tensor>& v) {
+  const at::Tensor& x = v[L.inputs.empty() ? 0 : L.inputs[0]];
+  switch (L.kind) {
+    case Kind::Input: return x;
+    case Kind::ZeroPad: return at::constant_pad_nd(x, {L.pad_l, L.pad_r, L.pad_t, L.pad_b}, 0);
+    case Kind::Conv: return conv(L, x, 1);
+    case Kind::Depthwise: return conv(L, x, x.size(1));
+    case Kind::BatchNorm: return at::batch_norm(x, L.weight, L.bias, L.mean, L.var, false, 0.0, L.eps, false);
+    case Kind::ReLU: return L.max_value >= 0 ? x.clamp(0, L.max_value) : x.clamp_min(0);
+    case Kind::Activation: return activate(L.act, x.clone());
+    case Kind::Add: {
+      at::Tensor y = v[L.inputs[0]] + v[L.inputs[1]];
+      for (size_t i = 2; i < L.inputs.size(); ++i) y.add_(v[L.inputs[i]]);
+      return y;
+    }
+    case Kind::Concat: {
+      std::vector<at::Tensor> parts;
+      for (int i : L.inputs) parts.push_back(v[i]);
+      return at::cat(parts, L.concat_dim);
+    }
+    case Kind::MaxPool:
+    case Kind::AvgPool: return pool(L, x);
+    case Kind::GlobalAvg: return x.mean({2, 3});
+    case Kind::GlobalMax: return x.amax({2, 3});
+    case Kind::Flatten: return x.dim() == 4 ? x.permute({0, 2, 3, 1}).reshape({x.size(0), -1}) : x;
+    case Kind::Dense: return activate(L.act, at::linear(x, L.weight, L.bias));
+    case Kind::Identity: return x;
+  }
+  return x;
+}
+
+at::Tensor to_keras_layout(const at::Tensor& t) { return t.dim() == 4 ? t.permute({0, 2, 3, 1}).contiguous() : t; }
+
+}  // namespace
+
+std::map<std::string, at::Tensor> TfjsModel::run(const at::Tensor& batch, const std::vector<std::string>& outputs,
+                                                 Layout layout) const {
+  const Graph& g = *g_;
+  std::vector<char> wanted(g.layers.size(), 0);
+  size_t remaining = 0;
+  for (const auto& name : outputs) {
+    int i = g.find(name);
+    if (!wanted[i]) wanted[i] = 1, ++remaining;
+  }
+  if (batch.dim() != 4 || batch.scalar_type() != at::kFloat) fail(g.source, ": input must be a float32 [B,H,W,C] or [B,C,H,W] batch");
+  at::Tensor x = layout == Layout::NHWC ? batch.permute({0, 3, 1, 2}) : batch;
+  const Shape& want = g.layers[0].out;
+  for (int d = 0; d < 3; ++d) {
+    const int64_t got = x.size(d == 2 ? 1 : d + 2);
+    if (want[d] >= 0 && got != want[d])
+      fail(g.source, ": input has shape [H,W,C] = [", x.size(2), ",", x.size(3), ",", x.size(1), "], the model expects ",
+           shape_str(want));
+  }
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> v(g.layers.size());
+  v[0] = x.contiguous();
+  std::map<std::string, at::Tensor> out;
+  for (size_t i = 0; i < g.layers.size() && remaining > 0; ++i) {
+    const Layer& L = g.layers[i];
+    if (i > 0) v[i] = eval(L, v);
+    for (int j : L.inputs)
+      if (g.last_use[j] == static_cast<int>(i) && !wanted[j]) v[j].reset();
+    if (wanted[i]) out[L.name] = to_keras_layout(v[i]), --remaining;
+  }
+  return out;
+}
+
+bool TfjsModel::has_layer(const std::string& name) const { return g_->index.count(name) != 0; }
+std::vector<int64_t> TfjsModel::output_shape(const std::string& layer) const { return g_->layers[g_->find(layer)].out; }
+std::vector<int64_t> TfjsModel::input_shape() const { return g_->layers[0].out; }
+const std::string& TfjsModel::name() const { return g_->model_name; }
+const std::string& TfjsModel::source() const { return g_->source; }
+const std::map<std::string, std::string>& TfjsModel::metadata() const { return g_->metadata; }
+const std::map<std::string, at::Tensor>& TfjsModel::weights() const { return g_->weights; }
+
+}  // namespace gad
