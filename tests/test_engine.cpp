@@ -23,6 +23,7 @@ std::string img(const std::string& name) { return test::inctrl_fixture("preproce
 EngineOptions tiny_options() {
   EngineOptions o;
   o.files = {kTiny, kTinyConfig, ""};
+  o.precision = "fp32";
   return o;
 }
 
@@ -96,7 +97,7 @@ CliRun cli(const std::string& args) {
   return {WEXITSTATUS(status), slurp(dir + "/out"), slurp(dir + "/err")};
 }
 
-const std::string kModelArgs = "--model " + kTiny + " --config " + kTinyConfig;
+const std::string kModelArgs = "--model " + kTiny + " --config " + kTinyConfig + " --precision fp32";
 
 // Exactly one error line (log lines may precede it), naming `needle`, and a non-zero exit.
 void expect_one_line_error(const CliRun& r, const std::string& needle) {

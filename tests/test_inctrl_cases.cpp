@@ -96,3 +96,30 @@ TEST(InctrlCases, BatchAndThreadInvariance) {
 
 }  // namespace
 }  // namespace gad
+
+namespace gad {
+namespace {
+
+// The fast path: bf16 GEMMs keep final scores within 0.01 and residual maps within 0.02 of the
+// reference on every case (the accuracy budget the speed work is held to).
+TEST(InctrlCases, Bf16StaysCloseToReference) {
+  LoadedModel m = tiny();
+  m.backbone->set_precision(Precision::BF16);
+  InctrlScorer scorer(*m.backbone, m.heads);
+  double worst_final = 0, worst_map = 0;
+  const auto index = cases_index();
+  ASSERT_EQ(index["cases"].size(), 27u);
+  for (const auto& c : index["cases"]) {
+    auto want = test::load_tensors(test::inctrl_fixture("tiny_model/cases/" + c["file"].get<std::string>()));
+    ReferenceSet refs = fixture_refs(*m.backbone, c["prompts"].get<std::vector<std::string>>(), c["class_name"]);
+    InctrlScores s = scorer.score(refs, m.backbone->encode(stack_pixels({fixture_pixel_tensor(c["query"])})));
+    worst_final = std::max(worst_final, test::max_abs_diff(s.final_score[0], want["final_score"]));
+    worst_map = std::max(worst_map, test::max_abs_diff(s.residual_map[0], want["residual_map"]));
+  }
+  std::printf("bf16 vs reference over 27 cases: final %.3g, residual map %.3g\n", worst_final, worst_map);
+  EXPECT_LE(worst_final, 0.01);
+  EXPECT_LE(worst_map, 0.02);
+}
+
+}  // namespace
+}  // namespace gad

@@ -14,6 +14,7 @@
 
 #include "image/image.h"
 #include "image/preprocess.h"
+#include "model/precision.h"
 
 namespace gad {
 
@@ -38,6 +39,10 @@ class Backbone {
     image_encodes_ += pixels.size(0);
     return encode_impl(pixels);
   }
+
+  // Converts weights once for the requested precision (default FP32).
+  virtual void set_precision(Precision p) {}
+  virtual Precision precision() const { return Precision::FP32; }
 
   virtual bool has_text() const { return false; }
   // [2, D]: L2-normalised normal and anomaly text features for `class_name` (CLIP only).

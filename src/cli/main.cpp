@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
+#include "lite/fetch.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/image_list.h"
@@ -17,11 +18,18 @@ namespace {
 struct ModelArgs {
   gad::EngineOptions options;
   void add_to(CLI::App* app) {
-    app->add_option("--model", options.files.model, "weight file: OpenCLIP/InCTRL .safetensors, .pt or .pyth");
+    app->add_option("--model", options.files.model,
+                    "weight file: OpenCLIP/InCTRL .safetensors, .pt or .pyth; a lite model (tfjs model.json or gad "
+                    "lite .safetensors); default or 'lite': the installed lite model (`gad models fetch lite`)");
+    app->add_option("--lite-taps", options.files.lite_taps, "lite model patch taps (default block_12_add; e.g. "
+                    "block_12_add,block_5_add)")->delimiter(',');
     app->add_option("--config", options.files.config,
                     "CLIP architecture: ViT-B-16-plus-240 (default), ViT-B-16, ViT-B-32, ViT-L-14, or a JSON file");
     app->add_option("--heads", options.files.heads, "separate InCTRL adapter+heads file (overrides heads in --model)");
     app->add_option("--threads", options.threads, "CPU threads (default: all cores)");
+    app->add_option("--precision", options.precision,
+                    "fp32 (reference-exact) | bf16 (fast; scores within ~0.01) | auto (default: bf16 if the CPU has "
+                    "AVX512-BF16/AMX)");
   }
 };
 
@@ -82,6 +90,25 @@ int run_refs_build(ModelArgs& m, RefArgs& refs, const std::string& out) {
   refs.apply(engine);
   engine.save_references(out);
   log_line("wrote " + out + ": " + engine.references_summary());
+  return 0;
+}
+
+int run_models_fetch(const std::string& what, const std::string& dir) {
+  if (what != "lite") gad::fail("models fetch: unknown model '", what, "' (available: lite)");
+  gad::FetchOptions o;
+  o.log = log_line;
+  std::string path = gad::fetch_lite_model(dir.empty() ? gad::default_models_dir() : dir, o);
+  std::printf("%s\n", path.c_str());
+  return 0;
+}
+
+int run_models_list(const std::string& dir_arg) {
+  const std::string dir = dir_arg.empty() ? gad::default_models_dir() : dir_arg;
+  auto models = gad::installed_models(dir);
+  if (models.empty()) log_line("no models in " + dir + " (run `gad models fetch lite`)");
+  for (const auto& m : models)
+    std::printf("%s  %s  %.1f MB  %s%s\n", m.path.c_str(), m.lite ? "lite" : "other", static_cast<double>(m.bytes) / 1e6,
+                m.description.c_str(), m.has_license ? " (LICENSE alongside)" : "");
   return 0;
 }
 
@@ -148,6 +175,15 @@ int main(int argc, char** argv) {
   score->add_option("--batch", batch, "images per forward pass (default 8)");
   score->add_option("--csv", csv, "also write all results to a CSV file");
 
+  auto* models_cmd = app.add_subcommand("models", "install and list backbone models");
+  models_cmd->require_subcommand(1);
+  std::string models_dir, fetch_what;
+  auto* fetch = models_cmd->add_subcommand("fetch", "download and convert a model (lite: nsfwjs MobileNetV2 via npm, MIT)");
+  fetch->add_option("model", fetch_what, "model to fetch: lite")->required();
+  fetch->add_option("--dir", models_dir, "models directory (default: $GAD_MODELS_DIR or ~/.cache/gad/models)");
+  auto* list = models_cmd->add_subcommand("list", "list the installed models");
+  list->add_option("--dir", models_dir, "models directory (default: $GAD_MODELS_DIR or ~/.cache/gad/models)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -156,6 +192,8 @@ int main(int argc, char** argv) {
   try {
     if (inspect->parsed()) return run_inspect(model, refs, images, dump);
     if (build->parsed()) return run_refs_build(model, refs, out);
+    if (fetch->parsed()) return run_models_fetch(fetch_what, models_dir);
+    if (list->parsed()) return run_models_list(models_dir);
     if (score->parsed()) return run_score(model, refs, images, batch, csv);
   } catch (const gad::Error& e) {
     std::fprintf(stderr, "gad: error: %s\n", e.what());

@@ -23,6 +23,11 @@ class ClipBackbone : public Backbone {
   int64_t embed_dim() const override { return cfg_.embed_dim; }
   int64_t grid() const override { return cfg_.vision.grid(); }
   PixelTensor preprocess(const Image& image) const override;
+  void set_precision(Precision p) override {
+    vision_.set_precision(p);
+    precision_ = p;
+  }
+  Precision precision() const override { return precision_; }
   bool has_text() const override { return true; }
   at::Tensor text_prior(const std::string& class_name) const override;
 
@@ -41,6 +46,7 @@ class ClipBackbone : public Backbone {
   TextTower text_;
   Tokenizer tokenizer_;
   std::string fingerprint_;
+  Precision precision_ = Precision::FP32;
 };
 
 }  // namespace gad

@@ -27,6 +27,20 @@ ResidualBlock load_block(Weights& w, const std::string& p, int64_t width, int64_
 
 }  // namespace
 
+void Linear::use_bf16(bool on) {
+  weight_bf16 = on ? weight.to(at::kBFloat16) : at::Tensor();
+  bias_bf16 = on && bias.defined() ? bias.to(at::kBFloat16) : at::Tensor();
+}
+
+void ResidualBlock::set_precision(Precision p) {
+  for (Linear* l : {&in_proj, &out_proj, &c_fc, &c_proj}) l->use_bf16(p == Precision::BF16);
+}
+
+void VisionTower::set_precision(Precision p) {
+  for (auto& b : blocks_) b.set_precision(p);
+  conv1_bf16_ = p == Precision::BF16 ? conv1_.to(at::kBFloat16) : at::Tensor();
+}
+
 at::Tensor LayerNorm::operator()(const at::Tensor& x) const {
   return at::layer_norm(x, {weight.size(0)}, weight, bias, 1e-5);
 }
@@ -63,7 +77,9 @@ VisionOutput VisionTower::forward(const at::Tensor& pixels, const std::vector<in
   const int64_t B = pixels.size(0), W = cfg_.width;
   TORCH_CHECK(pixels.dim() == 4 && pixels.size(1) == 3 && pixels.size(2) == cfg_.image_size &&
               pixels.size(3) == cfg_.image_size, "vision tower: bad input shape ", pixels.sizes());
-  at::Tensor x = at::conv2d(pixels, conv1_, {}, cfg_.patch_size);  // [B,W,g,g]
+  at::Tensor x = conv1_bf16_.defined()
+                     ? at::conv2d(pixels.to(at::kBFloat16), conv1_bf16_, {}, cfg_.patch_size).to(at::kFloat)
+                     : at::conv2d(pixels, conv1_, {}, cfg_.patch_size);  // [B,W,g,g]
   x = x.flatten(2).transpose(1, 2);                                 // row-major patches
   x = at::cat({class_embedding_.view({1, 1, W}).expand({B, 1, W}), x}, 1) + positional_embedding_;
   x = ln_pre_(x);

@@ -13,14 +13,24 @@
 #include <vector>
 
 #include "clip/config.h"
+#include "model/precision.h"
 #include "model/weights.h"
 
 namespace gad {
 
+// Linear layer. With a bf16 copy of the weights (use_bf16) the product runs in bf16 on oneDNN
+// (AVX512-BF16/AMX) and the result returns to float32, so the residual stream, LayerNorm and
+// softmax stay float32.
 struct Linear {
   at::Tensor weight, bias;  // [out,in], [out] (bias may be undefined)
-  at::Tensor operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+  at::Tensor weight_bf16, bias_bf16;
+  at::Tensor operator()(const at::Tensor& x) const {
+    if (!weight_bf16.defined()) return at::linear(x, weight, bias);
+    return at::linear(x.to(at::kBFloat16), weight_bf16, bias_bf16).to(at::kFloat);
+  }
+  void use_bf16(bool on);
 };
+
 
 struct LayerNorm {
   at::Tensor weight, bias;
@@ -34,6 +44,7 @@ struct ResidualBlock {
   int heads = 1;
   bool quick_gelu = false;
   at::Tensor forward(const at::Tensor& x, const at::Tensor& attn_mask) const;  // x: [B,T,W]
+  void set_precision(Precision p);
 };
 
 struct VisionOutput {
@@ -48,11 +59,13 @@ class VisionTower {
   VisionOutput forward(const at::Tensor& pixels, const std::vector<int>& tapped_layers) const;
   const VisionConfig& config() const { return cfg_; }
   int embed_dim() const { return embed_dim_; }
+  // Converts the block weights once (bf16 copies are made here, never per call).
+  void set_precision(Precision p);
 
  private:
   VisionConfig cfg_;
   int embed_dim_;
-  at::Tensor conv1_, class_embedding_, positional_embedding_, proj_;
+  at::Tensor conv1_, conv1_bf16_, class_embedding_, positional_embedding_, proj_;
   LayerNorm ln_pre_, ln_post_;
   std::vector<ResidualBlock> blocks_;
 };

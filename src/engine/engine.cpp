@@ -57,7 +57,9 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   if (options.threads < 0) fail("--threads: must be >= 0 (got ", options.threads, ")");
   impl_->threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   set_threads(impl_->threads);
+  Precision precision = parse_precision(options.precision);
   impl_->model = load_model(options.files);
+  impl_->model.backbone->set_precision(precision);
   impl_->scorer = std::make_unique<InctrlScorer>(*impl_->model.backbone, impl_->model.heads);
 }
 
@@ -67,7 +69,8 @@ std::string Engine::describe() const {
   std::ostringstream o;
   o << impl_->model.backbone->description() << "; heads: "
     << (impl_->model.heads ? impl_->model.heads_source : "none (score = untrained patch residual)") << "; "
-    << impl_->threads << " thread(s), fp32";
+    << impl_->threads << " thread(s), " << precision_name(impl_->model.backbone->precision())
+    << (impl_->model.backbone->precision() == Precision::BF16 ? " (CPU has AVX512-BF16/AMX)" : "");
   return o.str();
 }
 

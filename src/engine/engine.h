@@ -14,7 +14,8 @@ namespace gad {
 
 struct EngineOptions {
   ModelFiles files;
-  int threads = 0;  // 0 = library default
+  int threads = 0;                // 0 = every core
+  std::string precision = "auto";  // fp32 | bf16 | auto (bf16 when the CPU has AVX512-BF16/AMX)
 };
 
 struct ScoreRecord {

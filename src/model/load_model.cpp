@@ -1,16 +1,52 @@
 #include "model/load_model.h"
 
+#include <filesystem>
+
 #include "clip/clip_backbone.h"
+#include "io/safetensors.h"
+#include "lite/fetch.h"
+#include "lite/lite_backbone.h"
 #include "util/error.h"
 
 namespace gad {
 
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The installed embedded default (`gad models fetch lite`).
+std::string default_model_file() {
+  std::string path = lite_model_path(default_models_dir());
+  if (!std::filesystem::exists(path))
+    fail("no model given and the embedded default is not installed: run `gad models fetch lite` (looked for ", path, ")");
+  return path;
+}
+
+// A lite backbone from a tfjs model.json or a gad lite file; `w` keeps any head keys of the file.
+std::unique_ptr<Backbone> load_lite(const ModelFiles& files, const std::string& path, Weights& w) {
+  if (!files.config.empty()) fail("--config: applies to CLIP models only, not to the lite model ", path);
+  LiteTaps taps;
+  if (!files.lite_taps.empty()) taps.patch = files.lite_taps;
+  if (ends_with(path, ".json")) return std::make_unique<LiteBackbone>(TfjsModel::load_tfjs(path), taps);
+  w = Weights::load(path);
+  return std::make_unique<LiteBackbone>(TfjsModel::from_weights(w, read_safetensors(path).metadata), taps);
+}
+
+}  // namespace
+
 LoadedModel load_model(const ModelFiles& files) {
-  if (files.model.empty()) fail("--model: no model given (the embedded default model is not installed)");
-  Weights w = Weights::load(files.model);
-  ClipConfig cfg = load_clip_config(files.config.empty() ? kDefaultClipConfig : files.config);
+  const std::string path = files.model.empty() || files.model == "lite" ? default_model_file() : files.model;
   LoadedModel m;
-  m.backbone = std::make_unique<ClipBackbone>(cfg, w);
+  Weights w(path);
+  if (ends_with(path, ".json") || TfjsModel::is_gad_file(path)) {
+    m.backbone = load_lite(files, path, w);
+  } else {
+    if (!files.lite_taps.empty()) fail("--lite-taps: applies to lite models only, not to ", path);
+    w = Weights::load(path);
+    m.backbone = std::make_unique<ClipBackbone>(load_clip_config(files.config.empty() ? kDefaultClipConfig : files.config), w);
+  }
   const int64_t D = m.backbone->embed_dim(), P = m.backbone->num_patches();
   if (!files.heads.empty()) {
     Weights hw = Weights::load(files.heads);
@@ -21,7 +57,7 @@ LoadedModel load_model(const ModelFiles& files) {
     w.ignore_prefix("diff_head");
   } else if (InctrlHeads::present_in(w)) {
     m.heads = InctrlHeads::load(w, D, P);
-    m.heads_source = files.model;
+    m.heads_source = path;
   }
   w.check_all_taken();
   return m;

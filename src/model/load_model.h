@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "backbone/backbone.h"
 #include "inctrl/heads.h"
@@ -12,9 +13,12 @@
 namespace gad {
 
 struct ModelFiles {
-  std::string model;   // weight file; empty = the embedded default model
+  // weight file; empty or "lite" = the embedded default (the installed lite model); a tfjs
+  // model.json or a gad lite .safetensors builds the lite backbone, anything else CLIP
+  std::string model;
   std::string config;  // CLIP architecture name or JSON file; empty = kDefaultClipConfig
   std::string heads;   // optional separate heads file (safetensors or torch archive)
+  std::vector<std::string> lite_taps;  // lite backbone patch taps; empty = block_12_add
 };
 
 struct LoadedModel {
