@@ -46,6 +46,7 @@ at::Tensor LayerNorm::operator()(const at::Tensor& x) const {
 }
 
 at::Tensor ResidualBlock::forward(const at::Tensor& x, const at::Tensor& attn_mask) const {
+  if (in_proj.weight_bf16.defined()) return forward_bf16(x, attn_mask);
   const int64_t B = x.size(0), T = x.size(1), W = x.size(2), Dh = W / heads;
   // Attention, as nn.MultiheadAttention computes it: packed QKV, q scaled before q·kᵀ.
   at::Tensor qkv = in_proj(ln_1(x)).view({B, T, 3, heads, Dh}).permute({2, 0, 3, 1, 4});
@@ -57,6 +58,25 @@ at::Tensor ResidualBlock::forward(const at::Tensor& x, const at::Tensor& attn_ma
   at::Tensor m = c_fc(ln_2(h));
   m = quick_gelu ? m * at::sigmoid(1.702 * m) : at::gelu(m);
   return h + c_proj(m);
+}
+
+// The same block with every matrix product, the softmax and the GELU in bf16. The residual
+// stream and both LayerNorms stay float32, so rounding errors do not accumulate across blocks;
+// activations are converted twice per block instead of around every product.
+at::Tensor ResidualBlock::forward_bf16(const at::Tensor& x, const at::Tensor& attn_mask) const {
+  const int64_t B = x.size(0), T = x.size(1), W = x.size(2), Dh = W / heads;
+  const auto bf16 = at::kBFloat16;
+  at::Tensor qkv = at::linear(ln_1(x).to(bf16), in_proj.weight_bf16, in_proj.bias_bf16)
+                       .view({B, T, 3, heads, Dh})
+                       .permute({2, 0, 3, 1, 4});
+  at::Tensor q = qkv[0] * (1.0 / std::sqrt(static_cast<double>(Dh)));
+  at::Tensor scores = at::matmul(q, qkv[1].transpose(-2, -1));
+  if (attn_mask.defined()) scores = scores + attn_mask.to(bf16);
+  at::Tensor attn = at::matmul(at::softmax(scores, -1), qkv[2]).permute({0, 2, 1, 3}).reshape({B, T, W});
+  at::Tensor h = x + at::linear(attn, out_proj.weight_bf16, out_proj.bias_bf16).to(at::kFloat);
+  at::Tensor m = at::linear(ln_2(h).to(bf16), c_fc.weight_bf16, c_fc.bias_bf16);
+  m = quick_gelu ? m * at::sigmoid(1.702 * m) : at::gelu(m);
+  return h + at::linear(m, c_proj.weight_bf16, c_proj.bias_bf16).to(at::kFloat);
 }
 
 VisionTower::VisionTower(const ClipConfig& cfg, Weights& w, const std::string& prefix)
@@ -109,10 +129,16 @@ TextTower::TextTower(const ClipConfig& cfg, Weights& w) : cfg_(cfg.text) {
 
 at::Tensor TextTower::forward(const at::Tensor& ids) const {
   TORCH_CHECK(ids.dim() == 2 && ids.size(1) == cfg_.context_length, "text tower: bad ids shape ", ids.sizes());
-  at::Tensor x = at::embedding(token_embedding_, ids) + positional_embedding_;
-  for (const auto& block : blocks_) x = block.forward(x, causal_mask_);
-  x = ln_final_(x);
+  // With a causal mask, the pooled EOT position never sees the positions after it, so the
+  // sequence can be cut right after the last EOT of the batch: the same result for ~5x less work
+  // (InCTRL prompts are ~10 of 77 tokens).
   at::Tensor eot = ids.argmax(-1);
+  const int64_t used = eot.max().item<int64_t>() + 1;
+  at::Tensor cut = ids.slice(1, 0, used);
+  at::Tensor x = at::embedding(token_embedding_, cut) + positional_embedding_.slice(0, 0, used);
+  at::Tensor mask = causal_mask_.slice(0, 0, used).slice(1, 0, used);
+  for (const auto& block : blocks_) x = block.forward(x, mask);
+  x = ln_final_(x);
   at::Tensor pooled = x.gather(1, eot.view({-1, 1, 1}).expand({-1, 1, x.size(2)})).squeeze(1);
   return at::matmul(pooled, text_projection_);
 }

@@ -18,16 +18,12 @@
 
 namespace gad {
 
-// Linear layer. With a bf16 copy of the weights (use_bf16) the product runs in bf16 on oneDNN
-// (AVX512-BF16/AMX) and the result returns to float32, so the residual stream, LayerNorm and
-// softmax stay float32.
+// Linear layer. `use_bf16` keeps a bf16 copy of the weights for the blocks' bf16 path (made once,
+// at load); operator() always computes in float32.
 struct Linear {
   at::Tensor weight, bias;  // [out,in], [out] (bias may be undefined)
   at::Tensor weight_bf16, bias_bf16;
-  at::Tensor operator()(const at::Tensor& x) const {
-    if (!weight_bf16.defined()) return at::linear(x, weight, bias);
-    return at::linear(x.to(at::kBFloat16), weight_bf16, bias_bf16).to(at::kFloat);
-  }
+  at::Tensor operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
   void use_bf16(bool on);
 };
 
@@ -45,6 +41,9 @@ struct ResidualBlock {
   bool quick_gelu = false;
   at::Tensor forward(const at::Tensor& x, const at::Tensor& attn_mask) const;  // x: [B,T,W]
   void set_precision(Precision p);
+
+ private:
+  at::Tensor forward_bf16(const at::Tensor& x, const at::Tensor& attn_mask) const;
 };
 
 struct VisionOutput {

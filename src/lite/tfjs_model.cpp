@@ -639,7 +639,7 @@ std::map<std::string, at::Tensor> TfjsModel::run(const at::Tensor& batch, const 
   }
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> v(g.layers.size());
-  v[0] = x.contiguous();
+  v[0] = x.contiguous(at::MemoryFormat::ChannelsLast);  // NHWC in memory: oneDNN's fast depthwise path
   std::map<std::string, at::Tensor> out;
   for (size_t i = 0; i < g.layers.size() && remaining > 0; ++i) {
     const Layer& L = g.layers[i];
