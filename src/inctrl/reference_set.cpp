@@ -26,6 +26,12 @@ at::Tensor tensor_copy(const RawTensor& r) {
 
 at::Tensor l2_normalise_rows(const at::Tensor& x) { return x / x.norm(2, -1, true); }
 
+std::vector<at::Tensor> to_bf16(const std::vector<at::Tensor>& banks) {
+  std::vector<at::Tensor> out;
+  for (const auto& b : banks) out.push_back(b.to(at::kBFloat16));
+  return out;
+}
+
 }  // namespace
 
 ReferenceSet ReferenceSet::build(const Backbone& backbone, const std::vector<PixelTensor>& images,
@@ -41,6 +47,7 @@ ReferenceSet ReferenceSet::build(const Backbone& backbone, const std::vector<Pix
   Features f = backbone.encode(stack_pixels(images));
   set.globals = f.global.contiguous();
   for (const auto& tap : f.taps) set.banks.push_back(l2_normalise_rows(tap.reshape({-1, tap.size(-1)})).contiguous());
+  set.banks_bf16 = to_bf16(set.banks);
   return set;
 }
 
@@ -94,6 +101,7 @@ ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbon
   if (!named.count("globals") || set.banks.empty()) fail(path, ": reference set lacks its banks or globals");
   set.globals = named["globals"];
   if (named.count("text_prior")) set.text_prior = named["text_prior"];
+  set.banks_bf16 = to_bf16(set.banks);
   if (set.globals.dim() != 2 || set.globals.size(1) != backbone.embed_dim())
     fail(path, ": globals have shape ", set.globals.sizes(), ", expected [K,", backbone.embed_dim(), "]");
   return set;

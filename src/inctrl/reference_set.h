@@ -25,6 +25,7 @@ struct ReferenceSet {
   std::string backbone_kind, backbone_fingerprint, backbone_description;
   std::vector<ReferenceSource> sources;
   std::vector<at::Tensor> banks;  // per tap: [K*P_l, C_l], rows L2-normalised, prompt-major
+  std::vector<at::Tensor> banks_bf16;  // the same in bf16, for bf16-mode scoring (made at build/load)
   at::Tensor globals;             // [K, D]
   at::Tensor text_prior;          // [2, D] (normal, anomaly), or undefined without a text tower
 

@@ -25,7 +25,12 @@ at::Tensor InctrlScorer::patch_residuals(const ReferenceSet& refs, const Feature
   for (size_t l = 0; l < query.taps.size(); ++l) {
     at::Tensor q = query.taps[l];
     q = q / q.norm(2, -1, true);
-    at::Tensor max_cos = std::get<0>(at::matmul(q, refs.banks[l].t()).max(-1));  // [B, P_l]
+    // In bf16 mode the K·P cosines per query patch are the largest product after the tower; bf16
+    // keeps them within ~4e-3 (the residual-map budget is 0.02).
+    at::Tensor max_cos =
+        backbone_.precision() == Precision::BF16
+            ? std::get<0>(at::matmul(q.to(at::kBFloat16), refs.banks_bf16[l].t()).max(-1)).to(at::kFloat)
+            : std::get<0>(at::matmul(q, refs.banks[l].t()).max(-1));  // [B, P_l]
     layers.push_back(to_grid(0.5 * (1.0 - max_cos), backbone_.grid()));
   }
   return at::stack(layers, 1);

@@ -3,6 +3,7 @@
 #include <c10/util/Half.h>
 
 #include <cmath>
+#include <chrono>  // PROFILE-TMP
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -643,7 +644,9 @@ std::map<std::string, at::Tensor> TfjsModel::run(const at::Tensor& batch, const 
   std::map<std::string, at::Tensor> out;
   for (size_t i = 0; i < g.layers.size() && remaining > 0; ++i) {
     const Layer& L = g.layers[i];
+    auto t0 = std::chrono::steady_clock::now();  // PROFILE-TMP
     if (i > 0) v[i] = eval(L, v);
+    if (std::getenv("GAD_PROF")) fprintf(stderr, "PROF %s %s %.4f\n", L.cls.c_str(), L.name.c_str(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());  // PROFILE-TMP
     for (int j : L.inputs)
       if (g.last_use[j] == static_cast<int>(i) && !wanted[j]) v[j].reset();
     if (wanted[i]) out[L.name] = to_keras_layout(v[i]), --remaining;
