@@ -2,7 +2,8 @@
 // fp32 and bf16, the reference code's "uncached" per-query cost, and peak RSS. Random weights
 // (speed does not depend on values). Prints one Markdown table.
 //
-//   gad_bench [--config ViT-B-16-plus-240] [--threads 2] [--reps 3] [--k 8]
+//   gad_bench [--config ViT-B-16-plus-240] [--threads 2] [--reps 3] [--k 8] [--keep-model FILE]
+// --keep-model leaves the random-weight model file behind (e.g. to measure `gad score` RSS).
 #include <sys/resource.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -67,12 +68,14 @@ void row(const char* what, const char* precision, int batch, double ms) {
 int main(int argc, char** argv) {
   std::string config = "ViT-B-16-plus-240";
   int threads = 2, reps = 3, k = 8;
+  std::string keep_model;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--config") config = argv[i + 1];
     else if (a == "--threads") threads = std::atoi(argv[i + 1]);
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
     else if (a == "--k") k = std::atoi(argv[i + 1]);
+    else if (a == "--keep-model") keep_model = argv[i + 1];
   }
   at::set_num_threads(threads);
   if (openblas_set_num_threads) openblas_set_num_threads(threads);
@@ -80,7 +83,9 @@ int main(int argc, char** argv) {
 
   // A random-weight model saved to disk, so cold start measures the real load path.
   gad::ClipConfig cfg = gad::load_clip_config(config);
-  std::string path = (std::filesystem::temp_directory_path() / "gad-bench-model.safetensors").string();
+  std::string path = keep_model.empty()
+                         ? (std::filesystem::temp_directory_path() / "gad-bench-model.safetensors").string()
+                         : keep_model;
   {
     gad::Weights w = gad::Weights::synthetic(1);
     gad::ClipBackbone build(cfg, w);
@@ -134,6 +139,6 @@ int main(int argc, char** argv) {
     row("uncached query (text + references re-encoded)", pn, 1, uncached * 1e3);
   }
   std::printf("\npeak RSS: %.0f MB\n", peak_rss_mb());
-  std::filesystem::remove(path);
+  if (keep_model.empty()) std::filesystem::remove(path);
   return 0;
 }

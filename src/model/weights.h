@@ -51,8 +51,8 @@ class Weights {
   at::Generator generator_;
 };
 
-// Content fingerprint of a set of tensors (sha256 over names, shapes and 64 sampled values per
-// tensor, first 16 hex digits). Reference sets store it so they refuse to load against another model.
+// Content fingerprint of a set of tensors (sha256 over names, shapes and the first and last 32
+// values of each tensor, first 16 hex digits). Reference sets store it so they refuse to load against another model.
 std::string fingerprint(const std::map<std::string, at::Tensor>& tensors);
 
 }  // namespace gad
