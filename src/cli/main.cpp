@@ -40,7 +40,10 @@ struct RefArgs {
   uint64_t seed = 0;
   void add_images_and_class(CLI::App* app) {
     app->add_option("--class", class_name, "class name for the text prior (e.g. metal_nut; '_' reads as a space)");
-    app->add_option("--k", k, "with a directory: number of reference images to draw (default: all given files)");
+    app->add_option("--k", k,
+                    "draw K of the given images (directories are listed recursively and sorted by path; the draw is a\n"
+                    "partial Fisher-Yates shuffle driven by std::mt19937_64(seed), j = i + rng() % (n - i), the same on\n"
+                    "every machine); default: use every given image");
     app->add_option("--seed", seed, "seed of the reference draw (default 0)");
   }
   // Builds or loads the reference set the command asked for.

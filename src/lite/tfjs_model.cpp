@@ -2,8 +2,8 @@
 
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
-#include <chrono>  // PROFILE-TMP
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -21,6 +21,11 @@ using json = nlohmann::json;
 using Shape = std::vector<int64_t>;  // Keras layout without the batch: {H,W,C} or {F}; -1 = unknown
 
 constexpr const char* kFormat = "gad-lite-tfjs-1";
+// Activations and convolution weights live channels-last (NHWC in memory): oneDNN's depthwise
+// kernels are ~10x faster on it than on NCHW, and it is the fixtures' layout.
+constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
+// Below glibc's largest dynamic mmap threshold (32 MiB), so activations reuse heap memory.
+constexpr int64_t kMaxActivationBytes = 24 << 20;
 
 enum class Kind {
   Input, ZeroPad, Conv, Depthwise, BatchNorm, ReLU, Activation, Add, Concat,
@@ -38,9 +43,20 @@ struct Layer {
   int64_t pad_t = 0, pad_b = 0, pad_l = 0, pad_r = 0;  // ZeroPadding2D
   Act act = Act::Linear;
   double max_value = -1;  // ReLU cap; < 0 = none
-  double eps = 1e-3;
   int64_t concat_dim = 1;  // in the internal NCHW / [B,F] layout
-  at::Tensor weight, bias, mean, var;  // torch layout
+  at::Tensor weight, bias;  // torch layout (convolution weights channels-last)
+  at::Tensor scale, shift;  // BatchNormalization folded to y = x*scale + shift, [1,C,1,1] or [C]
+  // A ZeroPadding2D feeding only this 'valid' convolution is folded into it (unless the padding
+  // itself is requested): leading zero rows/columns in the kernel let a symmetric padding, done
+  // inside the convolution, reproduce the asymmetric one without allocating the padded map.
+  int folded_pad = -1, fold_input = -1;
+  int64_t fold_ph = 0, fold_pw = 0;
+  at::Tensor fold_weight;
+  // A BatchNormalization right after a linear convolution (its only consumer) runs as that
+  // convolution with scaled weights (unless the convolution's own output is requested).
+  int fused_conv = -1;
+  std::shared_ptr<const Layer> fused;  // the convolution with the normalisation folded in
+  std::vector<int> extra_deps;         // values the folded computations read
 };
 
 std::string shape_str(const Shape& s) {
@@ -59,6 +75,10 @@ struct TfjsModel::Graph {
   std::vector<Layer> layers;
   std::map<std::string, int> index;
   std::vector<int> last_use;
+  std::vector<std::vector<int>> frees;  // per layer: values that are dead after it
+  std::vector<char> owns_output;  // the layer's output is a fresh tensor (not an alias of its input)
+  std::vector<char> skippable;    // computed inside a later layer unless requested themselves
+  int64_t max_activation_bytes = 0;  // largest layer output of one image
   std::map<std::string, at::Tensor> weights;  // tfjs layout
   std::vector<std::string> weight_order;      // order the layers took them in
 
@@ -152,7 +172,7 @@ struct Builder {
     read_window(L, cfg, "kernel_size");
     if (cfg.value("groups", 1) != 1) bad(L, "grouped convolution is not supported");
     const int64_t cin = L.out[2], filters = cfg.at("filters").get<int64_t>();
-    L.weight = take(L, "kernel", {L.kh, L.kw, cin, filters}).permute({3, 2, 0, 1}).contiguous();
+    L.weight = take(L, "kernel", {L.kh, L.kw, cin, filters}).permute({3, 2, 0, 1}).contiguous(kChannelsLast);
     if (cfg.value("use_bias", true)) L.bias = take(L, "bias", {filters});
     L.act = activation(L, cfg.value("activation", std::string("linear")));
     L.out[2] = filters;
@@ -163,7 +183,7 @@ struct Builder {
     const int64_t cin = L.out[2], m = cfg.value("depth_multiplier", 1);
     if (cin < 0) bad(L, "input channel count is unknown");
     at::Tensor k = take(L, "depthwise_kernel", {L.kh, L.kw, cin, m});
-    L.weight = k.permute({2, 3, 0, 1}).reshape({cin * m, 1, L.kh, L.kw}).contiguous();
+    L.weight = k.permute({2, 3, 0, 1}).reshape({cin * m, 1, L.kh, L.kw}).contiguous(kChannelsLast);
     if (cfg.value("use_bias", true)) L.bias = take(L, "bias", {cin * m});
     L.act = activation(L, cfg.value("activation", std::string("linear")));
     L.out[2] = cin * m;
@@ -177,11 +197,14 @@ struct Builder {
     if (!axis.is_number_integer() || (axis.get<int64_t>() != -1 && axis.get<int64_t>() != rank - 1))
       bad(L, "only the channel axis is supported, got axis " + axis.dump());
     const int64_t c = L.out.back();
-    L.eps = cfg.value("epsilon", 1e-3);
-    L.weight = cfg.value("scale", true) ? take(L, "gamma", {c}) : at::ones({c});
-    L.bias = cfg.value("center", true) ? take(L, "beta", {c}) : at::zeros({c});
-    L.mean = take(L, "moving_mean", {c});
-    L.var = take(L, "moving_variance", {c});
+    const double eps = cfg.value("epsilon", 1e-3);
+    at::Tensor gamma = cfg.value("scale", true) ? take(L, "gamma", {c}) : at::ones({c});
+    at::Tensor beta = cfg.value("center", true) ? take(L, "beta", {c}) : at::zeros({c});
+    at::Tensor mean = take(L, "moving_mean", {c}), var = take(L, "moving_variance", {c});
+    // beta + (x - mean) * gamma / sqrt(var + eps), folded as ATen's inference batch_norm does.
+    L.scale = gamma / at::sqrt(var + eps);
+    L.shift = beta - mean * L.scale;
+    if (L.out.size() == 3) L.scale = L.scale.view({1, c, 1, 1}), L.shift = L.shift.view({1, c, 1, 1});
   }
 
   void relu(Layer& L, const json& cfg) {
@@ -306,6 +329,48 @@ struct Builder {
     for (int i = 1; i < 4; ++i) L.out.push_back(s[i].is_null() ? -1 : s[i].get<int64_t>());
   }
 
+  void fold_paddings() {
+    std::vector<int> consumers(g.layers.size(), 0);
+    for (const Layer& L : g.layers)
+      for (int j : L.inputs) ++consumers[j];
+    for (Layer& C : g.layers) {
+      if ((C.kind != Kind::Conv && C.kind != Kind::Depthwise) || C.same || C.dh != 1 || C.dw != 1) continue;
+      const Layer& P = g.layers[C.inputs[0]];
+      if (P.kind != Kind::ZeroPad || consumers[C.inputs[0]] != 1) continue;
+      const int64_t ph = std::max(P.pad_t, P.pad_b), pw = std::max(P.pad_l, P.pad_r);
+      const int64_t kh = C.kh + ph - P.pad_t, kw = C.kw + pw - P.pad_l;
+      const Shape& in = g.layers[P.inputs[0]].out;
+      if (in[0] < 0 || in[1] < 0 || conv_out(in[0] + 2 * ph, kh, C.sh, 1, false) != C.out[0] ||
+          conv_out(in[1] + 2 * pw, kw, C.sw, 1, false) != C.out[1])
+        continue;
+      at::Tensor w = at::zeros({C.weight.size(0), C.weight.size(1), kh, kw});
+      w.slice(2, ph - P.pad_t).slice(3, pw - P.pad_l).copy_(C.weight);
+      C.fold_weight = w.contiguous(kChannelsLast);
+      C.fold_ph = ph, C.fold_pw = pw;
+      C.folded_pad = C.inputs[0], C.fold_input = P.inputs[0];
+    }
+  }
+
+  void fold_batch_norms() {
+    std::vector<int> consumers(g.layers.size(), 0);
+    for (const Layer& L : g.layers)
+      for (int j : L.inputs) ++consumers[j];
+    for (Layer& B : g.layers) {
+      if (B.kind != Kind::BatchNorm) continue;
+      const Layer& C = g.layers[B.inputs[0]];
+      if ((C.kind != Kind::Conv && C.kind != Kind::Depthwise) || C.act != Act::Linear || consumers[B.inputs[0]] != 1) continue;
+      const at::Tensor s = B.scale.reshape({-1}), shift = B.shift.reshape({-1});
+      auto f = std::make_shared<Layer>(C);
+      f->weight = (C.weight * s.view({-1, 1, 1, 1})).contiguous(kChannelsLast);
+      if (C.fold_weight.defined()) f->fold_weight = (C.fold_weight * s.view({-1, 1, 1, 1})).contiguous(kChannelsLast);
+      f->bias = C.bias.defined() ? C.bias * s + shift : shift.clone();
+      B.fused_conv = B.inputs[0];
+      B.fused = std::move(f);
+      B.extra_deps = C.inputs;
+      if (C.fold_input >= 0) B.extra_deps.push_back(C.fold_input);
+    }
+  }
+
   void build(const json& topology) {
     const json& mc = topology.contains("model_config") ? topology["model_config"] : topology;
     const std::string cls = mc.value("class_name", std::string());
@@ -335,9 +400,29 @@ struct Builder {
       g.layers.push_back(std::move(L));
     }
     if (g.layers.empty() || g.layers[0].kind != Kind::Input) fail(g.source, ": the first layer must be the InputLayer");
+    fold_paddings();
+    fold_batch_norms();
+    plan_liveness();
+  }
+
+  void plan_liveness() {
     g.last_use.assign(g.layers.size(), -1);
-    for (size_t i = 0; i < g.layers.size(); ++i)
-      for (int j : g.layers[i].inputs) g.last_use[j] = static_cast<int>(i);
+    g.skippable.assign(g.layers.size(), 0);
+    for (size_t i = 0; i < g.layers.size(); ++i) {
+      Layer& L = g.layers[i];
+      if (L.fold_input >= 0) L.extra_deps.push_back(L.fold_input);
+      for (const auto* deps : {&L.inputs, &L.extra_deps})
+        for (int j : *deps) g.last_use[j] = static_cast<int>(i);
+      if (L.folded_pad >= 0) g.skippable[L.folded_pad] = 1;
+      if (L.fused_conv >= 0) g.skippable[L.fused_conv] = 1;
+      g.owns_output.push_back(L.kind != Kind::Input && L.kind != Kind::Identity && L.kind != Kind::Flatten);
+      int64_t n = 4;
+      for (int64_t d : L.out) n *= std::max<int64_t>(d, 1);
+      g.max_activation_bytes = std::max(g.max_activation_bytes, n);
+    }
+    g.frees.assign(g.layers.size(), {});
+    for (size_t j = 0; j < g.layers.size(); ++j)
+      if (g.last_use[j] >= 0) g.frees[g.last_use[j]].push_back(static_cast<int>(j));
   }
 };
 
@@ -564,7 +649,14 @@ at::Tensor activate(Act a, at::Tensor y) {  // y is a fresh tensor: in place is 
   return y;
 }
 
-at::Tensor conv(const Layer& L, const at::Tensor& x, int64_t groups) {
+// Conv2D / DepthwiseConv2D (one group per input channel), reading the folded padding's input
+// when that padding was skipped.
+at::Tensor conv(const Layer& L, const std::vector<at::Tensor>& v) {
+  const bool folded = L.folded_pad >= 0 && !v[L.folded_pad].defined();
+  const at::Tensor& x = v[folded ? L.fold_input : L.inputs[0]];
+  const int64_t groups = L.kind == Kind::Depthwise ? x.size(1) : 1;
+  if (folded)
+    return activate(L.act, at::conv2d(x, L.fold_weight, L.bias, {L.sh, L.sw}, {L.fold_ph, L.fold_pw}, 1, groups));
   int64_t ph = 0, pw = 0;
   at::Tensor in = pad_same(L, x, 0, &ph, &pw);
   return activate(L.act, at::conv2d(in, L.weight, L.bias, {L.sh, L.sw}, {ph, pw}, {L.dh, L.dw}, groups));
@@ -585,18 +677,25 @@ at::Tensor pool(const Layer& L, const at::Tensor& x) {
   return sum / at::avg_pool2d(at::constant_pad_nd(ones, {l, r, t, b}, 0), {L.kh, L.kw}, {L.sh, L.sw});
 }
 
-at::Tensor eval(const Layer& L, const std::vector<at::Tensor>& v) {
-  const at::Tensor& x = v[L.inputs.empty() ? 0 : L.inputs[0]];
+// `in_place`: the first input is dead after this layer and owned by the graph, so element-wise
+// layers may overwrite it (fewer large allocations, whose page faults dominate on small CPUs).
+at::Tensor eval(const Layer& L, std::vector<at::Tensor>& v, bool in_place) {
+  at::Tensor& x = v[L.inputs.empty() ? 0 : L.inputs[0]];
   switch (L.kind) {
     case Kind::Input: return x;
     case Kind::ZeroPad: return at::constant_pad_nd(x, {L.pad_l, L.pad_r, L.pad_t, L.pad_b}, 0);
-    case Kind::Conv: return conv(L, x, 1);
-    case Kind::Depthwise: return conv(L, x, x.size(1));
-    case Kind::BatchNorm: return at::batch_norm(x, L.weight, L.bias, L.mean, L.var, false, 0.0, L.eps, false);
-    case Kind::ReLU: return L.max_value >= 0 ? x.clamp(0, L.max_value) : x.clamp_min(0);
-    case Kind::Activation: return activate(L.act, x.clone());
+    case Kind::Conv:
+    case Kind::Depthwise: return conv(L, v);
+    case Kind::BatchNorm:
+      if (L.fused && !v[L.fused_conv].defined()) return conv(*L.fused, v);  // the convolution was skipped
+      return (in_place ? x.mul_(L.scale) : x * L.scale).add_(L.shift);
+    case Kind::ReLU: {
+      at::Tensor y = in_place ? x : x.clone();
+      return L.max_value >= 0 ? y.clamp_(0, L.max_value) : y.clamp_min_(0);
+    }
+    case Kind::Activation: return activate(L.act, in_place ? x : x.clone());
     case Kind::Add: {
-      at::Tensor y = v[L.inputs[0]] + v[L.inputs[1]];
+      at::Tensor y = in_place ? x.add_(v[L.inputs[1]]) : x + v[L.inputs[1]];
       for (size_t i = 2; i < L.inputs.size(); ++i) y.add_(v[L.inputs[i]]);
       return y;
     }
@@ -620,6 +719,29 @@ at::Tensor to_keras_layout(const at::Tensor& t) { return t.dim() == 4 ? t.permut
 
 }  // namespace
 
+namespace {
+
+// Runs the graph on one NCHW-shaped, channels-last batch.
+std::map<std::string, at::Tensor> run_batch(const TfjsModel::Graph& g, const at::Tensor& x,
+                                            const std::vector<char>& wanted, size_t remaining) {
+  std::vector<at::Tensor> v(g.layers.size());
+  v[0] = x;
+  std::map<std::string, at::Tensor> out;
+  for (size_t i = 0; i < g.layers.size() && remaining > 0; ++i) {
+    const Layer& L = g.layers[i];
+    const int first = L.inputs.empty() ? 0 : L.inputs[0];
+    const bool in_place = g.owns_output[first] && g.last_use[first] == static_cast<int>(i) && !wanted[first] &&
+                          std::count(L.inputs.begin(), L.inputs.end(), first) == 1;
+    if (i > 0 && !(g.skippable[i] && !wanted[i])) v[i] = eval(L, v, in_place);
+    for (int j : g.frees[i])
+      if (!wanted[j]) v[j].reset();
+    if (wanted[i]) out[L.name] = to_keras_layout(v[i]), --remaining;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::map<std::string, at::Tensor> TfjsModel::run(const at::Tensor& batch, const std::vector<std::string>& outputs,
                                                  Layout layout) const {
   const Graph& g = *g_;
@@ -639,18 +761,16 @@ std::map<std::string, at::Tensor> TfjsModel::run(const at::Tensor& batch, const 
            shape_str(want));
   }
   at::NoGradGuard no_grad;
-  std::vector<at::Tensor> v(g.layers.size());
-  v[0] = x.contiguous(at::MemoryFormat::ChannelsLast);  // NHWC in memory: oneDNN's fast depthwise path
+  // Micro-batches keep each activation under kMaxActivationBytes: glibc maps larger blocks
+  // afresh on every call, and their page faults cost more than the arithmetic (3-4x at batch 8).
+  const int64_t step = std::max<int64_t>(1, kMaxActivationBytes / std::max<int64_t>(1, g.max_activation_bytes));
+  if (x.size(0) <= step) return run_batch(g, x.contiguous(kChannelsLast), wanted, remaining);
+  std::map<std::string, std::vector<at::Tensor>> parts;
+  for (int64_t b = 0; b < x.size(0); b += step)
+    for (auto& [name, t] : run_batch(g, x.slice(0, b, b + step).contiguous(kChannelsLast), wanted, remaining))
+      parts[name].push_back(t);
   std::map<std::string, at::Tensor> out;
-  for (size_t i = 0; i < g.layers.size() && remaining > 0; ++i) {
-    const Layer& L = g.layers[i];
-    auto t0 = std::chrono::steady_clock::now();  // PROFILE-TMP
-    if (i > 0) v[i] = eval(L, v);
-    if (std::getenv("GAD_PROF")) fprintf(stderr, "PROF %s %s %.4f\n", L.cls.c_str(), L.name.c_str(), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());  // PROFILE-TMP
-    for (int j : L.inputs)
-      if (g.last_use[j] == static_cast<int>(i) && !wanted[j]) v[j].reset();
-    if (wanted[i]) out[L.name] = to_keras_layout(v[i]), --remaining;
-  }
+  for (auto& [name, ts] : parts) out[name] = at::cat(ts, 0);
   return out;
 }
 
