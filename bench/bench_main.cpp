@@ -3,8 +3,13 @@
 // (speed does not depend on values). Prints one Markdown table.
 //
 //   gad_bench [--config ViT-B-16-plus-240] [--threads 2] [--reps 3] [--k 8] [--keep-model FILE]
+//             [--lite FILE]
 // --keep-model leaves the random-weight model file behind (e.g. to measure `gad score` RSS).
+// The lite rows use the installed default lite model (or --lite FILE) and are skipped without it.
+// The random model is written by a child process, so peak RSS is that of loading and scoring.
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -20,7 +25,9 @@
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
 #include "io/safetensors.h"
+#include "lite/fetch.h"
 #include "model/load_model.h"
+#include "util/allocator.h"
 
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 
@@ -60,15 +67,75 @@ double best_of(int reps, Fn&& fn) {
 }
 
 void row(const char* what, const char* precision, int batch, double ms) {
-  std::printf("| %-44s | %-4s | %5d | %10.1f |\n", what, precision, batch, ms);
+  std::printf("| %-46s | %-4s | %5d | %11.1f |\n", what, precision, batch, ms);
+}
+
+// Writes a random-weight CLIP+InCTRL model of `config` to `path`.
+void write_random_model(const gad::ClipConfig& cfg, const std::string& path) {
+  gad::Weights w = gad::Weights::synthetic(1);
+  gad::ClipBackbone build(cfg, w);
+  gad::InctrlHeads::load(w, build.embed_dim(), build.num_patches());
+  gad::RawTensorList list;
+  for (const auto& [name, t] : w.all()) {
+    gad::RawTensor r;
+    r.dtype = t.scalar_type() == at::kLong ? gad::DType::I64 : gad::DType::F32;
+    r.shape.assign(t.sizes().begin(), t.sizes().end());
+    r.data = static_cast<const uint8_t*>(t.data_ptr());
+    r.nbytes = t.nbytes();
+    list.emplace_back(name, r);
+  }
+  gad::write_safetensors(path, list);
+}
+
+struct BenchSetup {
+  int reps, k, image_size;
+  std::string class_name;
+};
+
+// Rows for one loaded model: reference-set build, tower and cached query at batch 1 and 8, and
+// the reference code's uncached query, for each precision the backbone supports.
+void bench_model(gad::LoadedModel& m, const BenchSetup& b) {
+  auto refs_px = random_images(b.k, b.image_size, 2);
+  auto queries = random_images(8, b.image_size, 3);
+  gad::InctrlScorer scorer(*m.backbone, m.heads);
+  const char* uncached_what = m.backbone->has_text() ? "uncached query (text + references re-encoded)"
+                                                     : "uncached query (references re-encoded)";
+  for (gad::Precision p : {gad::Precision::FP32, gad::Precision::BF16}) {
+    m.backbone->set_precision(p);
+    if (m.backbone->precision() != p) continue;  // the lite CNN runs fp32 only
+    const char* pn = gad::precision_name(p);
+    gad::ReferenceSet set;
+    double build = best_of(1, [&] { set = gad::ReferenceSet::build(*m.backbone, refs_px, {}, b.class_name); });
+    row(m.backbone->has_text() ? "reference-set build (K images + 242 sentences)" : "reference-set build (K images)", pn,
+        b.k, build * 1e3);
+    for (int batch : {1, 8}) {
+      std::vector<gad::PixelTensor> q(queries.begin(), queries.begin() + batch);
+      at::Tensor px = gad::stack_pixels(q);
+      double tower = best_of(b.reps, [&] { m.backbone->encode(px); });
+      row("image tower", pn, batch, tower * 1e3 / batch);
+      double query = best_of(b.reps, [&] { scorer.score(set, m.backbone->encode(px)); });
+      row("cached-reference query (tower + scoring)", pn, batch, query * 1e3 / batch);
+    }
+    double uncached = best_of(1, [&] {
+      gad::ReferenceSet fresh = gad::ReferenceSet::build(*m.backbone, refs_px, {}, b.class_name);
+      scorer.score(fresh, m.backbone->encode(gad::stack_pixels({queries[0]})));
+    });
+    row(uncached_what, pn, 1, uncached * 1e3);
+  }
+}
+
+void header(const std::string& title) {
+  std::printf("\n%s\n\n", title.c_str());
+  std::printf("| %-46s | %-4s | %5s | %11s |\n", "what", "prec", "batch", "ms (/image)");
+  std::printf("|%s|%s|%s|%s|\n", std::string(48, '-').c_str(), "------", "-------", "-------------");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string config = "ViT-B-16-plus-240";
+  gad::tune_allocator();
+  std::string config = "ViT-B-16-plus-240", keep_model, lite;
   int threads = 2, reps = 3, k = 8;
-  std::string keep_model;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--config") config = argv[i + 1];
@@ -76,69 +143,51 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
     else if (a == "--k") k = std::atoi(argv[i + 1]);
     else if (a == "--keep-model") keep_model = argv[i + 1];
+    else if (a == "--lite") lite = argv[i + 1];
   }
-  at::set_num_threads(threads);
-  if (openblas_set_num_threads) openblas_set_num_threads(threads);
-  at::NoGradGuard no_grad;
-
-  // A random-weight model saved to disk, so cold start measures the real load path.
   gad::ClipConfig cfg = gad::load_clip_config(config);
   std::string path = keep_model.empty()
                          ? (std::filesystem::temp_directory_path() / "gad-bench-model.safetensors").string()
                          : keep_model;
-  {
-    gad::Weights w = gad::Weights::synthetic(1);
-    gad::ClipBackbone build(cfg, w);
-    gad::InctrlHeads::load(w, build.embed_dim(), build.num_patches());
-    gad::RawTensorList list;
-    for (const auto& [name, t] : w.all()) {
-      gad::RawTensor r;
-      r.dtype = t.scalar_type() == at::kLong ? gad::DType::I64 : gad::DType::F32;
-      r.shape.assign(t.sizes().begin(), t.sizes().end());
-      r.data = static_cast<const uint8_t*>(t.data_ptr());
-      r.nbytes = t.nbytes();
-      list.emplace_back(name, r);
-    }
-    gad::write_safetensors(path, list);
+  // Before any torch thread pool exists, so the fork is safe.
+  pid_t child = fork();
+  if (child == 0) {
+    write_random_model(cfg, path);
+    _exit(0);
   }
-  std::printf("gad_bench: %s, random weights, %d thread(s), K = %d, best of %d\n\n", config.c_str(), threads, k, reps);
-  std::printf("| %-44s | %-4s | %5s | %10s |\n", "what", "prec", "batch", "ms (/image)");
-  std::printf("|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), "------", "-------", "------------");
+  int status = 0;
+  waitpid(child, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "gad_bench: could not write the random model to %s\n", path.c_str());
+    return 1;
+  }
 
+  at::set_num_threads(threads);
+  if (openblas_set_num_threads) openblas_set_num_threads(threads);
+  at::NoGradGuard no_grad;
+  std::printf("gad_bench: %d thread(s), K = %d, best of %d\n", threads, k, reps);
+
+  header(config + ", random weights");
   auto t0 = Clock::now();
   gad::LoadedModel m = gad::load_model({path, config, ""});
-  double cold_fp32 = seconds_since(t0);
-  row("cold start: load + build model (mmap)", "fp32", 0, cold_fp32 * 1e3);
+  row("cold start: load + build model (mmap)", "fp32", 0, seconds_since(t0) * 1e3);
   t0 = Clock::now();
   m.backbone->set_precision(gad::Precision::BF16);
   row("  + convert weights to bf16 (once)", "bf16", 0, seconds_since(t0) * 1e3);
-
-  const int size = cfg.vision.image_size;
-  auto refs_px = random_images(k, size, 2);
-  auto queries = random_images(8, size, 3);
-  gad::InctrlScorer scorer(*m.backbone, m.heads);
-  for (gad::Precision p : {gad::Precision::FP32, gad::Precision::BF16}) {
-    m.backbone->set_precision(p);
-    const char* pn = gad::precision_name(p);
-    gad::ReferenceSet set;
-    double build = best_of(1, [&] { set = gad::ReferenceSet::build(*m.backbone, refs_px, {}, "metal_nut"); });
-    row("reference-set build (K images + 242 sentences)", pn, k, build * 1e3);
-    for (int batch : {1, 8}) {
-      std::vector<gad::PixelTensor> q(queries.begin(), queries.begin() + batch);
-      at::Tensor px = gad::stack_pixels(q);
-      double tower = best_of(reps, [&] { m.backbone->encode(px); });
-      row("image tower", pn, batch, tower * 1e3 / batch);
-      double query = best_of(reps, [&] { scorer.score(set, m.backbone->encode(px)); });
-      row("cached-reference query (tower + scoring)", pn, batch, query * 1e3 / batch);
-    }
-    // What the reference code does per query: re-encode the text prompts and the K references.
-    double uncached = best_of(1, [&] {
-      gad::ReferenceSet fresh = gad::ReferenceSet::build(*m.backbone, refs_px, {}, "metal_nut");
-      scorer.score(fresh, m.backbone->encode(gad::stack_pixels({queries[0]})));
-    });
-    row("uncached query (text + references re-encoded)", pn, 1, uncached * 1e3);
-  }
-  std::printf("\npeak RSS: %.0f MB\n", peak_rss_mb());
+  bench_model(m, {reps, k, cfg.vision.image_size, "metal_nut"});
+  std::printf("\npeak RSS so far: %.0f MB\n", peak_rss_mb());
   if (keep_model.empty()) std::filesystem::remove(path);
+
+  if (lite.empty()) lite = gad::lite_model_path(gad::default_models_dir());
+  if (!std::filesystem::exists(lite)) {
+    std::printf("\nlite: %s not installed (gad models fetch lite); skipped\n", lite.c_str());
+    return 0;
+  }
+  header("lite MobileNetV2 (" + lite + ")");
+  t0 = Clock::now();
+  gad::LoadedModel l = gad::load_model({lite, "", ""});
+  row("cold start: load + build model", "fp32", 0, seconds_since(t0) * 1e3);
+  bench_model(l, {reps, k, 224, "tile"});
+  std::printf("\npeak RSS: %.0f MB\n", peak_rss_mb());
   return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "engine/engine.h"
 #include "lite/fetch.h"
+#include "util/allocator.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/image_list.h"
@@ -138,6 +139,7 @@ int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queri
 }  // namespace
 
 int main(int argc, char** argv) {
+  gad::tune_allocator();
   CLI::App app{"gad — generalist anomaly detection (InCTRL) on CPUs"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(GAD_VERSION));
