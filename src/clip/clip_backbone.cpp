@@ -50,9 +50,7 @@ at::Tensor ClipBackbone::encode_sentences(const std::vector<std::string>& senten
   return text_.forward(ids);
 }
 
-at::Tensor ClipBackbone::text_prior(const std::string& class_name) const {
-  PromptSentences s = inctrl_prompt_sentences(class_name);
-  // Normalise each sentence, average the group, normalise again (spec §2.5).
+at::Tensor ClipBackbone::text_features(const PromptSentences& s) const {
   auto group = [&](const std::vector<std::string>& sentences) {
     at::Tensor e = encode_sentences(sentences);
     e = e / e.norm(2, -1, true);
@@ -60,6 +58,10 @@ at::Tensor ClipBackbone::text_prior(const std::string& class_name) const {
     return m / m.norm();
   };
   return at::stack({group(s.normal), group(s.anomaly)});
+}
+
+at::Tensor ClipBackbone::text_prior(const std::string& class_name) const {
+  return text_features(inctrl_prompt_sentences(class_name));
 }
 
 }  // namespace gad

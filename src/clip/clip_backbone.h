@@ -9,6 +9,7 @@
 #include "clip/clip_model.h"
 #include "clip/config.h"
 #include "clip/tokenizer.h"
+#include "inctrl/prompts.h"
 
 namespace gad {
 
@@ -36,6 +37,9 @@ class ClipBackbone : public Backbone {
   const TextTower& text() const { return text_; }
   // Raw per-sentence text embeddings [N, D] (not normalised).
   at::Tensor encode_sentences(const std::vector<std::string>& sentences) const;
+  // [2, D] normal/anomaly features of a sentence ensemble: normalise each sentence, average the
+  // group, normalise again (spec §2.5).
+  at::Tensor text_features(const PromptSentences& sentences) const;
 
  protected:
   Features encode_impl(const at::Tensor& pixels) const override;

@@ -93,24 +93,37 @@ VisionTower::VisionTower(const ClipConfig& cfg, Weights& w, const std::string& p
                                  cfg_.heads, cfg.quick_gelu));
 }
 
-VisionOutput VisionTower::forward(const at::Tensor& pixels, const std::vector<int>& tapped_layers) const {
+at::Tensor VisionTower::embed(const at::Tensor& pixels) const {
   const int64_t B = pixels.size(0), W = cfg_.width;
   TORCH_CHECK(pixels.dim() == 4 && pixels.size(1) == 3 && pixels.size(2) == cfg_.image_size &&
               pixels.size(3) == cfg_.image_size, "vision tower: bad input shape ", pixels.sizes());
   at::Tensor x = conv1_bf16_.defined()
                      ? at::conv2d(pixels.to(at::kBFloat16), conv1_bf16_, {}, cfg_.patch_size).to(at::kFloat)
                      : at::conv2d(pixels, conv1_, {}, cfg_.patch_size);  // [B,W,g,g]
-  x = x.flatten(2).transpose(1, 2);                                 // row-major patches
-  x = at::cat({class_embedding_.view({1, 1, W}).expand({B, 1, W}), x}, 1) + positional_embedding_;
-  x = ln_pre_(x);
-  VisionOutput out;
+  x = x.flatten(2).transpose(1, 2);                                       // row-major patches
+  return at::cat({class_embedding_.view({1, 1, W}).expand({B, 1, W}), x}, 1) + positional_embedding_;
+}
+
+at::Tensor VisionTower::run_blocks(const at::Tensor& tokens, const std::vector<int>& tapped_layers,
+                                   std::vector<at::Tensor>* taps) const {
+  at::Tensor x = ln_pre_(tokens);
   for (int i = 0; i < cfg_.layers; ++i) {
     x = blocks_[i].forward(x, {});
     for (int layer : tapped_layers)
-      if (layer == i + 1) out.taps.push_back(x.slice(1, 1).contiguous());
+      if (layer == i + 1 && taps) taps->push_back(x.slice(1, 1).contiguous());
   }
+  return x;
+}
+
+at::Tensor VisionTower::pool(const at::Tensor& block_output) const {
+  return at::matmul(ln_post_(block_output.select(1, 0)), proj_);
+}
+
+VisionOutput VisionTower::forward(const at::Tensor& pixels, const std::vector<int>& tapped_layers) const {
+  VisionOutput out;
+  at::Tensor x = run_blocks(embed(pixels), tapped_layers, &out.taps);
   TORCH_CHECK(out.taps.size() == tapped_layers.size(), "vision tower: tapped layer out of range");
-  out.cls_embedding = at::matmul(ln_post_(x.select(1, 0)), proj_);
+  out.cls_embedding = pool(x);
   return out;
 }
 

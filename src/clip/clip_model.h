@@ -56,6 +56,15 @@ class VisionTower {
   VisionTower(const ClipConfig& cfg, Weights& w, const std::string& prefix = "visual.");
   // pixels: [B,3,S,S] float32, preprocessed. `tapped_layers` are 1-based block indices.
   VisionOutput forward(const at::Tensor& pixels, const std::vector<int>& tapped_layers) const;
+  // The pieces of forward, for methods that run other token sequences (WinCLIP's windows):
+  // patch conv + [CLS] + positional embedding, before ln_pre: [B, 1+P, W].
+  at::Tensor embed(const at::Tensor& pixels) const;
+  // ln_pre and every block over token sequences [N, T, W] (token 0 = CLS); returns the last
+  // block's output, and fills `taps` with the requested block outputs (CLS dropped).
+  at::Tensor run_blocks(const at::Tensor& tokens, const std::vector<int>& tapped_layers,
+                        std::vector<at::Tensor>* taps) const;
+  // ln_post on the CLS token, then proj: [N, embed_dim].
+  at::Tensor pool(const at::Tensor& block_output) const;
   const VisionConfig& config() const { return cfg_; }
   int embed_dim() const { return embed_dim_; }
   // Converts the block weights once (bf16 copies are made here, never per call).

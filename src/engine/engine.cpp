@@ -2,28 +2,26 @@
 
 #include <ATen/Parallel.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <sstream>
 #include <thread>
+
+#include <unistd.h>
 
 #include "image/image.h"
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
 #include "io/safetensors.h"
+#include "model/runtime.h"
 #include "util/error.h"
 #include "util/fs.h"
-
-// OpenBLAS (which runs torch's fp32 GEMMs here) keeps its own thread pool; weak so gad still links
-// against another BLAS.
-extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 
 namespace gad {
 namespace {
 
-void set_threads(int threads) {
-  at::set_num_threads(threads);
-  if (openblas_set_num_threads) openblas_set_num_threads(threads);
-}
 
 double now_ms() {
   using namespace std::chrono;
@@ -36,6 +34,33 @@ std::string file_sha256(const std::string& path) {
 }
 
 double scalar_at(const at::Tensor& t, int64_t i) { return t.defined() ? t[i].item<double>() : 0.0; }
+
+}  // namespace
+
+struct RefHandle {
+  ReferenceSet set;
+};
+
+namespace {
+
+// A unique temporary path for the safetensors round trip of serialize/deserialize.
+std::string temp_ref_path() {
+  static std::atomic<uint64_t> counter{0};
+  std::error_code ec;
+  auto dir = std::filesystem::temp_directory_path(ec);
+  if (ec) dir = "/tmp";
+  return (dir / ("gad-ref-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+                 std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + ".gadref"))
+      .string();
+}
+
+struct RemoveOnExit {
+  std::string path;
+  ~RemoveOnExit() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+};
 
 }  // namespace
 
@@ -54,9 +79,7 @@ struct Engine::Impl {
 };
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
-  if (options.threads < 0) fail("--threads: must be >= 0 (got ", options.threads, ")");
-  impl_->threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  set_threads(impl_->threads);
+  impl_->threads = configure_threads(options.threads);
   Precision precision = parse_precision(options.precision);
   impl_->model = load_model(options.files);
   impl_->model.backbone->set_precision(precision);
@@ -180,6 +203,80 @@ std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths
   }
   if (!dump_path.empty()) write_safetensors(dump_path, dump, {{"producer", "gad inspect"}});
   return records;
+}
+
+std::string Engine::fingerprint() const { return impl_->model.backbone->fingerprint(); }
+
+std::shared_ptr<const RefHandle> Engine::build_reference_handle(const std::vector<Image>& images,
+                                                                const std::vector<ImageSource>& sources,
+                                                                const std::string& class_name) {
+  if (images.empty()) fail("reference set: K must be at least 1 (no reference images given)");
+  at::NoGradGuard no_grad;
+  std::vector<PixelTensor> pixels;
+  std::vector<ReferenceSource> srcs;
+  for (size_t i = 0; i < images.size(); ++i) {
+    pixels.push_back(impl_->model.backbone->preprocess(images[i]));
+    if (i < sources.size()) srcs.push_back({sources[i].name, sources[i].sha256});
+  }
+  auto h = std::make_shared<RefHandle>();
+  h->set = ReferenceSet::build(*impl_->model.backbone, pixels, srcs, class_name);
+  return h;
+}
+
+std::string Engine::serialize_references(const RefHandle& refs) const {
+  RemoveOnExit tmp{temp_ref_path()};
+  refs.set.save(tmp.path);
+  auto bytes = read_file_bytes(tmp.path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+std::shared_ptr<const RefHandle> Engine::references_from_bytes(const std::string& bytes) const {
+  RemoveOnExit tmp{temp_ref_path()};
+  write_file_atomically(tmp.path, [&](std::FILE* f) {
+    if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) fail(tmp.path, ": write failed");
+  });
+  auto h = std::make_shared<RefHandle>();
+  h->set = ReferenceSet::load(tmp.path, *impl_->model.backbone);  // tensors are copied out of the mapping
+  return h;
+}
+
+RefHandleInfo Engine::reference_info(const RefHandle& refs) {
+  return {refs.set.class_name, refs.set.backbone_fingerprint, refs.set.k(), refs.set.text_prior.defined()};
+}
+
+std::vector<ScoreRecord> Engine::score_images(const RefHandle& refs, const std::vector<Image>& images,
+                                              const std::vector<std::string>& names, int batch) {
+  if (batch < 1) fail("batch: must be at least 1 (got ", batch, ")");
+  const Backbone& bb = *impl_->model.backbone;
+  at::NoGradGuard no_grad;
+  std::vector<ScoreRecord> out;
+  for (size_t start = 0; start < images.size(); start += batch) {
+    size_t end = std::min(images.size(), start + batch);
+    double t0 = now_ms();
+    std::vector<PixelTensor> pixels;
+    for (size_t i = start; i < end; ++i) pixels.push_back(bb.preprocess(images[i]));
+    InctrlScores s = impl_->scorer->score(refs.set, bb.encode(stack_pixels(pixels)));
+    double ms = (now_ms() - t0) / static_cast<double>(end - start);
+    at::Tensor map = s.residual_map.contiguous();
+    for (size_t i = start; i < end; ++i) {
+      const auto b = static_cast<int64_t>(i - start);
+      ScoreRecord r;
+      if (i < names.size()) r.path = names[i];
+      r.score = scalar_at(s.final_score, b);
+      r.s_patch = scalar_at(s.s_patch, b);
+      r.s_img = scalar_at(s.s_img, b);
+      r.s_text = scalar_at(s.s_text, b);
+      r.s_hol = scalar_at(s.s_hol, b);
+      r.has_text = s.s_text.defined();
+      r.has_heads = s.s_hol.defined();
+      r.ms = ms;
+      r.grid = static_cast<int>(bb.grid());
+      const float* m = map[b].data_ptr<float>();
+      r.residual_map.assign(m, m + map.size(1));
+      out.push_back(std::move(r));
+    }
+  }
+  return out;
 }
 
 int64_t Engine::image_encodes() const { return impl_->model.backbone->image_encodes(); }

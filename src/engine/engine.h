@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "image/image.h"
 #include "model/load_model.h"
 
 namespace gad {
@@ -25,6 +26,20 @@ struct ScoreRecord {
   double ms = 0;                    // wall time per image (batch time / batch size)
   std::vector<float> residual_map;  // grid x grid, row-major
   int grid = 0;
+};
+
+// An immutable, built reference set that does not belong to any Engine's current references.
+// Shareable between threads (read-only); usable with any Engine of the same model.
+struct RefHandle;
+
+struct ImageSource {
+  std::string name, sha256;  // recorded in the set's metadata only; never opened
+};
+
+struct RefHandleInfo {
+  std::string class_name, fingerprint;
+  int64_t k = 0;
+  bool text_prior = false;
 };
 
 struct InspectRecord {
@@ -56,6 +71,21 @@ class Engine {
   // Encodes each image alone; with `dump_path` writes the tensors documented in `gad inspect
   // --help` to one safetensors file (and, when references are set, the score chain).
   std::vector<InspectRecord> inspect(const std::vector<std::string>& paths, const std::string& dump_path);
+
+  // Handle-based API (used by `gad serve`): none of these touch the current references above.
+  // Each call is safe from one thread at a time per Engine.
+  std::string fingerprint() const;  // of the backbone weights; reference sets record it
+  std::shared_ptr<const RefHandle> build_reference_handle(const std::vector<Image>& images,
+                                                          const std::vector<ImageSource>& sources,
+                                                          const std::string& class_name);
+  // The .gadref (safetensors) bytes of a handle, and back (checks the model fingerprint).
+  std::string serialize_references(const RefHandle& refs) const;
+  std::shared_ptr<const RefHandle> references_from_bytes(const std::string& bytes) const;
+  static RefHandleInfo reference_info(const RefHandle& refs);
+  // Scores decoded images against `refs` in batches of `batch`; records in input order, `path`
+  // set from `names` (when given).
+  std::vector<ScoreRecord> score_images(const RefHandle& refs, const std::vector<Image>& images,
+                                        const std::vector<std::string>& names, int batch);
 
   int64_t image_encodes() const;  // backbone image encodes so far (tests use it)
   int64_t text_encodes() const;

@@ -61,4 +61,18 @@ double average_precision(const std::vector<int>& labels, const std::vector<doubl
   return ap;
 }
 
+std::vector<CurvePoint> roc_curve(const std::vector<int>& labels, const std::vector<double>& scores) {
+  Curve c = binary_curve(labels, scores);
+  std::vector<CurvePoint> out = {{0, 0}};
+  for (size_t i = 0; i < c.tps.size(); ++i) out.push_back({c.fps[i] / c.fps.back(), c.tps[i] / c.tps.back()});
+  return out;
+}
+
+std::vector<CurvePoint> pr_curve(const std::vector<int>& labels, const std::vector<double>& scores) {
+  Curve c = binary_curve(labels, scores);
+  std::vector<CurvePoint> out = {{0, c.tps[0] / (c.tps[0] + c.fps[0])}};
+  for (size_t i = 0; i < c.tps.size(); ++i) out.push_back({c.tps[i] / c.tps.back(), c.tps[i] / (c.tps[i] + c.fps[i])});
+  return out;
+}
+
 }  // namespace gad

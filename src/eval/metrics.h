@@ -15,4 +15,12 @@ namespace gad {
 double roc_auc(const std::vector<int>& labels, const std::vector<double>& scores);
 double average_precision(const std::vector<int>& labels, const std::vector<double>& scores);
 
+// Curve points at each distinct score threshold, for plots: ROC as (FPR, TPR) from (0,0) to (1,1);
+// precision-recall as (recall, precision) starting at recall 0.
+struct CurvePoint {
+  double x, y;
+};
+std::vector<CurvePoint> roc_curve(const std::vector<int>& labels, const std::vector<double>& scores);
+std::vector<CurvePoint> pr_curve(const std::vector<int>& labels, const std::vector<double>& scores);
+
 }  // namespace gad

@@ -41,20 +41,27 @@ std::vector<std::string> ensemble(const std::array<const char*, N>& states, cons
 
 }  // namespace
 
-PromptSentences inctrl_prompt_sentences(const std::string& class_name) {
+namespace {
+
+std::string prompt_name(const std::string& class_name) {
   std::string name = class_name;
   std::replace(name.begin(), name.end(), '_', ' ');
   if (name.find_first_not_of(" \t") == std::string::npos) fail("--class: the class name is empty");
-  PromptSentences p;
-  if (std::find(kCifarNames.begin(), kCifarNames.end(), name) != kCifarNames.end()) {
-    p.cifar_special_case = true;
-    p.normal = {"a photo of " + name + " for anomaly detection."};
-    p.anomaly = {"a photo without " + name + " for anomaly detection."};
-    return p;
-  }
-  p.normal = ensemble(kNormalStates, name);
-  p.anomaly = ensemble(kAnomalyStates, name);
-  return p;
+  return name;
+}
+
+}  // namespace
+
+PromptSentences ensemble_prompt_sentences(const std::string& class_name) {
+  std::string name = prompt_name(class_name);
+  return {ensemble(kNormalStates, name), ensemble(kAnomalyStates, name), false};
+}
+
+PromptSentences inctrl_prompt_sentences(const std::string& class_name) {
+  std::string name = prompt_name(class_name);
+  if (std::find(kCifarNames.begin(), kCifarNames.end(), name) == kCifarNames.end())
+    return ensemble_prompt_sentences(class_name);
+  return {{"a photo of " + name + " for anomaly detection."}, {"a photo without " + name + " for anomaly detection."}, true};
 }
 
 }  // namespace gad

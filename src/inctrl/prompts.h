@@ -16,5 +16,7 @@ struct PromptSentences {
 // `class_name` is the category name as given (e.g. "metal_nut"); '_' becomes ' ' first, as the
 // reference does. Throws gad::Error for an empty name.
 PromptSentences inctrl_prompt_sentences(const std::string& class_name);
+// The 154 + 88 ensemble for any name (WinCLIP's prompts have no CIFAR special case).
+PromptSentences ensemble_prompt_sentences(const std::string& class_name);
 
 }  // namespace gad

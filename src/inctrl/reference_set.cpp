@@ -37,14 +37,19 @@ std::vector<at::Tensor> to_bf16(const std::vector<at::Tensor>& banks) {
 ReferenceSet ReferenceSet::build(const Backbone& backbone, const std::vector<PixelTensor>& images,
                                  const std::vector<ReferenceSource>& sources, const std::string& class_name) {
   if (images.empty()) fail("reference set: K must be at least 1 (no reference images given)");
+  at::Tensor text = backbone.has_text() ? backbone.text_prior(class_name) : at::Tensor();  // validates the name
+  return from_features(backbone, backbone.encode(stack_pixels(images)), text, sources, class_name);
+}
+
+ReferenceSet ReferenceSet::from_features(const Backbone& backbone, const Features& f, at::Tensor text_prior,
+                                         const std::vector<ReferenceSource>& sources, const std::string& class_name) {
   ReferenceSet set;
   set.class_name = class_name;
   set.backbone_kind = backbone.kind();
   set.backbone_fingerprint = backbone.fingerprint();
   set.backbone_description = backbone.description();
   set.sources = sources;
-  if (backbone.has_text()) set.text_prior = backbone.text_prior(class_name);  // validates the name
-  Features f = backbone.encode(stack_pixels(images));
+  set.text_prior = std::move(text_prior);
   set.globals = f.global.contiguous();
   for (const auto& tap : f.taps) set.banks.push_back(l2_normalise_rows(tap.reshape({-1, tap.size(-1)})).contiguous());
   set.banks_bf16 = to_bf16(set.banks);

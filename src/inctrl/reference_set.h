@@ -34,6 +34,10 @@ struct ReferenceSet {
   // Encodes the references (one batch) and, when the backbone has one, the text prior.
   static ReferenceSet build(const Backbone& backbone, const std::vector<PixelTensor>& images,
                             const std::vector<ReferenceSource>& sources, const std::string& class_name);
+  // The same from already-encoded references (`features` batch = K) and an optional text prior
+  // (benchmarks encode every image once and reuse it across draws).
+  static ReferenceSet from_features(const Backbone& backbone, const Features& features, at::Tensor text_prior,
+                                    const std::vector<ReferenceSource>& sources, const std::string& class_name);
   void save(const std::string& path) const;
   // Loads and checks that the set was made with `backbone` (same fingerprint).
   static ReferenceSet load(const std::string& path, const Backbone& backbone);

@@ -1,0 +1,66 @@
+#include "cli/bench_command.h"
+
+#include <csignal>
+#include <sstream>
+
+#include "eval/benchmark.h"
+#include "util/error.h"
+
+namespace {
+
+// Set by SIGINT. A signal handler can only reach process-wide state, so this one flag is global;
+// the benchmark polls it between batches and keeps the categories it finished.
+std::atomic<bool> interrupted{false};
+
+extern "C" void on_sigint(int) { interrupted.store(true); }
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+}  // namespace
+
+void add_bench_options(CLI::App* cmd, BenchArgs& a) {
+  cmd->add_option("--data", a.data, "dataset roots in MVTec layout (<category>/train/good, test/good, test/<defect>)")
+      ->required();
+  cmd->add_option("--k", a.ks, "comma-separated K values (default 2,4,8)");
+  cmd->add_option("--draws", a.draws, "reference draws per K (default 3)");
+  cmd->add_option("--seed", a.seed, "seed of the reference draws (default 0)");
+  cmd->add_option("--scorers", a.scorers, "comma-separated: inctrl, patch-knn, image-knn, winclip (default: the first three)");
+  cmd->add_option("--draws-file", a.draws_file, "reuse the reference draws of an earlier run's draws.json");
+  cmd->add_option("--batch", a.batch, "images per forward pass (default 8)");
+  cmd->add_option("-o,--output", a.out, "output directory")->required();
+}
+
+int run_bench(const gad::EngineOptions& model, const BenchArgs& a, int argc, char** argv) {
+  gad::BenchOptions o;
+  o.files = model.files;
+  o.precision = model.precision;
+  o.threads = model.threads;
+  o.roots = a.data;
+  o.ks.clear();
+  for (const auto& k : split(a.ks)) {
+    try {
+      o.ks.push_back(std::stoi(k));
+    } catch (const std::exception&) {
+      gad::fail("--k: '", k, "' is not a number");
+    }
+  }
+  if (o.ks.empty()) gad::fail("--k: no K given");
+  o.draws = a.draws;
+  o.seed = a.seed;
+  o.methods = split(a.scorers);
+  o.out_dir = a.out;
+  o.draws_file = a.draws_file;
+  o.batch = a.batch;
+  for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);
+  std::signal(SIGINT, on_sigint);
+  int finished = gad::run_benchmark(o, &interrupted);
+  std::fprintf(stderr, "gad: wrote %s/summary.md (%d categor%s)\n", a.out.c_str(), finished, finished == 1 ? "y" : "ies");
+  return interrupted.load() ? 130 : 0;
+}

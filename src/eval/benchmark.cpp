@@ -1,0 +1,395 @@
+#include "eval/benchmark.h"
+
+#include <torch/csrc/api/include/torch/version.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <sstream>
+
+#include "eval/metrics.h"
+#include "eval/svg_plot.h"
+#include "image/image.h"
+#include "inctrl/reference_set.h"
+#include "methods/method.h"
+#include "model/runtime.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/image_list.h"
+
+namespace fs = std::filesystem;
+
+namespace gad {
+namespace {
+
+struct Category {
+  std::string dataset, name;
+  std::vector<std::string> train;  // sorted train/good
+  std::vector<std::string> test;   // sorted test/**
+  std::vector<int> labels;         // 0 = test/good, 1 = any other test/ folder
+};
+
+struct Draw {
+  std::string dataset, category;
+  int k = 0, draw = 0;
+  std::vector<std::string> references;
+};
+
+struct Result {
+  std::string dataset, category, method;
+  int k, draw;
+  double auroc, auprc;
+  int n_normal, n_anomalous;
+  double ms_per_image;
+};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+bool has_train_good(const fs::path& p) { return fs::is_directory(p / "train" / "good") && fs::is_directory(p / "test"); }
+
+Category read_category(const std::string& dataset, const fs::path& dir) {
+  Category c{dataset, dir.filename().string(), {}, {}, {}};
+  c.train = expand_image_args({(dir / "train" / "good").string()}, "train/good");
+  for (const auto& path : expand_image_args({(dir / "test").string()}, "test")) {
+    c.test.push_back(path);
+    std::string rel = fs::relative(path, dir / "test").string();
+    c.labels.push_back(rel.rfind("good/", 0) == 0 ? 0 : 1);
+  }
+  int anomalous = std::accumulate(c.labels.begin(), c.labels.end(), 0);
+  if (anomalous == 0 || anomalous == static_cast<int>(c.labels.size()))
+    fail(dir.string(), "/test: needs both test/good and at least one defect folder");
+  return c;
+}
+
+// A root is one category (it has train/good) or a dataset of category folders.
+std::vector<Category> discover(const std::vector<std::string>& roots) {
+  std::vector<Category> out;
+  for (const auto& root : roots) {
+    fs::path p = fs::path(root).lexically_normal();
+    if (p.filename().empty()) p = p.parent_path();
+    if (!fs::is_directory(p)) fail(root, ": no such dataset directory");
+    if (has_train_good(p)) {
+      out.push_back(read_category(p.parent_path().filename().string(), p));
+      continue;
+    }
+    std::vector<fs::path> dirs;
+    for (const auto& e : fs::directory_iterator(p))
+      if (e.is_directory() && has_train_good(e.path())) dirs.push_back(e.path());
+    if (dirs.empty()) fail(root, ": no category with train/good and test/ (MVTec layout expected)");
+    std::sort(dirs.begin(), dirs.end());
+    for (const auto& d : dirs) out.push_back(read_category(p.filename().string(), d));
+  }
+  return out;
+}
+
+// FNV-1a over the names, then k and the draw index: every (category, K, draw) gets its own,
+// platform-independent seed.
+uint64_t draw_seed(uint64_t seed, const std::string& dataset, const std::string& category, int k, int draw) {
+  uint64_t h = 1469598103934665603ull ^ seed;
+  for (char ch : dataset + "/" + category) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+  h = (h ^ static_cast<uint64_t>(k)) * 1099511628211ull;
+  return (h ^ static_cast<uint64_t>(draw)) * 1099511628211ull;
+}
+
+std::vector<Draw> make_draws(const BenchOptions& o, const std::vector<Category>& cats) {
+  std::vector<Draw> draws;
+  for (const auto& c : cats)
+    for (int k : o.ks)
+      for (int d = 0; d < o.draws; ++d)
+        draws.push_back({c.dataset, c.name, k, d, draw_references(c.train, k, draw_seed(o.seed, c.dataset, c.name, k, d))});
+  return draws;
+}
+
+std::vector<Draw> load_draws(const std::string& path) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file_text(path));
+    std::vector<Draw> draws;
+    for (const auto& e : j.at("draws"))
+      draws.push_back({e.at("dataset"), e.at("category"), e.at("k"), e.at("draw"),
+                       e.at("references").get<std::vector<std::string>>()});
+    return draws;
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": not a gad draws file (", e.what(), ")");
+  }
+}
+
+void write_draws(const std::string& path, const BenchOptions& o, const std::vector<Draw>& draws) {
+  nlohmann::ordered_json j;
+  j["seed"] = o.seed;
+  j["draws"] = nlohmann::json::array();
+  for (const auto& d : draws)
+    j["draws"].push_back({{"dataset", d.dataset}, {"category", d.category}, {"k", d.k}, {"draw", d.draw},
+                          {"references", d.references}});
+  std::string text = j.dump(1) + "\n";
+  write_file_atomically(path, [&](std::FILE* f) { std::fwrite(text.data(), 1, text.size(), f); });
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  write_file_atomically(path, [&](std::FILE* f) { std::fwrite(text.data(), 1, text.size(), f); });
+}
+
+std::string mean_std(const std::vector<double>& v) {
+  double m = std::accumulate(v.begin(), v.end(), 0.0) / v.size(), ss = 0;
+  for (double x : v) ss += (x - m) * (x - m);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3f ± %.3f", m, v.size() > 1 ? std::sqrt(ss / (v.size() - 1)) : 0.0);
+  return buf;
+}
+
+// One table per K: a row per method, a column per category (AUROC / AUPRC, mean ± std over
+// draws) plus the mean over categories; the best AUROC of each column in bold.
+std::string summary_tables(const BenchOptions& o, const std::vector<Result>& results) {
+  std::vector<std::string> cols;
+  for (const auto& r : results) {
+    std::string c = r.dataset + "/" + r.category;
+    if (std::find(cols.begin(), cols.end(), c) == cols.end()) cols.push_back(c);
+  }
+  std::ostringstream md;
+  for (int k : o.ks) {
+    md << "\n### K = " << k << "\n\n| method |";
+    for (const auto& c : cols) md << " " << c << " |";
+    md << " mean |\n|---|";
+    for (size_t i = 0; i <= cols.size(); ++i) md << "---|";
+    md << "\n";
+    std::map<std::string, std::vector<std::string>> cells;
+    std::vector<double> best(cols.size() + 1, -1);
+    std::map<std::string, std::vector<double>> auroc_means;
+    for (const auto& m : o.methods) {
+      std::vector<double> per_cat_auroc, per_cat_auprc;
+      for (size_t i = 0; i < cols.size(); ++i) {
+        std::vector<double> a, p;
+        for (const auto& r : results)
+          if (r.method == m && r.k == k && r.dataset + "/" + r.category == cols[i]) {
+            a.push_back(r.auroc);
+            p.push_back(r.auprc);
+          }
+        if (a.empty()) {
+          cells[m].push_back("–");
+          auroc_means[m].push_back(-1);
+          continue;
+        }
+        double am = std::accumulate(a.begin(), a.end(), 0.0) / a.size();
+        per_cat_auroc.push_back(am);
+        per_cat_auprc.push_back(std::accumulate(p.begin(), p.end(), 0.0) / p.size());
+        cells[m].push_back(mean_std(a) + " / " + mean_std(p));
+        auroc_means[m].push_back(am);
+        best[i] = std::max(best[i], am);
+      }
+      if (per_cat_auroc.empty()) {
+        cells[m].push_back("–");
+        auroc_means[m].push_back(-1);
+        continue;
+      }
+      double am = std::accumulate(per_cat_auroc.begin(), per_cat_auroc.end(), 0.0) / per_cat_auroc.size();
+      double pm = std::accumulate(per_cat_auprc.begin(), per_cat_auprc.end(), 0.0) / per_cat_auprc.size();
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.3f / %.3f", am, pm);
+      cells[m].push_back(buf);
+      auroc_means[m].push_back(am);
+      best[cols.size()] = std::max(best[cols.size()], am);
+    }
+    for (const auto& m : o.methods) {
+      md << "| " << m << " |";
+      for (size_t i = 0; i < cells[m].size(); ++i) {
+        bool is_best = auroc_means[m][i] >= 0 && auroc_means[m][i] == best[i];
+        md << " " << (is_best ? "**" : "") << cells[m][i] << (is_best ? "**" : "") << " |";
+      }
+      md << "\n";
+    }
+  }
+  return md.str();
+}
+
+struct Outputs {
+  std::vector<Result> results;
+  std::string scores_csv = "dataset,category,method,k,draw,path,label,score\n";
+};
+
+void write_outputs(const BenchOptions& o, const Outputs& out, const std::string& model_line, const char* precision,
+                   int threads, size_t finished, size_t total) {
+  std::ostringstream csv;
+  csv << "dataset,category,scorer,K,draw,AUROC,AUPRC,n_normal,n_anomalous,ms_per_image\n";
+  for (const auto& r : out.results) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, ",%d,%d,%.10f,%.10f,%d,%d,%.3f\n", r.k, r.draw, r.auroc, r.auprc, r.n_normal,
+                  r.n_anomalous, r.ms_per_image);
+    csv << r.dataset << "," << r.category << "," << r.method << buf;
+  }
+  write_text(o.out_dir + "/results.csv", csv.str());
+  write_text(o.out_dir + "/scores.csv", out.scores_csv);
+  std::ostringstream md;
+  md << "# gad bench\n\n"
+     << "- command: `" << o.command_line << "`\n"
+     << "- gad " << GAD_VERSION << ", LibTorch " << TORCH_VERSION << "\n"
+     << "- model: " << model_line << "\n"
+     << "- precision " << precision << ", " << threads << " thread(s), seed " << o.seed << ", " << o.draws
+     << " draw(s) per K\n"
+     << "- categories finished: " << finished << " of " << total << "\n"
+     << "\nCells: AUROC / AUPRC, mean ± sample std over draws; best AUROC per column in bold.\n"
+     << summary_tables(o, out.results);
+  write_text(o.out_dir + "/summary.md", md.str());
+}
+
+// Scores of one (K, draw, method) over a category's test images.
+struct Run {
+  int k, draw;
+  ReferenceSet refs;
+  std::vector<std::vector<double>> scores;  // per method
+  std::vector<double> seconds;              // per method
+};
+
+void progress(size_t done, size_t total, double start, const std::string& what) {
+  double el = now_s() - start, eta = done ? el / done * (total - done) : 0;
+  std::fprintf(stderr, "\r[%3zu%%] %zu/%zu images  %s  ETA %02d:%02d   ", total ? done * 100 / total : 100, done,
+               total, what.c_str(), static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
+  std::fflush(stderr);
+}
+
+at::Tensor rows(const at::Tensor& t, const std::vector<int64_t>& idx) {
+  return t.index_select(0, at::tensor(idx, at::kLong));
+}
+
+}  // namespace
+
+int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
+  if (o.roots.empty()) fail("bench: no dataset given (--data ROOT)");
+  if (o.out_dir.empty()) fail("bench: no output directory given (-o OUTDIR)");
+  if (o.draws < 1) fail("--draws: must be at least 1");
+  for (int k : o.ks)
+    if (k < 1) fail("--k: every K must be at least 1 (got ", k, ")");
+  int threads = configure_threads(o.threads);
+  LoadedModel model = load_model(o.files);
+  Backbone& bb = *model.backbone;
+  bb.set_precision(parse_precision(o.precision));
+  std::vector<std::unique_ptr<Method>> methods;
+  for (const auto& name : o.methods) methods.push_back(make_method(name, model));
+  std::vector<Category> cats = discover(o.roots);
+  std::vector<Draw> draws = o.draws_file.empty() ? make_draws(o, cats) : load_draws(o.draws_file);
+  fs::create_directories(o.out_dir);
+  write_draws(o.out_dir + "/draws.json", o, draws);
+  fs::create_directories(o.out_dir + "/curves");
+  const std::string model_line = bb.description() + ", fingerprint " + bb.fingerprint() +
+                                 (model.heads ? ", heads " + model.heads_source : ", no heads");
+
+  at::NoGradGuard no_grad;
+  size_t total_images = 0, done_images = 0;
+  for (const auto& c : cats) total_images += c.test.size();
+  const double start = now_s();
+  Outputs out;
+  size_t finished = 0;
+  auto load_pixels = [&](const std::vector<std::string>& paths) {
+    std::vector<PixelTensor> px;
+    for (const auto& p : paths) px.push_back(bb.preprocess(decode_image(p)));
+    return stack_pixels(px);
+  };
+  for (const auto& c : cats) {
+    // References of every draw of this category, each unique image encoded once.
+    std::vector<Run> runs;
+    std::vector<std::string> unique;
+    std::vector<std::vector<int64_t>> index;
+    for (const auto& d : draws) {
+      if (d.dataset != c.dataset || d.category != c.name) continue;
+      std::vector<int64_t> idx;
+      for (const auto& r : d.references) {
+        auto it = std::find(unique.begin(), unique.end(), r);
+        idx.push_back(it - unique.begin());
+        if (it == unique.end()) unique.push_back(r);
+      }
+      index.push_back(idx);
+      runs.push_back({d.k, d.draw, {}, std::vector<std::vector<double>>(methods.size()), std::vector<double>(methods.size())});
+    }
+    if (runs.empty()) fail(o.draws_file, ": no draws for ", c.dataset, "/", c.name);
+    progress(done_images, total_images, start, c.dataset + "/" + c.name + ": references");
+    Features ref_features;
+    at::Tensor ref_pixels;
+    for (size_t s = 0; s < unique.size(); s += o.batch) {
+      at::Tensor px = load_pixels({unique.begin() + s, unique.begin() + std::min(unique.size(), s + o.batch)});
+      Features f = bb.encode(px);
+      if (!ref_features.global.defined()) {
+        ref_features = f;
+        ref_pixels = px;
+        continue;
+      }
+      ref_pixels = at::cat({ref_pixels, px});
+      ref_features.global = at::cat({ref_features.global, f.global});
+      for (size_t l = 0; l < f.taps.size(); ++l) ref_features.taps[l] = at::cat({ref_features.taps[l], f.taps[l]});
+    }
+    at::Tensor text = bb.has_text() ? bb.text_prior(c.name) : at::Tensor();
+    for (size_t r = 0; r < runs.size(); ++r) {
+      Features sel{rows(ref_features.global, index[r]), {}};
+      for (const auto& t : ref_features.taps) sel.taps.push_back(rows(t, index[r]));
+      runs[r].refs = ReferenceSet::from_features(bb, sel, text, {}, c.name);
+    }
+    for (size_t r = 0; r < runs.size(); ++r)
+      for (auto& m : methods) m->prepare(runs[r].refs, rows(ref_pixels, index[r]));
+    // Test images: encoded once, scored by every (K, draw, method).
+    double encode_seconds = 0;
+    bool interrupted = false;
+    for (size_t s = 0; s < c.test.size() && !interrupted; s += o.batch) {
+      std::vector<std::string> batch(c.test.begin() + s, c.test.begin() + std::min(c.test.size(), s + o.batch));
+      double t0 = now_s();
+      at::Tensor px = load_pixels(batch);
+      Features f = bb.encode(px);
+      encode_seconds += now_s() - t0;
+      for (auto& run : runs)
+        for (size_t m = 0; m < methods.size(); ++m) {
+          double t1 = now_s();
+          at::Tensor sc = methods[m]->score(run.refs, f, px).to(at::kDouble).contiguous();
+          run.seconds[m] += now_s() - t1;
+          run.scores[m].insert(run.scores[m].end(), sc.data_ptr<double>(), sc.data_ptr<double>() + sc.numel());
+        }
+      done_images += batch.size();
+      progress(done_images, total_images, start, c.dataset + "/" + c.name);
+      interrupted = stop && stop->load();
+    }
+    for (auto& run : runs)
+      for (auto& m : methods) m->forget(run.refs);
+    if (interrupted) {
+      std::fprintf(stderr, "\ninterrupted: %s/%s dropped; results hold the %zu finished categories\n",
+                   c.dataset.c_str(), c.name.c_str(), finished);
+      break;
+    }
+    const int n_anom = std::accumulate(c.labels.begin(), c.labels.end(), 0);
+    const int n_norm = static_cast<int>(c.labels.size()) - n_anom;
+    for (const auto& run : runs)
+      for (size_t m = 0; m < methods.size(); ++m) {
+        const auto& sc = run.scores[m];
+        double ms = (encode_seconds + run.seconds[m]) * 1e3 / c.test.size();
+        out.results.push_back({c.dataset, c.name, methods[m]->name(), run.k, run.draw, roc_auc(c.labels, sc),
+                               average_precision(c.labels, sc), n_norm, n_anom, ms});
+        for (size_t i = 0; i < sc.size(); ++i) {
+          char buf[64];
+          std::snprintf(buf, sizeof buf, ",%d,%.9g\n", c.labels[i], sc[i]);
+          out.scores_csv += c.dataset + "," + c.name + "," + methods[m]->name() + "," + std::to_string(run.k) + "," +
+                            std::to_string(run.draw) + "," + c.test[i] + buf;
+        }
+      }
+    for (int k : o.ks) {
+      std::vector<PlotSeries> roc, pr;
+      for (const auto& run : runs)
+        if (run.k == k && run.draw == 0)
+          for (size_t m = 0; m < methods.size(); ++m) {
+            roc.push_back({methods[m]->name(), roc_curve(c.labels, run.scores[m])});
+            pr.push_back({methods[m]->name(), pr_curve(c.labels, run.scores[m])});
+          }
+      if (!roc.empty())
+        write_text(o.out_dir + "/curves/" + c.dataset + "_" + c.name + "_K" + std::to_string(k) + ".svg",
+                   roc_pr_svg(c.dataset + "/" + c.name + ", K = " + std::to_string(k) + ", draw 0", roc, pr));
+    }
+    ++finished;
+    write_outputs(o, out, model_line, precision_name(bb.precision()), threads, finished, cats.size());
+  }
+  std::fprintf(stderr, "\n");
+  if (finished == 0) write_outputs(o, out, model_line, precision_name(bb.precision()), threads, 0, cats.size());
+  return static_cast<int>(finished);
+}
+
+}  // namespace gad

@@ -1,0 +1,39 @@
+// `gad bench` — the generalist-AD protocol in one run: for every category of every MVTec-layout
+// dataset, K normal references are drawn (seeded) from the sorted train/good images for each
+// draw, all of test/ is scored by every requested method, and AUROC / AUPRC are reported per
+// (category, method, K, draw) with mean ± std over draws.
+//
+// Every image is encoded once per run: references of all draws and the test images are reused
+// across K, draws and methods. Outputs in OUT: results.csv, scores.csv, draws.json, summary.md,
+// curves/<dataset>_<category>_K<k>.svg (ROC and PR of draw 0). Files are rewritten after each
+// finished category, so an interrupted run keeps complete results for the categories it finished.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/load_model.h"
+
+namespace gad {
+
+struct BenchOptions {
+  ModelFiles files;
+  std::string precision = "auto";
+  int threads = 0;
+  std::vector<std::string> roots;  // dataset roots: MVTec layout, or a single category folder
+  std::vector<int> ks = {2, 4, 8};
+  int draws = 3;
+  uint64_t seed = 0;
+  std::vector<std::string> methods = {"inctrl", "patch-knn", "image-knn"};
+  std::string out_dir;
+  std::string draws_file;    // reuse draws from an earlier run's draws.json
+  std::string command_line;  // recorded in summary.md
+  int batch = 8;
+};
+
+// Returns the number of categories finished. `stop` is polled between batches (Ctrl-C).
+int run_benchmark(const BenchOptions& options, const std::atomic<bool>* stop);
+
+}  // namespace gad

@@ -1,0 +1,19 @@
+// Self-contained SVG plots of ROC and precision-recall curves (no plotting library, no network).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "eval/metrics.h"
+
+namespace gad {
+
+struct PlotSeries {
+  std::string name;
+  std::vector<CurvePoint> points;  // x, y in [0, 1]
+};
+
+// Two panels side by side: ROC (FPR → TPR, with the chance diagonal) and PR (recall → precision).
+std::string roc_pr_svg(const std::string& title, const std::vector<PlotSeries>& roc, const std::vector<PlotSeries>& pr);
+
+}  // namespace gad

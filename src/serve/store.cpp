@@ -1,0 +1,141 @@
+#include "serve/store.h"
+
+#include <sqlite3.h>
+
+#include "util/error.h"
+
+namespace gad::serve {
+namespace {
+
+struct Stmt {
+  sqlite3_stmt* s = nullptr;
+  Stmt(sqlite3* db, const char* sql, const std::string& path) {
+    if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK) fail(path, ": sqlite: ", sqlite3_errmsg(db));
+  }
+  ~Stmt() { sqlite3_finalize(s); }
+  void text(int i, const std::string& v) { sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
+  std::string col_text(int i) {
+    const auto* t = sqlite3_column_text(s, i);
+    return t ? std::string(reinterpret_cast<const char*>(t), static_cast<size_t>(sqlite3_column_bytes(s, i))) : "";
+  }
+};
+
+void exec(sqlite3* db, const char* sql, const std::string& path) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errmsg(db);
+    sqlite3_free(err);
+    fail(path, ": sqlite: ", msg);
+  }
+}
+
+constexpr const char* kRowColumns = "id, class, k, created, fingerprint, length(blob)";
+
+RefRow read_row(Stmt& st) {
+  RefRow r;
+  r.id = st.col_text(0);
+  r.class_name = st.col_text(1);
+  r.k = sqlite3_column_int64(st.s, 2);
+  r.created = st.col_text(3);
+  r.fingerprint = st.col_text(4);
+  r.bytes = sqlite3_column_int64(st.s, 5);
+  return r;
+}
+
+}  // namespace
+
+RefStore::RefStore(const std::string& path) : path_(path) {
+  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+      SQLITE_OK) {
+    std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    sqlite3_close(db_);
+    db_ = nullptr;
+    fail(path, ": cannot open database (", msg, ")");
+  }
+  try {
+    sqlite3_busy_timeout(db_, 5000);
+    exec(db_, "PRAGMA journal_mode=WAL", path_);
+    exec(db_, "PRAGMA synchronous=FULL", path_);
+    exec(db_,
+         "CREATE TABLE IF NOT EXISTS refsets(id TEXT PRIMARY KEY, class TEXT NOT NULL, k INTEGER NOT NULL, "
+         "created TEXT NOT NULL, fingerprint TEXT NOT NULL, blob BLOB NOT NULL)",
+         path_);
+  } catch (...) {
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw;
+  }
+}
+
+RefStore::~RefStore() {
+  if (db_) sqlite3_close(db_);
+}
+
+void RefStore::insert(const RefRow& row, const std::string& blob) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  exec(db_, "BEGIN IMMEDIATE", path_);
+  try {
+    Stmt st(db_, "INSERT INTO refsets(id, class, k, created, fingerprint, blob) VALUES(?,?,?,?,?,?)", path_);
+    st.text(1, row.id);
+    st.text(2, row.class_name);
+    sqlite3_bind_int64(st.s, 3, row.k);
+    st.text(4, row.created);
+    st.text(5, row.fingerprint);
+    sqlite3_bind_blob64(st.s, 6, blob.data(), blob.size(), SQLITE_TRANSIENT);
+    if (sqlite3_step(st.s) != SQLITE_DONE) fail(path_, ": sqlite insert: ", sqlite3_errmsg(db_));
+    exec(db_, "COMMIT", path_);
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+std::vector<RefRow> RefStore::list() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Stmt st(db_, (std::string("SELECT ") + kRowColumns + " FROM refsets ORDER BY created, id").c_str(), path_);
+  std::vector<RefRow> out;
+  while (sqlite3_step(st.s) == SQLITE_ROW) out.push_back(read_row(st));
+  return out;
+}
+
+std::optional<RefRow> RefStore::get(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Stmt st(db_, (std::string("SELECT ") + kRowColumns + " FROM refsets WHERE id = ?").c_str(), path_);
+  st.text(1, id);
+  if (sqlite3_step(st.s) != SQLITE_ROW) return std::nullopt;
+  return read_row(st);
+}
+
+std::optional<std::string> RefStore::blob(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Stmt st(db_, "SELECT blob FROM refsets WHERE id = ?", path_);
+  st.text(1, id);
+  if (sqlite3_step(st.s) != SQLITE_ROW) return std::nullopt;
+  const void* p = sqlite3_column_blob(st.s, 0);
+  int n = sqlite3_column_bytes(st.s, 0);
+  return std::string(static_cast<const char*>(p), static_cast<size_t>(n));
+}
+
+bool RefStore::remove(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Stmt st(db_, "DELETE FROM refsets WHERE id = ?", path_);
+  st.text(1, id);
+  if (sqlite3_step(st.s) != SQLITE_DONE) fail(path_, ": sqlite delete: ", sqlite3_errmsg(db_));
+  return sqlite3_changes(db_) > 0;
+}
+
+int64_t RefStore::count() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Stmt st(db_, "SELECT count(*) FROM refsets", path_);
+  return sqlite3_step(st.s) == SQLITE_ROW ? sqlite3_column_int64(st.s, 0) : 0;
+}
+
+std::string RefStore::integrity_check() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Stmt st(db_, "PRAGMA integrity_check", path_);
+  std::string out;
+  while (sqlite3_step(st.s) == SQLITE_ROW) out += (out.empty() ? "" : "; ") + st.col_text(0);
+  return out;
+}
+
+}  // namespace gad::serve

@@ -1,0 +1,138 @@
+// `gad bench` on the shipped demo tiles with the fixture lite model: the output files, one result
+// row per (method, K, draw), reproducible draws, clear refusals, and an interrupted run that
+// keeps only finished categories.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "clip/clip_backbone.h"
+#include "eval/benchmark.h"
+#include "image/image.h"
+#include "inctrl/prompts.h"
+#include "methods/method.h"
+#include "model/load_model.h"
+#include "support.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace gad {
+namespace {
+
+BenchOptions tiles_options(const std::string& out) {
+  BenchOptions o;
+  o.files.model = test::shared("fixtures/lite/mobilenet_v2/model.json");
+  o.roots = {"examples/tiles"};
+  o.ks = {1, 2};
+  o.draws = 2;
+  o.out_dir = out;
+  o.precision = "fp32";
+  return o;
+}
+
+size_t line_count(const std::string& path) {
+  std::string text = read_file_text(path);
+  return std::count(text.begin(), text.end(), '\n');
+}
+
+TEST(Bench, WritesEveryOutputAndReproducesFromDrawsFile) {
+  std::string dir = test::temp_dir("bench");
+  ASSERT_EQ(run_benchmark(tiles_options(dir + "/a"), nullptr), 1);
+  for (const char* f : {"results.csv", "scores.csv", "draws.json", "summary.md", "curves/examples_tiles_K1.svg"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/a/" + f)) << f;
+  EXPECT_EQ(line_count(dir + "/a/results.csv"), 1u + 3 * 2 * 2);       // header + methods x K x draws
+  EXPECT_EQ(line_count(dir + "/a/scores.csv"), 1u + 3 * 2 * 2 * 12);   // x 12 test tiles
+  auto draws = nlohmann::json::parse(read_file_text(dir + "/a/draws.json"))["draws"];
+  ASSERT_EQ(draws.size(), 4u);
+  EXPECT_NE(draws[2]["references"], draws[3]["references"]);  // two K=2 draws differ
+
+  // Same seed again, and the saved draws reused: identical metrics.
+  ASSERT_EQ(run_benchmark(tiles_options(dir + "/b"), nullptr), 1);
+  BenchOptions reuse = tiles_options(dir + "/c");
+  reuse.seed = 99;  // ignored: the draws come from the file
+  reuse.draws_file = dir + "/a/draws.json";
+  ASSERT_EQ(run_benchmark(reuse, nullptr), 1);
+  auto metrics = [](const std::string& path) {  // drop the timing column
+    std::ifstream in(path);
+    std::string line, out;
+    while (std::getline(in, line)) out += line.substr(0, line.rfind(',')) + "\n";
+    return out;
+  };
+  EXPECT_EQ(metrics(dir + "/a/results.csv"), metrics(dir + "/b/results.csv"));
+  EXPECT_EQ(metrics(dir + "/a/results.csv"), metrics(dir + "/c/results.csv"));
+}
+
+TEST(Bench, RefusesWhatCannotRun) {
+  std::string dir = test::temp_dir("bench-refuse");
+  BenchOptions o = tiles_options(dir);
+  o.methods = {"winclip"};
+  try {
+    run_benchmark(o, nullptr);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs a CLIP model"), std::string::npos) << e.what();
+  }
+  o.methods = {"nearest-unicorn"};
+  EXPECT_THROW(run_benchmark(o, nullptr), Error);
+  o = tiles_options(dir);
+  o.roots = {dir};  // no category inside
+  EXPECT_THROW(run_benchmark(o, nullptr), Error);
+}
+
+TEST(Bench, InterruptKeepsOnlyFinishedCategories) {
+  std::string dir = test::temp_dir("bench-stop");
+  std::atomic<bool> stop{true};  // Ctrl-C before the first batch finishes
+  EXPECT_EQ(run_benchmark(tiles_options(dir), &stop), 0);
+  EXPECT_EQ(line_count(dir + "/results.csv"), 1u);  // header only: no partial category
+  EXPECT_NE(read_file_text(dir + "/summary.md").find("categories finished: 0 of 1"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gad
+
+namespace gad {
+namespace {
+
+// WinCLIP+ on the tiny CLIP model: a query identical to its single reference has every window
+// and patch residual ~0, so the harmonic maps vanish and the score is s_text / 2.
+TEST(Bench, WinclipOnClipSelfQueryIsHalfTheTextScore) {
+  LoadedModel m = load_model({test::inctrl_fixture("tiny_model/model.safetensors"),
+                              test::inctrl_fixture("tiny_model/config.json"), ""});
+  auto method = make_method("winclip", m);
+  auto px_of = [&](const std::string& name) {
+    return stack_pixels({m.backbone->preprocess(decode_image(test::inctrl_fixture("preprocess/" + name)))});
+  };
+  at::Tensor ref = px_of("elpv_cell0004.png");
+  Features rf = m.backbone->encode(ref);
+  ReferenceSet refs = ReferenceSet::from_features(*m.backbone, rf, {}, {}, "elpv");
+  method->prepare(refs, ref);
+  at::Tensor self = method->score(refs, rf, ref);
+  auto& clip = dynamic_cast<ClipBackbone&>(*m.backbone);
+  at::Tensor text = clip.text_features(ensemble_prompt_sentences("elpv"));
+  at::Tensor f = rf.global / rf.global.norm(2, -1, true);
+  double s_text = at::softmax(100.0 * at::matmul(f, text.t()), -1)[0][1].item<double>();
+  EXPECT_NEAR(self[0].item<double>(), s_text / 2, 1e-4);
+  at::Tensor other = px_of("mt_fray_331149.jpg");
+  double s_other = method->score(refs, m.backbone->encode(other), other)[0].item<double>();
+  EXPECT_GT(s_other, self[0].item<double>());  // a different image has visual residuals
+  method->forget(refs);
+}
+
+TEST(Bench, AllFourScorersOnTheTinyClipModel) {
+  std::string dir = test::temp_dir("bench-clip");
+  BenchOptions o;
+  o.files = {test::inctrl_fixture("tiny_model/model.safetensors"), test::inctrl_fixture("tiny_model/config.json"), ""};
+  o.roots = {"examples/tiles"};
+  o.ks = {1};
+  o.draws = 1;
+  o.out_dir = dir;
+  o.precision = "fp32";
+  o.methods = {"inctrl", "patch-knn", "image-knn", "winclip"};
+  ASSERT_EQ(run_benchmark(o, nullptr), 1);
+  EXPECT_EQ(line_count(dir + "/results.csv"), 1u + 4);
+  EXPECT_NE(read_file_text(dir + "/summary.md").find("| winclip |"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gad
