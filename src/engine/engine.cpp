@@ -35,6 +35,25 @@ std::string file_sha256(const std::string& path) {
 
 double scalar_at(const at::Tensor& t, int64_t i) { return t.defined() ? t[i].item<double>() : 0.0; }
 
+// Sample `b` of a scored batch as a ScoreRecord; `map` is the contiguous residual map [B, P].
+ScoreRecord make_record(const InctrlScores& s, const at::Tensor& map, int64_t b, const std::string& path, double ms,
+                        int64_t grid) {
+  ScoreRecord r;
+  r.path = path;
+  r.score = scalar_at(s.final_score, b);
+  r.s_patch = scalar_at(s.s_patch, b);
+  r.s_img = scalar_at(s.s_img, b);
+  r.s_text = scalar_at(s.s_text, b);
+  r.s_hol = scalar_at(s.s_hol, b);
+  r.has_text = s.s_text.defined();
+  r.has_heads = s.s_hol.defined();
+  r.ms = ms;
+  r.grid = static_cast<int>(grid);
+  const float* m = map[b].data_ptr<float>();
+  r.residual_map.assign(m, m + map.size(1));
+  return r;
+}
+
 }  // namespace
 
 struct RefHandle {
@@ -141,20 +160,7 @@ void Engine::score(const std::vector<std::string>& paths, int batch,
     at::Tensor map = s.residual_map.contiguous();
     for (size_t i = start; i < end; ++i) {
       const auto b = static_cast<int64_t>(i - start);
-      ScoreRecord r;
-      r.path = paths[i];
-      r.score = scalar_at(s.final_score, b);
-      r.s_patch = scalar_at(s.s_patch, b);
-      r.s_img = scalar_at(s.s_img, b);
-      r.s_text = scalar_at(s.s_text, b);
-      r.s_hol = scalar_at(s.s_hol, b);
-      r.has_text = s.s_text.defined();
-      r.has_heads = s.s_hol.defined();
-      r.ms = ms;
-      r.grid = static_cast<int>(bb.grid());
-      const float* m = map[b].data_ptr<float>();
-      r.residual_map.assign(m, m + map.size(1));
-      on_record(r);
+      on_record(make_record(s, map, b, paths[i], ms, bb.grid()));
     }
   }
 }
@@ -260,20 +266,7 @@ std::vector<ScoreRecord> Engine::score_images(const RefHandle& refs, const std::
     at::Tensor map = s.residual_map.contiguous();
     for (size_t i = start; i < end; ++i) {
       const auto b = static_cast<int64_t>(i - start);
-      ScoreRecord r;
-      if (i < names.size()) r.path = names[i];
-      r.score = scalar_at(s.final_score, b);
-      r.s_patch = scalar_at(s.s_patch, b);
-      r.s_img = scalar_at(s.s_img, b);
-      r.s_text = scalar_at(s.s_text, b);
-      r.s_hol = scalar_at(s.s_hol, b);
-      r.has_text = s.s_text.defined();
-      r.has_heads = s.s_hol.defined();
-      r.ms = ms;
-      r.grid = static_cast<int>(bb.grid());
-      const float* m = map[b].data_ptr<float>();
-      r.residual_map.assign(m, m + map.size(1));
-      out.push_back(std::move(r));
+      out.push_back(make_record(s, map, b, i < names.size() ? names[i] : std::string(), ms, bb.grid()));
     }
   }
   return out;
