@@ -11,6 +11,7 @@
 #include "data/convert.h"
 #include "data/fetch_data.h"
 #include "engine/engine.h"
+#include "engine/score_json.h"
 #include "lite/fetch.h"
 #include "serve/server.h"
 #include "util/allocator.h"
@@ -71,12 +72,7 @@ void log_line(const std::string& s) { std::fprintf(stderr, "gad: %s\n", s.c_str(
 nlohmann::ordered_json record_json(const gad::ScoreRecord& r) {
   nlohmann::ordered_json j;
   j["path"] = r.path;
-  j["score"] = r.score;
-  j["s_patch"] = r.s_patch;
-  if (r.has_heads) j["s_img"] = r.s_img;
-  if (r.has_text) j["s_text"] = r.s_text;
-  if (r.has_heads) j["s_hol"] = r.s_hol;
-  j["ms"] = std::round(r.ms * 100) / 100;
+  j.update(gad::score_json(r));
   return j;
 }
 

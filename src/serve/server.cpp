@@ -24,6 +24,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "engine/score_json.h"
 #include "image/encode.h"
 #include "image/image.h"
 #include "serve/base64.h"
@@ -301,7 +302,8 @@ class ModelQueue {
           items_.pop_front();
           const std::string id = batch[0]->refset_id;
           auto deadline = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(opts_.batch_wait_ms * 1000));
-          for (;;) {
+          // Moves queued items of the same set into the batch, up to the batch size.
+          auto gather = [&] {
             for (auto it = items_.begin(); it != items_.end() && static_cast<int>(batch.size()) < opts_.batch;) {
               if ((*it)->refset_id == id) {
                 batch.push_back(std::move(*it));
@@ -310,17 +312,12 @@ class ModelQueue {
                 ++it;
               }
             }
+          };
+          for (;;) {
+            gather();
             if (static_cast<int>(batch.size()) >= opts_.batch || stopping_) break;
             if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
-              // one last sweep happens on the next loop iteration only if time remains; take what is there
-              for (auto it = items_.begin(); it != items_.end() && static_cast<int>(batch.size()) < opts_.batch;) {
-                if ((*it)->refset_id == id) {
-                  batch.push_back(std::move(*it));
-                  it = items_.erase(it);
-                } else {
-                  ++it;
-                }
-              }
+              gather();  // the wait is over: take what arrived meanwhile
               break;
             }
           }
@@ -367,11 +364,20 @@ class ModelQueue {
   std::unordered_map<std::string, std::shared_ptr<const RefHandle>> cache_;
 };
 
-// Releases admitted queue slots when the request is done, whatever happens.
+// Admits `n` images into the model queue (429 with Retry-After when it is full) and releases the
+// slots when the request is done, whatever happens.
 struct Admission {
   ModelQueue& q;
   int n;
+  Admission(ModelQueue& queue, int count, httplib::Response& res) : q(queue), n(count) {
+    if (!q.admit(n)) {
+      res.set_header("Retry-After", "1");
+      throw HttpError(429, "server busy: model queue is full, retry later");
+    }
+  }
   ~Admission() { q.release(n); }
+  Admission(const Admission&) = delete;
+  Admission& operator=(const Admission&) = delete;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -691,11 +697,7 @@ int run_server(const ServeOptions& o, const std::function<void(const std::string
                                std::to_string(o.max_k));
     Decoded d = decode_uploads(uploads);
     const int k = static_cast<int>(d.images.size());
-    if (!queue.admit(k)) {
-      res.set_header("Retry-After", "1");
-      throw HttpError(429, "server busy: model queue is full, retry later");
-    }
-    Admission adm{queue, k};
+    Admission adm(queue, k, res);
     BuildResult built = queue.build(std::move(d.images), std::move(d.sources), cls).get();
     RefRow row;
     row.id = random_id();
@@ -752,11 +754,7 @@ int run_server(const ServeOptions& o, const std::function<void(const std::string
     const bool want_map = req.get_param_value("map") == "1" || req.get_param_value("map") == "true";
     Decoded d = decode_uploads(uploads);
     const int n = static_cast<int>(d.images.size());
-    if (!queue.admit(n)) {
-      res.set_header("Retry-After", "1");
-      throw HttpError(429, "server busy: model queue is full, retry later");
-    }
-    Admission adm{queue, n};
+    Admission adm(queue, n, res);
     std::vector<std::shared_ptr<const Image>> images;
     std::vector<std::future<ScoreRecord>> futures;
     for (auto& img : d.images) {
@@ -779,12 +777,7 @@ int run_server(const ServeOptions& o, const std::function<void(const std::string
       json j;
       j["index"] = i;
       if (!uploads[i].name.empty()) j["name"] = uploads[i].name;
-      j["score"] = r.score;
-      j["s_patch"] = r.s_patch;
-      if (r.has_heads) j["s_img"] = r.s_img;
-      if (r.has_text) j["s_text"] = r.s_text;
-      if (r.has_heads) j["s_hol"] = r.s_hol;
-      j["ms"] = std::round(r.ms * 100) / 100;
+      j.update(score_json(r));
       j["width"] = images[i]->width;
       j["height"] = images[i]->height;
       if (want_map) j["map_png"] = base64_encode(encode_map_png(r.residual_map, r.grid, images[i]->width, images[i]->height));

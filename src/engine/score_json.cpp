@@ -1,0 +1,18 @@
+#include "engine/score_json.h"
+
+#include <cmath>
+
+namespace gad {
+
+nlohmann::ordered_json score_json(const ScoreRecord& r) {
+  nlohmann::ordered_json j;
+  j["score"] = r.score;
+  j["s_patch"] = r.s_patch;
+  if (r.has_heads) j["s_img"] = r.s_img;
+  if (r.has_text) j["s_text"] = r.s_text;
+  if (r.has_heads) j["s_hol"] = r.s_hol;
+  j["ms"] = std::round(r.ms * 100) / 100;
+  return j;
+}
+
+}  // namespace gad

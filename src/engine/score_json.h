@@ -1,0 +1,13 @@
+// The JSON form of a ScoreRecord's scores, shared by `gad score` and `gad serve`: score, s_patch,
+// and s_img / s_text / s_hol only when the model has them, then ms.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "engine/engine.h"
+
+namespace gad {
+
+nlohmann::ordered_json score_json(const ScoreRecord& r);
+
+}  // namespace gad
