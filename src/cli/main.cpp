@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <set>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -12,6 +14,8 @@
 #include "data/fetch_data.h"
 #include "engine/engine.h"
 #include "engine/score_json.h"
+#include "image/image.h"
+#include "maps/anomaly_map.h"
 #include "lite/fetch.h"
 #include "serve/server.h"
 #include "util/allocator.h"
@@ -116,8 +120,27 @@ int run_models_list(const std::string& dir_arg) {
   return 0;
 }
 
+struct MapArgs {
+  std::string dir;
+  double sigma = 4.0;
+};
+
+// Writes <stem>.png (overlay with colour bar) and <stem>_map.png (16-bit raw map) for one result.
+void write_maps(const MapArgs& maps, const gad::ScoreRecord& r, std::set<std::string>& used) {
+  std::string stem = std::filesystem::path(r.path).stem().string();
+  for (int n = 2; used.count(stem); ++n) stem = std::filesystem::path(r.path).stem().string() + "_" + std::to_string(n);
+  used.insert(stem);
+  gad::Image image = gad::decode_image(r.path);
+  gad::ImageMap map = gad::map_to_image(r.residual_map, r.grid, r.geometry, maps.sigma);
+  auto write = [&](const std::string& name, const std::string& bytes) {
+    gad::write_file_atomically(maps.dir + "/" + name, [&](std::FILE* f) { std::fwrite(bytes.data(), 1, bytes.size(), f); });
+  };
+  write(stem + ".png", gad::overlay_png(image, map));
+  write(stem + "_map.png", gad::map_png16(map));
+}
+
 int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queries, int batch,
-              const std::string& csv_path) {
+              const std::string& csv_path, const MapArgs& maps) {
   if (refs.refs_file.empty() && refs.ref_images.empty()) gad::fail("score: give --refs FILE or --ref-images ... --class NAME");
   auto paths = gad::expand_image_args(queries, "queries");
   gad::Engine engine(m.options);
@@ -125,11 +148,14 @@ int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queri
   refs.apply(engine);
   log_line("references: " + engine.references_summary());
   std::string csv = "path,score,s_patch,s_img,s_text,s_hol,ms\n";
+  std::set<std::string> map_names;
+  if (!maps.dir.empty()) std::filesystem::create_directories(maps.dir);
   engine.score(paths, batch, [&](const gad::ScoreRecord& r) {
     std::cout << record_json(r).dump() << "\n" << std::flush;
     char line[256];
     std::snprintf(line, sizeof line, ",%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", r.score, r.s_patch, r.s_img, r.s_text, r.s_hol, r.ms);
     csv += r.path + line;
+    if (!maps.dir.empty()) write_maps(maps, r, map_names);
   });
   if (!csv_path.empty())  // written only after every image scored: no partial files
     gad::write_file_atomically(csv_path, [&](std::FILE* f) { std::fwrite(csv.data(), 1, csv.size(), f); });
@@ -206,6 +232,11 @@ int main(int argc, char** argv) {
   refs.add_images_and_class(score);
   score->add_option("--batch", batch, "images per forward pass (default 8)");
   score->add_option("--csv", csv, "also write all results to a CSV file");
+  MapArgs maps;
+  score->add_option("--maps", maps.dir,
+                    "write per image DIR/<stem>.png (image + anomaly-map overlay + colour bar) and DIR/<stem>_map.png\n"
+                    "(the patch residual map in the image's own pixels, 16-bit: value x 65535)");
+  score->add_option("--map-sigma", maps.sigma, "Gaussian smoothing of the maps, in pixels at a 240 px input (default 4)");
 
   BenchArgs bench_args;
   auto* bench = app.add_subcommand("bench", "the generalist-AD benchmark: K-shot AUROC/AUPRC per category and scorer");
@@ -278,7 +309,7 @@ int main(int argc, char** argv) {
     if (list->parsed()) return run_models_list(models_dir);
     if (data_convert->parsed()) return run_data_convert(data_kind, data_src, data_dst, conv);
     if (data_fetch->parsed()) return run_data_fetch(data_what, data_dir);
-    if (score->parsed()) return run_score(model, refs, images, batch, csv);
+    if (score->parsed()) return run_score(model, refs, images, batch, csv, maps);
     if (serve_cmd->parsed()) return run_serve(model, serve_opts, max_body);
     if (bench->parsed()) return run_bench(model.options, bench_args, argc, argv);
   } catch (const gad::Error& e) {

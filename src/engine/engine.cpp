@@ -160,7 +160,9 @@ void Engine::score(const std::vector<std::string>& paths, int batch,
     at::Tensor map = s.residual_map.contiguous();
     for (size_t i = start; i < end; ++i) {
       const auto b = static_cast<int64_t>(i - start);
-      on_record(make_record(s, map, b, paths[i], ms, bb.grid()));
+      ScoreRecord r = make_record(s, map, b, paths[i], ms, bb.grid());
+      r.geometry = pixels[i - start].geometry;
+      on_record(r);
     }
   }
 }

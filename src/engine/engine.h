@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "image/image.h"
+#include "image/preprocess.h"
 #include "model/load_model.h"
 
 namespace gad {
@@ -26,6 +27,7 @@ struct ScoreRecord {
   double ms = 0;                    // wall time per image (batch time / batch size)
   std::vector<float> residual_map;  // grid x grid, row-major
   int grid = 0;
+  CropGeometry geometry;  // how the network input was cut from the image (for maps)
 };
 
 // An immutable, built reference set that does not belong to any Engine's current references.

@@ -1,0 +1,91 @@
+#include "maps/anomaly_map.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "util/error.h"
+
+namespace gad {
+namespace {
+
+std::string encode_png(const cv::Mat& m) {
+  std::vector<uchar> buf;
+  if (!cv::imencode(".png", m, buf)) fail("anomaly map: PNG encoding failed");
+  return std::string(buf.begin(), buf.end());
+}
+
+cv::Mat to_bgr(const Image& img) {
+  if (img.channels == 1) {
+    cv::Mat gray(img.height, img.width, CV_8UC1, const_cast<uint8_t*>(img.pixels.data()));
+    cv::Mat bgr;
+    cv::cvtColor(gray, bgr, cv::COLOR_GRAY2BGR);
+    return bgr;
+  }
+  cv::Mat rgb(img.height, img.width, img.channels == 4 ? CV_8UC4 : CV_8UC3, const_cast<uint8_t*>(img.pixels.data()));
+  cv::Mat bgr;
+  cv::cvtColor(rgb, bgr, img.channels == 4 ? cv::COLOR_RGBA2BGR : cv::COLOR_RGB2BGR);
+  return bgr;
+}
+
+}  // namespace
+
+ImageMap map_to_image(const std::vector<float>& grid_map, int grid, const CropGeometry& g, double sigma_at_240) {
+  if (grid <= 0 || grid_map.size() != static_cast<size_t>(grid) * grid)
+    fail("anomaly map: expected ", grid, "x", grid, " values, got ", grid_map.size());
+  if (g.size <= 0 || g.src_w <= 0 || g.src_h <= 0) fail("anomaly map: image geometry is missing");
+  cv::Mat cells(grid, grid, CV_32FC1, const_cast<float*>(grid_map.data()));
+  // Each cell is a patch: sample at patch centres (align_corners = false), like the model's grid.
+  cv::Mat window;
+  cv::resize(cells, window, cv::Size(g.size, g.size), 0, 0, cv::INTER_LINEAR);
+  if (sigma_at_240 > 0) cv::GaussianBlur(window, window, cv::Size(0, 0), sigma_at_240 * g.size / 240.0);
+  cv::Mat resized = cv::Mat::zeros(g.resized_h, g.resized_w, CV_32FC1);
+  window.copyTo(resized(cv::Rect(g.crop_left, g.crop_top, g.size, g.size)));
+  ImageMap out;
+  out.width = g.src_w;
+  out.height = g.src_h;
+  cv::Mat original;
+  cv::resize(resized, original, cv::Size(g.src_w, g.src_h), 0, 0, cv::INTER_LINEAR);
+  out.values.assign(reinterpret_cast<const float*>(original.data),
+                    reinterpret_cast<const float*>(original.data) + original.total());
+  return out;
+}
+
+std::string overlay_png(const Image& image, const ImageMap& map, double vmax) {
+  if (image.width != map.width || image.height != map.height) fail("anomaly map: map and image sizes differ");
+  if (vmax <= 0) vmax = std::max(1e-6f, *std::max_element(map.values.begin(), map.values.end()));
+  cv::Mat values(map.height, map.width, CV_32FC1, const_cast<float*>(map.values.data()));
+  cv::Mat scaled, colour;
+  values.convertTo(scaled, CV_8UC1, 255.0 / vmax);  // saturates above vmax
+  cv::applyColorMap(scaled, colour, cv::COLORMAP_JET);
+  cv::Mat blended;
+  cv::addWeighted(to_bgr(image), 0.5, colour, 0.5, 0, blended);
+  // Colour bar: a JET ramp 24 px wide with its scale, right of the image.
+  const int bar_w = 70, h = map.height;
+  cv::Mat canvas(h, map.width + bar_w, CV_8UC3, cv::Scalar(255, 255, 255));
+  blended.copyTo(canvas(cv::Rect(0, 0, map.width, h)));
+  cv::Mat ramp(h, 1, CV_8UC1);
+  for (int y = 0; y < h; ++y) ramp.at<uchar>(y, 0) = static_cast<uchar>(255 - 255 * y / std::max(1, h - 1));
+  cv::Mat ramp_colour;
+  cv::applyColorMap(ramp, ramp_colour, cv::COLORMAP_JET);
+  cv::resize(ramp_colour, ramp_colour, cv::Size(16, h), 0, 0, cv::INTER_NEAREST);
+  ramp_colour.copyTo(canvas(cv::Rect(map.width + 6, 0, 16, h)));
+  char label[32];
+  for (double f : {1.0, 0.5, 0.0}) {
+    std::snprintf(label, sizeof label, "%.3f", vmax * f);
+    int y = static_cast<int>((1 - f) * (h - 1));
+    cv::putText(canvas, label, cv::Point(map.width + 24, std::clamp(y + 4, 10, h - 2)), cv::FONT_HERSHEY_SIMPLEX, 0.35,
+                cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
+  }
+  return encode_png(canvas);
+}
+
+std::string map_png16(const ImageMap& map) {
+  cv::Mat values(map.height, map.width, CV_32FC1, const_cast<float*>(map.values.data()));
+  cv::Mat out;
+  values.convertTo(out, CV_16UC1, 65535.0);  // saturates outside [0, 1]
+  return encode_png(out);
+}
+
+}  // namespace gad

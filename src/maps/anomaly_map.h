@@ -1,0 +1,35 @@
+// Where is the defect: a scorer's grid residual map brought back onto the original image, and
+// pictures of it.
+//
+// The residual map covers the network input, which is the crop window (CLIP: shorter side
+// resized, centre crop) or the whole image squeezed to a square (lite). map_to_image undoes that
+// geometry: bilinear upsampling of the grid to the crop window, Gaussian smoothing (σ given in
+// network-input pixels at 240 px, scaled with the input size, as in the usual AD practice of σ = 4),
+// placement in the resized image (0 where the model never looked), and resizing to the original
+// width x height.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "image/image.h"
+#include "image/preprocess.h"
+
+namespace gad {
+
+struct ImageMap {
+  int width = 0, height = 0;
+  std::vector<float> values;  // row-major, height x width
+};
+
+ImageMap map_to_image(const std::vector<float>& grid_map, int grid, const CropGeometry& geometry,
+                      double sigma_at_240 = 4.0);
+
+// PNG of the image with the map as a colour overlay (JET, scaled to [0, vmax]; vmax <= 0 means the
+// map's own maximum) and a colour bar with its scale on the right.
+std::string overlay_png(const Image& image, const ImageMap& map, double vmax = 0);
+// The raw map as a 16-bit grayscale PNG: value · 65535, clamped to [0, 1].
+std::string map_png16(const ImageMap& map);
+
+}  // namespace gad
