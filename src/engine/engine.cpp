@@ -269,6 +269,7 @@ std::vector<ScoreRecord> Engine::score_images(const RefHandle& refs, const std::
     for (size_t i = start; i < end; ++i) {
       const auto b = static_cast<int64_t>(i - start);
       out.push_back(make_record(s, map, b, i < names.size() ? names[i] : std::string(), ms, bb.grid()));
+      out.back().geometry = pixels[i - start].geometry;
     }
   }
   return out;

@@ -81,11 +81,18 @@ std::string overlay_png(const Image& image, const ImageMap& map, double vmax) {
   return encode_png(canvas);
 }
 
-std::string map_png16(const ImageMap& map) {
+namespace {
+
+std::string map_png(const ImageMap& map, int type, double scale) {
   cv::Mat values(map.height, map.width, CV_32FC1, const_cast<float*>(map.values.data()));
   cv::Mat out;
-  values.convertTo(out, CV_16UC1, 65535.0);  // saturates outside [0, 1]
+  values.convertTo(out, type, scale);  // rounds and saturates outside [0, 1]
   return encode_png(out);
 }
+
+}  // namespace
+
+std::string map_png16(const ImageMap& map) { return map_png(map, CV_16UC1, 65535.0); }
+std::string map_png8(const ImageMap& map) { return map_png(map, CV_8UC1, 255.0); }
 
 }  // namespace gad

@@ -29,7 +29,9 @@ ImageMap map_to_image(const std::vector<float>& grid_map, int grid, const CropGe
 // PNG of the image with the map as a colour overlay (JET, scaled to [0, vmax]; vmax <= 0 means the
 // map's own maximum) and a colour bar with its scale on the right.
 std::string overlay_png(const Image& image, const ImageMap& map, double vmax = 0);
-// The raw map as a 16-bit grayscale PNG: value · 65535, clamped to [0, 1].
+// The raw map as a grayscale PNG, value clamped to [0, 1]: 16-bit (value · 65535) or 8-bit
+// (value · 255, what `gad serve ?map=1` returns).
 std::string map_png16(const ImageMap& map);
+std::string map_png8(const ImageMap& map);
 
 }  // namespace gad

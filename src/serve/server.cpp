@@ -25,7 +25,7 @@
 #include <unordered_map>
 
 #include "engine/score_json.h"
-#include "image/encode.h"
+#include "maps/anomaly_map.h"
 #include "image/image.h"
 #include "serve/base64.h"
 #include "serve/store.h"
@@ -780,7 +780,7 @@ int run_server(const ServeOptions& o, const std::function<void(const std::string
       j.update(score_json(r));
       j["width"] = images[i]->width;
       j["height"] = images[i]->height;
-      if (want_map) j["map_png"] = base64_encode(encode_map_png(r.residual_map, r.grid, images[i]->width, images[i]->height));
+      if (want_map) j["map_png"] = base64_encode(map_png8(map_to_image(r.residual_map, r.grid, r.geometry)));
       results.push_back(std::move(j));
     }
     send_json(res, 200, json{{"refset", id}, {"results", results}});
