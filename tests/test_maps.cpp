@@ -3,12 +3,18 @@
 // end to end with the lite backbone on a real texture with a painted defect.
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "engine/engine.h"
 #include "maps/anomaly_map.h"
 #include "support.h"
+#include "util/error.h"
+#include "util/fs.h"
 
 namespace gad {
 namespace {
@@ -64,6 +70,67 @@ TEST(Maps, LiteFindsAPaintedDefectInANonSquareImage) {
   Image image = decode_image(dir + "/query.png");
   EXPECT_GT(overlay_png(image, m).size(), 1000u);
   EXPECT_GT(map_png16(m).size(), 100u);
+}
+
+// The .npy bytes NumPy would write for a (2, 3) float32 C-order array.
+TEST(Maps, NpyHeaderAndValuesAreNumpyV1) {
+  ImageMap m{3, 2, {0.0f, 0.5f, 1.0f, 1.5f, -2.0f, 3.25f}};
+  std::string npy = map_npy(m);
+  ASSERT_EQ(npy.substr(0, 8), std::string("\x93NUMPY\x01\x00", 8));
+  const size_t header_len = static_cast<unsigned char>(npy[8]) | static_cast<unsigned char>(npy[9]) << 8;
+  EXPECT_EQ((10 + header_len) % 64, 0u);
+  std::string header = npy.substr(10, header_len);
+  EXPECT_EQ(header.rfind("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 0), 0u) << header;
+  EXPECT_EQ(header.back(), '\n');
+  ASSERT_EQ(npy.size(), 10 + header_len + 6 * 4);
+  float v[6];
+  std::memcpy(v, npy.data() + 10 + header_len, sizeof v);  // the test host is little-endian
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(v[i], m.values[i]) << i;
+}
+
+TEST(Maps, MasksAreBinaryAndResizedToTheImage) {
+  std::string dir = test::temp_dir("mask");
+  cv::Mat mask = cv::Mat::zeros(10, 20, CV_8UC1);
+  mask(cv::Rect(10, 0, 10, 10)).setTo(255);
+  cv::imwrite(dir + "/m.png", mask);
+  ImageMap m = load_mask(dir + "/m.png", 40, 20);
+  ASSERT_EQ(m.values.size(), 800u);
+  EXPECT_EQ(m.values[5 * 40 + 5], 0.0f);
+  EXPECT_EQ(m.values[5 * 40 + 35], 1.0f);
+  EXPECT_THROW(load_mask(dir + "/missing.png", 4, 4), Error);
+  ImageMap big{1000, 500, std::vector<float>(500000, 2.0f)};
+  ImageMap small = shrink_map(big, 256);
+  EXPECT_EQ(small.width, 256);
+  EXPECT_EQ(small.height, 128);
+  EXPECT_FLOAT_EQ(small.values[100], 2.0f);
+}
+
+int run_cli(const std::string& args, std::string* err) {
+  std::string dir = test::temp_dir("maps-cli");
+  int status = std::system((std::string(GAD_CLI) + " " + args + " >" + dir + "/out 2>" + dir + "/err").c_str());
+  *err = read_file_text(dir + "/err");
+  return WEXITSTATUS(status);
+}
+
+TEST(Maps, HolisticNeedsHeadsAndNpyIsWrittenInImagePixels) {
+  std::string dir = test::temp_dir("maps-holistic"), err;
+  const std::string lite = "--model " + test::shared("fixtures/lite/mobilenet_v2/model.json");
+  const std::string refs = " --ref-images examples/tiles/train/good/000.png --class tile examples/tiles/test/good/000.png";
+  EXPECT_NE(run_cli("score " + lite + refs + " --maps " + dir + "/a --map-kind holistic", &err), 0);
+  EXPECT_NE(err.find("--map-kind holistic: this model has no InCTRL heads"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/a/000.png"));
+  // The tiny random-weight InCTRL model has heads: holistic = M + s_text + s_img, unclamped in .npy.
+  const std::string tiny = "--model " + test::inctrl_fixture("tiny_model/model.safetensors") + " --config " +
+                           test::inctrl_fixture("tiny_model/config.json") + " --precision fp32";
+  ASSERT_EQ(run_cli("score " + tiny + refs + " --maps " + dir + "/b --map-kind holistic --raw-maps npy", &err), 0) << err;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/b/000.png"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/b/000_map.png"));
+  std::string npy = read_file_text(dir + "/b/000_map.npy");
+  Image image = decode_image("examples/tiles/test/good/000.png");
+  const std::string shape = "(" + std::to_string(image.height) + ", " + std::to_string(image.width) + ")";
+  EXPECT_NE(npy.find(shape), std::string::npos);
+  EXPECT_NE(run_cli("score " + lite + refs + " --raw-maps npy", &err), 0);  // needs --maps
+  EXPECT_NE(err.find("--maps"), std::string::npos) << err;
 }
 
 }  // namespace

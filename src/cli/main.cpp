@@ -14,6 +14,7 @@
 #include "data/fetch_data.h"
 #include "engine/engine.h"
 #include "engine/score_json.h"
+#include "eval/calibration.h"
 #include "image/image.h"
 #include "maps/anomaly_map.h"
 #include "lite/fetch.h"
@@ -101,6 +102,42 @@ int run_refs_build(ModelArgs& m, RefArgs& refs, const std::string& out) {
   return 0;
 }
 
+struct CalibrateArgs {
+  std::vector<std::string> normals;
+  double far = 0.05;
+};
+
+// Stores a conformal threshold (src/eval/calibration.h) in the reference set: from held-out
+// normal images, or, without them, leave-one-out over the references themselves.
+int run_refs_calibrate(ModelArgs& m, const RefArgs& refs, const CalibrateArgs& c, const std::string& out_arg) {
+  if (refs.refs_file.empty()) gad::fail("refs calibrate: give --refs FILE");
+  const std::string out = out_arg.empty() ? refs.refs_file : out_arg;
+  if (!(c.far > 0 && c.far < 1)) gad::fail("--far: the false-alarm rate must be in (0, 1) (got ", c.far, ")");
+  gad::Engine engine(m.options);
+  log_line(engine.describe());
+  engine.load_references(refs.refs_file);
+  std::vector<double> scores;
+  std::string method = "conformal-heldout";
+  if (c.normals.empty()) {
+    method = "conformal-leave-one-out";
+    log_line("warning: no --normals: leave-one-out over the references; each is scored against only K - 1 others, "
+             "which over-estimates normal scores for small K (threshold biased high; fewer false alarms than asked)");
+    scores = engine.leave_one_out_scores();
+  } else {
+    engine.score(gad::expand_image_args(c.normals, "normals"), 8, [&](const gad::ScoreRecord& r) { scores.push_back(r.score); });
+  }
+  std::string warning;
+  gad::Threshold t = gad::conformal_threshold(scores, c.far, method, &warning);
+  if (!warning.empty()) log_line("warning: " + warning);
+  engine.set_threshold(t);
+  engine.save_references(out);
+  log_line("wrote " + out + ": threshold " + std::to_string(t.value) + " (far " + std::to_string(t.far) + ", " + t.method +
+           ", n = " + std::to_string(t.n) + ")");
+  nlohmann::ordered_json j = {{"threshold", t.value}, {"far", t.far}, {"method", t.method}, {"n", t.n}};
+  std::cout << j.dump() << "\n";
+  return 0;
+}
+
 int run_models_fetch(const std::string& what, const std::string& dir) {
   if (what != "lite") gad::fail("models fetch: unknown model '", what, "' (available: lite)");
   gad::FetchOptions o;
@@ -123,20 +160,39 @@ int run_models_list(const std::string& dir_arg) {
 struct MapArgs {
   std::string dir;
   double sigma = 4.0;
+  std::string kind = "patch";  // patch | holistic
+  std::string raw = "png16";   // png16 | npy | none
+  // Fails (before any scoring) when the options do not fit each other or the model.
+  void check(bool has_heads) const {
+    if (dir.empty() && (kind != "patch" || raw != "png16")) gad::fail("--map-kind/--raw-maps: give --maps DIR too");
+    if (kind == "holistic" && !has_heads)
+      gad::fail("--map-kind holistic: this model has no InCTRL heads (the holistic map is M + s_text + s_img); use "
+                "--map-kind patch or --heads FILE");
+  }
 };
 
-// Writes <stem>.png (overlay with colour bar) and <stem>_map.png (16-bit raw map) for one result.
+// The map the options asked for, in the image's own pixels.
+gad::ImageMap record_map(const MapArgs& maps, const gad::ScoreRecord& r) {
+  return gad::map_to_image(maps.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry, maps.sigma);
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  gad::write_file_atomically(path, [&](std::FILE* f) {
+    if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) gad::fail(path, ": write failed");
+  });
+}
+
+// Writes <stem>.png (overlay with colour bar) and the raw map (<stem>_map.png 16-bit or
+// <stem>_map.npy float32) for one result.
 void write_maps(const MapArgs& maps, const gad::ScoreRecord& r, std::set<std::string>& used) {
   std::string stem = std::filesystem::path(r.path).stem().string();
   for (int n = 2; used.count(stem); ++n) stem = std::filesystem::path(r.path).stem().string() + "_" + std::to_string(n);
   used.insert(stem);
   gad::Image image = gad::decode_image(r.path);
-  gad::ImageMap map = gad::map_to_image(r.residual_map, r.grid, r.geometry, maps.sigma);
-  auto write = [&](const std::string& name, const std::string& bytes) {
-    gad::write_file_atomically(maps.dir + "/" + name, [&](std::FILE* f) { std::fwrite(bytes.data(), 1, bytes.size(), f); });
-  };
-  write(stem + ".png", gad::overlay_png(image, map));
-  write(stem + "_map.png", gad::map_png16(map));
+  gad::ImageMap map = record_map(maps, r);
+  write_bytes(maps.dir + "/" + stem + ".png", gad::overlay_png(image, map));
+  if (maps.raw == "png16") write_bytes(maps.dir + "/" + stem + "_map.png", gad::map_png16(map));
+  if (maps.raw == "npy") write_bytes(maps.dir + "/" + stem + "_map.npy", gad::map_npy(map));
 }
 
 int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queries, int batch,
@@ -145,15 +201,17 @@ int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queri
   auto paths = gad::expand_image_args(queries, "queries");
   gad::Engine engine(m.options);
   log_line(engine.describe());
+  maps.check(engine.has_heads());
   refs.apply(engine);
   log_line("references: " + engine.references_summary());
-  std::string csv = "path,score,s_patch,s_img,s_text,s_hol,ms\n";
+  std::string csv = std::string("path,score,s_patch,s_img,s_text,s_hol,") + (engine.threshold() ? "anomalous," : "") + "ms\n";
   std::set<std::string> map_names;
   if (!maps.dir.empty()) std::filesystem::create_directories(maps.dir);
   engine.score(paths, batch, [&](const gad::ScoreRecord& r) {
     std::cout << record_json(r).dump() << "\n" << std::flush;
     char line[256];
-    std::snprintf(line, sizeof line, ",%.9g,%.9g,%.9g,%.9g,%.9g,%.3f\n", r.score, r.s_patch, r.s_img, r.s_text, r.s_hol, r.ms);
+    std::snprintf(line, sizeof line, ",%.9g,%.9g,%.9g,%.9g,%.9g,%s%.3f\n", r.score, r.s_patch, r.s_img, r.s_text, r.s_hol,
+                  r.threshold ? (r.score > *r.threshold ? "true," : "false,") : "", r.ms);
     csv += r.path + line;
     if (!maps.dir.empty()) write_maps(maps, r, map_names);
   });
@@ -224,6 +282,17 @@ int main(int argc, char** argv) {
   refs.add_images_and_class(build);
   build->add_option("-o,--output", out, "output file (.gadref)")->required();
 
+  CalibrateArgs calib;
+  auto* calibrate = refs_cmd->add_subcommand("calibrate", "estimate a decision threshold from normal images only and "
+                                                          "store it in the reference set");
+  model.add_to(calibrate);
+  calibrate->add_option("--refs", refs.refs_file, "reference set file (.gadref)")->required();
+  calibrate->add_option("--normals", calib.normals, "held-out normal images or directories (not the references);\n"
+                                                    "default: leave-one-out over the references (biased for small K)");
+  calibrate->add_option("--far", calib.far, "false-alarm rate on normal images (default 0.05); threshold = the\n"
+                                            "ceil((n+1)(1-far))-th smallest of n normal scores (conformal)");
+  calibrate->add_option("-o,--output", out, "write the calibrated set here (default: update --refs in place)");
+
   auto* score = app.add_subcommand("score", "score images against a reference set; one JSON line per image");
   model.add_to(score);
   score->add_option("queries", images, "query images or directories")->required();
@@ -237,6 +306,12 @@ int main(int argc, char** argv) {
                     "write per image DIR/<stem>.png (image + anomaly-map overlay + colour bar) and DIR/<stem>_map.png\n"
                     "(the patch residual map in the image's own pixels, 16-bit: value x 65535)");
   score->add_option("--map-sigma", maps.sigma, "Gaussian smoothing of the maps, in pixels at a 240 px input (default 4)");
+  score->add_option("--map-kind", maps.kind, "patch (default): the patch residual M; holistic: M + s_text + s_img, the\n"
+                                             "InCTRL head input (needs heads)")
+      ->check(CLI::IsMember({"patch", "holistic"}));
+  score->add_option("--raw-maps", maps.raw, "raw map next to each overlay: png16 (default; value x 65535, clamped to\n"
+                                            "[0, 1]), npy (float32, unclamped, shape (height, width)) or none")
+      ->check(CLI::IsMember({"png16", "npy", "none"}));
 
   BenchArgs bench_args;
   auto* bench = app.add_subcommand("bench", "the generalist-AD benchmark: K-shot AUROC/AUPRC per category and scorer");
@@ -305,6 +380,7 @@ int main(int argc, char** argv) {
   try {
     if (inspect->parsed()) return run_inspect(model, refs, images, dump);
     if (build->parsed()) return run_refs_build(model, refs, out);
+    if (calibrate->parsed()) return run_refs_calibrate(model, refs, calib, out);
     if (fetch->parsed()) return run_models_fetch(fetch_what, models_dir);
     if (list->parsed()) return run_models_list(models_dir);
     if (data_convert->parsed()) return run_data_convert(data_kind, data_src, data_dst, conv);

@@ -35,8 +35,13 @@ std::string file_sha256(const std::string& path) {
 
 double scalar_at(const at::Tensor& t, int64_t i) { return t.defined() ? t[i].item<double>() : 0.0; }
 
-// Sample `b` of a scored batch as a ScoreRecord; `map` is the contiguous residual map [B, P].
-ScoreRecord make_record(const InctrlScores& s, const at::Tensor& map, int64_t b, const std::string& path, double ms,
+std::vector<float> row(const at::Tensor& t, int64_t b) {
+  at::Tensor r = t[b].to(at::kFloat).contiguous();
+  return {r.data_ptr<float>(), r.data_ptr<float>() + r.numel()};
+}
+
+// Sample `b` of a scored batch as a ScoreRecord.
+ScoreRecord make_record(const InctrlScores& s, const ReferenceSet& refs, int64_t b, const std::string& path, double ms,
                         int64_t grid) {
   ScoreRecord r;
   r.path = path;
@@ -49,8 +54,9 @@ ScoreRecord make_record(const InctrlScores& s, const at::Tensor& map, int64_t b,
   r.has_heads = s.s_hol.defined();
   r.ms = ms;
   r.grid = static_cast<int>(grid);
-  const float* m = map[b].data_ptr<float>();
-  r.residual_map.assign(m, m + map.size(1));
+  r.residual_map = row(s.residual_map, b);
+  if (s.holistic_map.defined()) r.holistic_map = row(s.holistic_map, b);
+  if (refs.threshold) r.threshold = refs.threshold->value;
   return r;
 }
 
@@ -144,6 +150,40 @@ std::string Engine::references_summary() const {
   return o.str();
 }
 
+std::optional<Threshold> Engine::threshold() const { return impl_->require_refs().threshold; }
+
+void Engine::set_threshold(const Threshold& t) {
+  impl_->require_refs();
+  impl_->refs->threshold = t;
+}
+
+std::vector<double> Engine::leave_one_out_scores() {
+  const ReferenceSet& refs = impl_->require_refs();
+  const int64_t K = refs.k();
+  if (K < 2) fail("leave-one-out calibration needs K >= 2 references (this set has K = ", K, "); give --normals");
+  at::NoGradGuard no_grad;
+  std::vector<double> scores;
+  for (int64_t k = 0; k < K; ++k) {
+    // Reference k becomes the query (its bank rows are its tapped tokens, already normalised,
+    // which the patch residual normalises anyway); the other K − 1 form the set.
+    ReferenceSet rest = refs;
+    rest.threshold.reset();
+    Features query;
+    rest.banks.clear();
+    rest.banks_bf16.clear();
+    for (const auto& bank : refs.banks) {
+      const int64_t P = bank.size(0) / K;
+      query.taps.push_back(bank.slice(0, k * P, (k + 1) * P).unsqueeze(0));
+      rest.banks.push_back(at::cat({bank.slice(0, 0, k * P), bank.slice(0, (k + 1) * P)}).contiguous());
+      rest.banks_bf16.push_back(rest.banks.back().to(at::kBFloat16));
+    }
+    query.global = refs.globals.slice(0, k, k + 1);
+    rest.globals = at::cat({refs.globals.slice(0, 0, k), refs.globals.slice(0, k + 1)}).contiguous();
+    scores.push_back(impl_->scorer->score(rest, query).final_score[0].item<double>());
+  }
+  return scores;
+}
+
 void Engine::score(const std::vector<std::string>& paths, int batch,
                    const std::function<void(const ScoreRecord&)>& on_record) {
   if (batch < 1) fail("--batch: must be at least 1 (got ", batch, ")");
@@ -157,10 +197,9 @@ void Engine::score(const std::vector<std::string>& paths, int batch,
     for (size_t i = start; i < end; ++i) pixels.push_back(impl_->load_pixels(paths[i]));
     InctrlScores s = impl_->scorer->score(refs, bb.encode(stack_pixels(pixels)));
     double ms = (now_ms() - t0) / static_cast<double>(end - start);
-    at::Tensor map = s.residual_map.contiguous();
     for (size_t i = start; i < end; ++i) {
       const auto b = static_cast<int64_t>(i - start);
-      ScoreRecord r = make_record(s, map, b, paths[i], ms, bb.grid());
+      ScoreRecord r = make_record(s, refs, b, paths[i], ms, bb.grid());
       r.geometry = pixels[i - start].geometry;
       on_record(r);
     }
@@ -265,10 +304,9 @@ std::vector<ScoreRecord> Engine::score_images(const RefHandle& refs, const std::
     for (size_t i = start; i < end; ++i) pixels.push_back(bb.preprocess(images[i]));
     InctrlScores s = impl_->scorer->score(refs.set, bb.encode(stack_pixels(pixels)));
     double ms = (now_ms() - t0) / static_cast<double>(end - start);
-    at::Tensor map = s.residual_map.contiguous();
     for (size_t i = start; i < end; ++i) {
       const auto b = static_cast<int64_t>(i - start);
-      out.push_back(make_record(s, map, b, i < names.size() ? names[i] : std::string(), ms, bb.grid()));
+      out.push_back(make_record(s, refs.set, b, i < names.size() ? names[i] : std::string(), ms, bb.grid()));
       out.back().geometry = pixels[i - start].geometry;
     }
   }

@@ -5,9 +5,11 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "eval/calibration.h"
 #include "image/image.h"
 #include "image/preprocess.h"
 #include "model/load_model.h"
@@ -25,8 +27,10 @@ struct ScoreRecord {
   double score = 0, s_patch = 0, s_img = 0, s_text = 0, s_hol = 0;
   bool has_text = false, has_heads = false;
   double ms = 0;                    // wall time per image (batch time / batch size)
-  std::vector<float> residual_map;  // grid x grid, row-major
+  std::vector<float> residual_map;  // grid x grid, row-major: the patch residual M
+  std::vector<float> holistic_map;  // M + s_text + s_img (InCTRL's head input); empty without heads
   int grid = 0;
+  std::optional<double> threshold;  // the reference set's calibrated threshold; anomalous = score > it
   CropGeometry geometry;  // how the network input was cut from the image (for maps)
 };
 
@@ -66,6 +70,12 @@ class Engine {
   void save_references(const std::string& path) const;
   bool has_references() const;
   std::string references_summary() const;
+  // Calibration of the current set: the threshold it carries (saved with it), and the final score
+  // of each reference against a set of the other K − 1 (needs K >= 2; from the stored features,
+  // no image is re-read).
+  std::optional<Threshold> threshold() const;
+  void set_threshold(const Threshold& t);
+  std::vector<double> leave_one_out_scores();
 
   // Scores images in batches; `on_record` is called once per image, in input order.
   void score(const std::vector<std::string>& paths, int batch, const std::function<void(const ScoreRecord&)>& on_record);

@@ -11,6 +11,7 @@ nlohmann::ordered_json score_json(const ScoreRecord& r) {
   if (r.has_heads) j["s_img"] = r.s_img;
   if (r.has_text) j["s_text"] = r.s_text;
   if (r.has_heads) j["s_hol"] = r.s_hol;
+  if (r.threshold) j["anomalous"] = r.score > *r.threshold;
   j["ms"] = std::round(r.ms * 100) / 100;
   return j;
 }

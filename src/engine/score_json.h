@@ -1,5 +1,6 @@
 // The JSON form of a ScoreRecord's scores, shared by `gad score` and `gad serve`: score, s_patch,
-// and s_img / s_text / s_hol only when the model has them, then ms.
+// and s_img / s_text / s_hol only when the model has them, "anomalous" (score > threshold) only
+// when the reference set is calibrated, then ms.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -69,6 +69,9 @@ void ReferenceSet::save(const std::string& path) const {
                          {"backbone", backbone_description},
                          {"preprocessing", backbone_kind == "clip" ? "clip-bicubic-centercrop" : "lite-bilinear"}};
   for (const auto& s : sources) meta["sources"].push_back({{"path", s.path}, {"sha256", s.sha256}});
+  if (threshold)
+    meta["threshold"] = {{"value", threshold->value}, {"far", threshold->far}, {"method", threshold->method},
+                         {"n", threshold->n}};
   write_safetensors(path, tensors, {{"gad", meta.dump()}});
 }
 
@@ -93,6 +96,12 @@ ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbon
          "); this model is ", backbone.description(), " (fingerprint ", backbone.fingerprint(), ")");
   if (meta.contains("sources"))
     for (const auto& s : meta["sources"]) set.sources.push_back({s.value("path", ""), s.value("sha256", "")});
+  if (meta.contains("threshold")) {
+    const auto& t = meta["threshold"];
+    if (!t.is_object() || !t.contains("value") || !t["value"].is_number())
+      fail(path, ": corrupt reference-set metadata (threshold without a numeric value)");
+    set.threshold = Threshold{t["value"].get<double>(), t.value("far", 0.0), t.value("method", ""), t.value("n", int64_t{0})};
+  }
   std::map<std::string, at::Tensor> named;
   for (const auto& [name, raw] : c.tensors) {
     if (raw.dtype != DType::F32) fail(path, ": tensor '", name, "' is ", dtype_name(raw.dtype), ", expected F32");

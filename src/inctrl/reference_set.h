@@ -4,15 +4,18 @@
 //
 // File format (".gadref"): safetensors with tensors `bank.<l>` [K·P_l, C_l], `globals` [K, D],
 // optional `text_prior` [2, D], and `__metadata__.gad` holding JSON: format, backbone kind and
-// fingerprint, class name, K, source paths with sha256, preprocessing.
+// fingerprint, class name, K, source paths with sha256, preprocessing, and (after `gad refs
+// calibrate`) "threshold": {"value", "far", "method", "n"}. Files without it load as uncalibrated.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "backbone/backbone.h"
+#include "eval/calibration.h"
 
 namespace gad {
 
@@ -28,6 +31,7 @@ struct ReferenceSet {
   std::vector<at::Tensor> banks_bf16;  // the same in bf16, for bf16-mode scoring (made at build/load)
   at::Tensor globals;             // [K, D]
   at::Tensor text_prior;          // [2, D] (normal, anomaly), or undefined without a text tower
+  std::optional<Threshold> threshold;  // decision threshold on the final score, when calibrated
 
   int64_t k() const { return globals.defined() ? globals.size(0) : 0; }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -94,5 +95,66 @@ std::string map_png(const ImageMap& map, int type, double scale) {
 
 std::string map_png16(const ImageMap& map) { return map_png(map, CV_16UC1, 65535.0); }
 std::string map_png8(const ImageMap& map) { return map_png(map, CV_8UC1, 255.0); }
+
+}  // namespace gad
+
+namespace gad {
+
+std::string map_npy(const ImageMap& map) {
+  if (map.values.size() != static_cast<size_t>(map.width) * map.height) fail("anomaly map: size mismatch");
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(map.height) + ", " +
+                       std::to_string(map.width) + "), }";
+  // Magic (6) + version (2) + length (2) + header, padded with spaces and '\n' to a multiple of 64.
+  const size_t total = (10 + header.size() + 1 + 63) / 64 * 64;
+  header.append(total - 10 - header.size() - 1, ' ');
+  header += '\n';
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out += static_cast<char>(header.size() & 0xff);
+  out += static_cast<char>(header.size() >> 8);
+  out += header;
+  for (float v : map.values) {  // explicit little-endian, whatever the host
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    for (int b = 0; b < 4; ++b) out += static_cast<char>((bits >> (8 * b)) & 0xff);
+  }
+  return out;
+}
+
+std::string overlay_thumbnail_png(const Image& image, const ImageMap& map, double vmax, int max_side) {
+  if (image.width != map.width || image.height != map.height) fail("anomaly map: map and image sizes differ");
+  if (vmax <= 0) vmax = std::max(1e-6f, *std::max_element(map.values.begin(), map.values.end()));
+  const double f = std::min(1.0, static_cast<double>(max_side) / std::max(map.width, map.height));
+  const cv::Size size(std::max(1, static_cast<int>(map.width * f)), std::max(1, static_cast<int>(map.height * f)));
+  cv::Mat values(map.height, map.width, CV_32FC1, const_cast<float*>(map.values.data()));
+  cv::Mat small_values, small_image, scaled, colour, blended;
+  cv::resize(values, small_values, size, 0, 0, cv::INTER_AREA);
+  cv::resize(to_bgr(image), small_image, size, 0, 0, cv::INTER_AREA);
+  small_values.convertTo(scaled, CV_8UC1, 255.0 / vmax);
+  cv::applyColorMap(scaled, colour, cv::COLORMAP_JET);
+  cv::addWeighted(small_image, 0.55, colour, 0.45, 0, blended);
+  return encode_png(blended);
+}
+
+ImageMap shrink_map(const ImageMap& map, int max_side) {
+  const int side = std::max(map.width, map.height);
+  if (side <= max_side) return map;
+  const double f = static_cast<double>(max_side) / side;
+  cv::Mat values(map.height, map.width, CV_32FC1, const_cast<float*>(map.values.data())), small;
+  cv::resize(values, small, cv::Size(std::max(1, static_cast<int>(map.width * f)), std::max(1, static_cast<int>(map.height * f))),
+             0, 0, cv::INTER_AREA);
+  ImageMap out{small.cols, small.rows, {}};
+  out.values.assign(reinterpret_cast<const float*>(small.data), reinterpret_cast<const float*>(small.data) + small.total());
+  return out;
+}
+
+ImageMap load_mask(const std::string& path, int width, int height) {
+  cv::Mat m = cv::imread(path, cv::IMREAD_GRAYSCALE);
+  if (m.empty()) fail(path, ": cannot read the ground-truth mask");
+  if (m.cols != width || m.rows != height) cv::resize(m, m, cv::Size(width, height), 0, 0, cv::INTER_NEAREST);
+  ImageMap out{width, height, std::vector<float>(static_cast<size_t>(width) * height)};
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x) out.values[static_cast<size_t>(y) * width + x] = m.at<uchar>(y, x) ? 1.0f : 0.0f;
+  return out;
+}
 
 }  // namespace gad

@@ -33,5 +33,17 @@ std::string overlay_png(const Image& image, const ImageMap& map, double vmax = 0
 // (value · 255, what `gad serve ?map=1` returns).
 std::string map_png16(const ImageMap& map);
 std::string map_png8(const ImageMap& map);
+// The raw map as a NumPy .npy file (format 1.0, little-endian float32, shape (height, width)),
+// unclamped: what to use for maps above 1 such as the holistic map.
+std::string map_npy(const ImageMap& map);
+// A small overlay for reports: like overlay_png without the colour bar, longer side `max_side`.
+std::string overlay_thumbnail_png(const Image& image, const ImageMap& map, double vmax, int max_side);
+
+// The map scaled (area averaging) so that its longer side is at most `max_side`; unchanged when
+// already small enough. Pixel metrics use it to bound memory.
+ImageMap shrink_map(const ImageMap& map, int max_side);
+// A ground-truth mask (any PNG; nonzero = defect) as 0/1 values at width x height, resized with
+// nearest neighbour when its size differs. gad::Error naming the file when it cannot be read.
+ImageMap load_mask(const std::string& path, int width, int height);
 
 }  // namespace gad
