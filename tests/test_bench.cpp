@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clip/clip_backbone.h"
+#include "data/convert.h"
 #include "eval/benchmark.h"
 #include "image/image.h"
 #include "inctrl/prompts.h"
@@ -132,6 +133,51 @@ TEST(Bench, AllFourScorersOnTheTinyClipModel) {
   ASSERT_EQ(run_benchmark(o, nullptr), 1);
   EXPECT_EQ(line_count(dir + "/results.csv"), 1u + 4);
   EXPECT_NE(read_file_text(dir + "/summary.md").find("| winclip |"), std::string::npos);
+}
+
+// Magnetic tiles with their defect masks (converted to ground_truth/): pixel AUROC and AUPRO for
+// the scorers with a map, blank for image-knn; a missing mask turns pixel metrics off.
+TEST(Bench, PixelMetricsOnMagneticTileMasks) {
+  std::string dir = test::temp_dir("bench-pixel");
+  ConvertOptions co;
+  co.normal_dir = "MT_Free";
+  co.anomalous_dirs = {"MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven"};
+  co.category = "magnetic_tile";
+  convert_dataset("folder", test::shared("data/magnetic_tile_sample"), dir + "/data", co);
+  BenchOptions o = tiles_options(dir + "/out");
+  o.roots = {dir + "/data"};
+  o.ks = {2};
+  o.draws = 1;
+  ASSERT_EQ(run_benchmark(o, nullptr), 1);
+  std::ifstream in(dir + "/out/results.csv");
+  std::string header, line;
+  std::getline(in, header);
+  EXPECT_NE(header.find(",pixel_AUROC,AUPRO"), std::string::npos) << header;
+  int rows = 0;
+  while (std::getline(in, line)) {
+    ++rows;
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(cell);
+    if (line.find(",image-knn,") != std::string::npos) {
+      EXPECT_EQ(line.substr(line.size() - 2), ",,") << line;
+      continue;
+    }
+    ASSERT_EQ(cells.size(), 12u) << line;
+    const double pixel_auroc = std::stod(cells[10]), aupro = std::stod(cells[11]);
+    EXPECT_GT(pixel_auroc, 0.6) << line;  // the lite patch residual localises real defects
+    EXPECT_LT(pixel_auroc, 1.0) << line;
+    EXPECT_GT(aupro, 0.3) << line;
+    EXPECT_LT(aupro, 1.0) << line;
+  }
+  EXPECT_EQ(rows, 3);
+  EXPECT_NE(read_file_text(dir + "/out/summary.md").find("Pixel level"), std::string::npos);
+
+  std::filesystem::path gt = dir + "/data/magnetic_tile/ground_truth/MT_Crack";
+  std::filesystem::remove(std::filesystem::directory_iterator(gt)->path());
+  o.out_dir = dir + "/out2";
+  ASSERT_EQ(run_benchmark(o, nullptr), 1);
+  EXPECT_EQ(read_file_text(dir + "/out2/results.csv").find("pixel_AUROC"), std::string::npos);
 }
 
 }  // namespace

@@ -13,9 +13,12 @@
 #include <sstream>
 
 #include "eval/metrics.h"
+#include "eval/pixel_metrics.h"
 #include "eval/svg_plot.h"
 #include "image/image.h"
 #include "inctrl/reference_set.h"
+#include "inctrl/scorer.h"
+#include "maps/anomaly_map.h"
 #include "methods/method.h"
 #include "model/runtime.h"
 #include "util/error.h"
@@ -32,6 +35,7 @@ struct Category {
   std::vector<std::string> train;  // sorted train/good
   std::vector<std::string> test;   // sorted test/**
   std::vector<int> labels;         // 0 = test/good, 1 = any other test/ folder
+  std::vector<std::string> masks;  // ground_truth/<defect>/<stem>_mask.png, "" for normals; empty: none
 };
 
 struct Draw {
@@ -46,6 +50,7 @@ struct Result {
   double auroc, auprc;
   int n_normal, n_anomalous;
   double ms_per_image;
+  double pixel_auroc = -1, aupro = -1;  // -1: no ground-truth masks
 };
 
 double now_s() {
@@ -65,6 +70,24 @@ Category read_category(const std::string& dataset, const fs::path& dir) {
   int anomalous = std::accumulate(c.labels.begin(), c.labels.end(), 0);
   if (anomalous == 0 || anomalous == static_cast<int>(c.labels.size()))
     fail(dir.string(), "/test: needs both test/good and at least one defect folder");
+  // Pixel metrics only when every defect image has its mask (MVTec: ground_truth/<defect>/<stem>_mask.png).
+  if (!fs::is_directory(dir / "ground_truth")) return c;
+  std::vector<std::string> masks;
+  for (size_t i = 0; i < c.test.size(); ++i) {
+    if (!c.labels[i]) {
+      masks.emplace_back();
+      continue;
+    }
+    fs::path rel = fs::relative(c.test[i], dir / "test");
+    fs::path mask = dir / "ground_truth" / rel.parent_path() / (rel.stem().string() + "_mask.png");
+    if (!fs::exists(mask)) {
+      std::fprintf(stderr, "gad: %s: no ground-truth mask for %s; no pixel metrics for this category\n",
+                   dir.string().c_str(), rel.string().c_str());
+      return c;
+    }
+    masks.push_back(mask.string());
+  }
+  c.masks = std::move(masks);
   return c;
 }
 
@@ -208,6 +231,44 @@ std::string summary_tables(const BenchOptions& o, const std::vector<Result>& res
   return md.str();
 }
 
+// Pixel-level results (categories with ground-truth masks): one table per K, a row per category
+// and a column per method that has a map, pixel AUROC / AUPRO as mean ± std over draws.
+std::string pixel_tables(const BenchOptions& o, const std::vector<Result>& results) {
+  std::vector<std::string> cats, methods;
+  for (const auto& r : results) {
+    if (r.aupro < 0) continue;
+    std::string c = r.dataset + "/" + r.category;
+    if (std::find(cats.begin(), cats.end(), c) == cats.end()) cats.push_back(c);
+    if (std::find(methods.begin(), methods.end(), r.method) == methods.end()) methods.push_back(r.method);
+  }
+  if (cats.empty()) return "";
+  std::ostringstream md;
+  md << "\n## Pixel level\n\nCells: pixel AUROC / AUPRO (FPR ≤ 0.3), mean ± std over draws, from the patch residual map "
+        "in image coordinates (the `gad score --maps` map), maps and masks shrunk to a longer side of "
+     << o.pixel_max_side << " px.\n";
+  for (int k : o.ks) {
+    md << "\n### K = " << k << ", pixel level\n\n| category |";
+    for (const auto& m : methods) md << " " << m << " |";
+    md << "\n|---|";
+    for (size_t i = 0; i < methods.size(); ++i) md << "---|";
+    md << "\n";
+    for (const auto& c : cats) {
+      md << "| " << c << " |";
+      for (const auto& m : methods) {
+        std::vector<double> a, p;
+        for (const auto& r : results)
+          if (r.method == m && r.k == k && r.aupro >= 0 && r.dataset + "/" + r.category == c) {
+            a.push_back(r.pixel_auroc);
+            p.push_back(r.aupro);
+          }
+        md << " " << (a.empty() ? "–" : mean_std(a) + " / " + mean_std(p)) << " |";
+      }
+      md << "\n";
+    }
+  }
+  return md.str();
+}
+
 struct Outputs {
   std::vector<Result> results;
   std::string scores_csv = "dataset,category,method,k,draw,path,label,score\n";
@@ -216,12 +277,21 @@ struct Outputs {
 void write_outputs(const BenchOptions& o, const Outputs& out, const std::string& model_line, const char* precision,
                    int threads, size_t finished, size_t total) {
   std::ostringstream csv;
-  csv << "dataset,category,scorer,K,draw,AUROC,AUPRC,n_normal,n_anomalous,ms_per_image\n";
+  const bool pixel = std::any_of(out.results.begin(), out.results.end(), [](const Result& r) { return r.aupro >= 0; });
+  csv << "dataset,category,scorer,K,draw,AUROC,AUPRC,n_normal,n_anomalous,ms_per_image"
+      << (pixel ? ",pixel_AUROC,AUPRO" : "") << "\n";
   for (const auto& r : out.results) {
-    char buf[160];
-    std::snprintf(buf, sizeof buf, ",%d,%d,%.10f,%.10f,%d,%d,%.3f\n", r.k, r.draw, r.auroc, r.auprc, r.n_normal,
+    char buf[200];
+    std::snprintf(buf, sizeof buf, ",%d,%d,%.10f,%.10f,%d,%d,%.3f", r.k, r.draw, r.auroc, r.auprc, r.n_normal,
                   r.n_anomalous, r.ms_per_image);
     csv << r.dataset << "," << r.category << "," << r.method << buf;
+    if (pixel && r.aupro >= 0) {
+      std::snprintf(buf, sizeof buf, ",%.10f,%.10f", r.pixel_auroc, r.aupro);
+      csv << buf;
+    } else if (pixel) {
+      csv << ",,";
+    }
+    csv << "\n";
   }
   write_text(o.out_dir + "/results.csv", csv.str());
   write_text(o.out_dir + "/scores.csv", out.scores_csv);
@@ -234,7 +304,7 @@ void write_outputs(const BenchOptions& o, const Outputs& out, const std::string&
      << " draw(s) per K\n"
      << "- categories finished: " << finished << " of " << total << "\n"
      << "\nCells: AUROC / AUPRC, mean ± sample std over draws; best AUROC per column in bold.\n"
-     << summary_tables(o, out.results);
+     << summary_tables(o, out.results) << pixel_tables(o, out.results);
   write_text(o.out_dir + "/summary.md", md.str());
 }
 
@@ -244,6 +314,8 @@ struct Run {
   ReferenceSet refs;
   std::vector<std::vector<double>> scores;  // per method
   std::vector<double> seconds;              // per method
+  std::vector<std::vector<float>> maps;     // patch residual grid per test image (pixel metrics, report)
+  PixelMetrics pixel{-1, -1};
 };
 
 void progress(size_t done, size_t total, double start, const std::string& what) {
@@ -252,6 +324,9 @@ void progress(size_t done, size_t total, double start, const std::string& what) 
                total, what.c_str(), static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
   std::fflush(stderr);
 }
+
+// The methods whose localisation is the patch residual map (InCTRL's M; patch-knn is M alone).
+bool has_patch_map(const std::string& method) { return method == "inctrl" || method == "patch-knn"; }
 
 at::Tensor rows(const at::Tensor& t, const std::vector<int64_t>& idx) {
   return t.index_select(0, at::tensor(idx, at::kLong));
@@ -285,11 +360,17 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
   const double start = now_s();
   Outputs out;
   size_t finished = 0;
+  std::vector<CropGeometry> geometries;  // of the current batch of test images
   auto load_pixels = [&](const std::vector<std::string>& paths) {
     std::vector<PixelTensor> px;
-    for (const auto& p : paths) px.push_back(bb.preprocess(decode_image(p)));
+    geometries.clear();
+    for (const auto& p : paths) {
+      px.push_back(bb.preprocess(decode_image(p)));
+      geometries.push_back(px.back().geometry);
+    }
     return stack_pixels(px);
   };
+  InctrlScorer patch_scorer(bb, std::nullopt);  // the map of `gad score --maps`: the patch residual
   for (const auto& c : cats) {
     // References of every draw of this category, each unique image encoded once.
     std::vector<Run> runs;
@@ -304,7 +385,8 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
         if (it == unique.end()) unique.push_back(r);
       }
       index.push_back(idx);
-      runs.push_back({d.k, d.draw, {}, std::vector<std::vector<double>>(methods.size()), std::vector<double>(methods.size())});
+      runs.push_back({d.k, d.draw, {}, std::vector<std::vector<double>>(methods.size()), std::vector<double>(methods.size()), {},
+                      {-1, -1}});
     }
     if (runs.empty()) fail(o.draws_file, ": no draws for ", c.dataset, "/", c.name);
     progress(done_images, total_images, start, c.dataset + "/" + c.name + ": references");
@@ -333,12 +415,20 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
     // Test images: encoded once, scored by every (K, draw, method).
     double encode_seconds = 0;
     bool interrupted = false;
+    const bool want_maps = !c.masks.empty();
+    std::vector<CropGeometry> test_geometry;
     for (size_t s = 0; s < c.test.size() && !interrupted; s += o.batch) {
       std::vector<std::string> batch(c.test.begin() + s, c.test.begin() + std::min(c.test.size(), s + o.batch));
       double t0 = now_s();
       at::Tensor px = load_pixels(batch);
       Features f = bb.encode(px);
       encode_seconds += now_s() - t0;
+      test_geometry.insert(test_geometry.end(), geometries.begin(), geometries.end());
+      if (want_maps)
+        for (auto& run : runs) {
+          at::Tensor m = patch_scorer.score(run.refs, f).residual_map.contiguous();
+          for (int64_t b = 0; b < m.size(0); ++b) run.maps.emplace_back(m[b].data_ptr<float>(), m[b].data_ptr<float>() + m.size(1));
+        }
       for (auto& run : runs)
         for (size_t m = 0; m < methods.size(); ++m) {
           double t1 = now_s();
@@ -357,6 +447,20 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
                    c.dataset.c_str(), c.name.c_str(), finished);
       break;
     }
+    if (want_maps) {
+      progress(done_images, total_images, start, c.dataset + "/" + c.name + ": pixel metrics");
+      std::vector<ImageMap> masks;  // at the metric size of each image's map
+      for (auto& run : runs) {
+        std::vector<ImageMap> maps;
+        for (size_t i = 0; i < c.test.size(); ++i) {
+          maps.push_back(shrink_map(map_to_image(run.maps[i], bb.grid(), test_geometry[i]), o.pixel_max_side));
+          if (masks.size() <= i)
+            masks.push_back(c.masks[i].empty() ? ImageMap{maps[i].width, maps[i].height, std::vector<float>(maps[i].values.size())}
+                                               : load_mask(c.masks[i], maps[i].width, maps[i].height));
+        }
+        run.pixel = pixel_metrics(maps, masks);
+      }
+    }
     const int n_anom = std::accumulate(c.labels.begin(), c.labels.end(), 0);
     const int n_norm = static_cast<int>(c.labels.size()) - n_anom;
     for (const auto& run : runs)
@@ -364,7 +468,11 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
         const auto& sc = run.scores[m];
         double ms = (encode_seconds + run.seconds[m]) * 1e3 / c.test.size();
         out.results.push_back({c.dataset, c.name, methods[m]->name(), run.k, run.draw, roc_auc(c.labels, sc),
-                               average_precision(c.labels, sc), n_norm, n_anom, ms});
+                               average_precision(c.labels, sc), n_norm, n_anom, ms, -1, -1});
+        if (has_patch_map(methods[m]->name())) {
+          out.results.back().pixel_auroc = run.pixel.auroc;
+          out.results.back().aupro = run.pixel.aupro;
+        }
         for (size_t i = 0; i < sc.size(); ++i) {
           char buf[64];
           std::snprintf(buf, sizeof buf, ",%d,%.9g\n", c.labels[i], sc[i]);

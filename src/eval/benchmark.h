@@ -5,7 +5,9 @@
 //
 // Every image is encoded once per run: references of all draws and the test images are reused
 // across K, draws and methods. Outputs in OUT: results.csv, scores.csv, draws.json, summary.md,
-// curves/<dataset>_<category>_K<k>.svg (ROC and PR of draw 0). Files are rewritten after each
+// curves/<dataset>_<category>_K<k>.svg (ROC and PR of draw 0). Categories with ground-truth masks
+// (ground_truth/<defect>/<stem>_mask.png for every defect image) also get pixel AUROC and AUPRO
+// (src/eval/pixel_metrics.h) of the patch residual map, for the inctrl and patch-knn rows. Files are rewritten after each
 // finished category, so an interrupted run keeps complete results for the categories it finished.
 #pragma once
 
@@ -31,6 +33,7 @@ struct BenchOptions {
   std::string draws_file;    // reuse draws from an earlier run's draws.json
   std::string command_line;  // recorded in summary.md
   int batch = 8;
+  int pixel_max_side = 256;  // maps and masks are shrunk to this longer side for pixel metrics
 };
 
 // Returns the number of categories finished. `stop` is polled between batches (Ctrl-C).
