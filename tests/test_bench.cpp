@@ -148,7 +148,12 @@ TEST(Bench, PixelMetricsOnMagneticTileMasks) {
   o.roots = {dir + "/data"};
   o.ks = {2};
   o.draws = 1;
+  o.report = true;
   ASSERT_EQ(run_benchmark(o, nullptr), 1);
+  const std::string html = read_file_text(dir + "/out/report.html");
+  EXPECT_NE(html.find("<h2>data/magnetic_tile</h2>"), std::string::npos);
+  EXPECT_NE(html.find("<th>pixel AUROC</th>"), std::string::npos);
+  EXPECT_NE(html.find("data:image/png;base64,"), std::string::npos);
   std::ifstream in(dir + "/out/results.csv");
   std::string header, line;
   std::getline(in, header);

@@ -19,7 +19,7 @@
 #include <thread>
 
 #include "image/image.h"
-#include "serve/base64.h"
+#include "util/base64.h"
 #include "serve/http.h"
 #include "serve/store.h"
 #include "support.h"
@@ -142,7 +142,7 @@ std::vector<double> scores_of(const json& response) {
 
 TEST(Serve, RegisterScoreRestartGivesIdenticalScoresAndSigtermDrains) {
   const std::string db = test::temp_dir("serve-restart") + "/refs.sqlite";
-  const json two_images = {{"images", {serve::base64_encode(slurp(elpv(10))), serve::base64_encode(slurp(elpv(11)))}}};
+  const json two_images = {{"images", {base64_encode(slurp(elpv(10))), base64_encode(slurp(elpv(11)))}}};
   std::string id;
   std::vector<double> first_raw, first_json;
   {
@@ -177,7 +177,7 @@ TEST(Serve, RegisterScoreRestartGivesIdenticalScoresAndSigtermDrains) {
     first_json = scores_of(both);
     ASSERT_EQ(first_json.size(), 2u);
     // The map: a PNG of the image's size.
-    std::string png = *serve::base64_decode(both["results"][0]["map_png"].get<std::string>());
+    std::string png = *base64_decode(both["results"][0]["map_png"].get<std::string>());
     Image map = decode_image_bytes(reinterpret_cast<const uint8_t*>(png.data()), png.size(), "map");
     EXPECT_EQ(map.width, both["results"][0]["width"].get<int>());
     EXPECT_EQ(map.height, both["results"][0]["height"].get<int>());
@@ -293,7 +293,7 @@ TEST(Serve, FiftyMalformedRequestsGetTheRight4xxAndTheServerStaysUp) {
   const ServerProcess* sp = &server;  // lambdas below capture the pointer, never a copy
   const std::string score = "/v1/refsets/" + id + "/score";
   const std::string png = slurp(elpv(5));
-  const std::string b64 = serve::base64_encode(png);
+  const std::string b64 = base64_encode(png);
 
   struct Case {
     std::string what;
@@ -431,7 +431,7 @@ TEST(Serve, FullQueueAnswers429WithRetryAfter) {
   auto c = server.client();
   const std::string id = register_set(c, "cell", {1});
   ASSERT_FALSE(id.empty());
-  const json body = {{"images", {serve::base64_encode(slurp(elpv(7))), serve::base64_encode(slurp(elpv(8)))}}};
+  const json body = {{"images", {base64_encode(slurp(elpv(7))), base64_encode(slurp(elpv(8)))}}};
   std::mutex m;
   std::multiset<int> statuses;
   bool retry_after = true;

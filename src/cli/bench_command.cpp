@@ -35,6 +35,8 @@ void add_bench_options(CLI::App* cmd, BenchArgs& a) {
   cmd->add_option("--draws-file", a.draws_file, "reuse the reference draws of an earlier run's draws.json");
   cmd->add_option("--batch", a.batch, "images per forward pass (default 8)");
   cmd->add_option("-o,--output", a.out, "output directory")->required();
+  cmd->add_flag("--report", a.report, "also write OUT/report.html: tables, per category a score histogram, ROC/PR of\n"
+                                      "every scorer and overlay thumbnails sorted by score (self-contained HTML)");
 }
 
 int run_bench(const gad::EngineOptions& model, const BenchArgs& a, int argc, char** argv) {
@@ -58,6 +60,7 @@ int run_bench(const gad::EngineOptions& model, const BenchArgs& a, int argc, cha
   o.out_dir = a.out;
   o.draws_file = a.draws_file;
   o.batch = a.batch;
+  o.report = a.report;
   for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);
   std::signal(SIGINT, on_sigint);
   int finished = gad::run_benchmark(o, &interrupted);

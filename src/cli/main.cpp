@@ -17,6 +17,8 @@
 #include "eval/calibration.h"
 #include "image/image.h"
 #include "maps/anomaly_map.h"
+#include "report/html_report.h"
+#include "report/thumbnails.h"
 #include "lite/fetch.h"
 #include "serve/server.h"
 #include "util/allocator.h"
@@ -36,7 +38,8 @@ struct ModelArgs {
                     "block_12_add,block_5_add)")->delimiter(',');
     app->add_option("--config", options.files.config,
                     "CLIP architecture: ViT-B-16-plus-240 (default), ViT-B-16, ViT-B-32, ViT-L-14, or a JSON file");
-    app->add_option("--heads", options.files.heads, "separate InCTRL adapter+heads file (overrides heads in --model)");
+    app->add_option("--heads", options.files.heads, "separate InCTRL adapter+heads file (overrides heads in --model); 'none' = no "
+                    "heads (score = s_patch); 'lite' = the heads shipped for the lite model (see README)");
     app->add_option("--threads", options.threads, "CPU threads (default: all cores)");
     app->add_option("--precision", options.precision,
                     "fp32 (reference-exact) | bf16 (fast; scores within ~0.01) | auto (default: bf16 if the CPU has "
@@ -195,8 +198,35 @@ void write_maps(const MapArgs& maps, const gad::ScoreRecord& r, std::set<std::st
   if (maps.raw == "npy") write_bytes(maps.dir + "/" + stem + "_map.npy", gad::map_npy(map));
 }
 
+struct ReportArgs {
+  std::string path, labels;
+  int thumbnails = 24;
+};
+
+// The `gad score --report` page: one section of every scored image (labels from --labels or the
+// MVTec folder names), thumbnails of the map --map-kind chose.
+void write_score_report(const ReportArgs& a, const std::vector<gad::ReportImage>& images, const gad::Thumbnails& thumbs,
+                        const gad::Engine& engine, const std::string& command) {
+  gad::HtmlReport report;
+  report.title = "gad score report";
+  report.thumbnails_each_end = a.thumbnails;
+  report.facts = {"command: " + command, "model: " + engine.describe(), "references: " + engine.references_summary(),
+                  a.labels.empty() ? "labels: from folder names (…/test/good/ = normal, …/test/<other>/ = anomalous)"
+                                   : "labels: " + a.labels};
+  gad::ReportSection section;
+  section.title = std::to_string(images.size()) + " scored images";
+  section.images = images;
+  if (auto t = engine.threshold()) {
+    section.threshold = t->value;
+    report.facts.push_back("threshold " + std::to_string(t->value) + " (false-alarm rate " + std::to_string(t->far) + ", " +
+                           t->method + ", n = " + std::to_string(t->n) + "); anomalous = score > threshold");
+  }
+  report.sections.push_back(std::move(section));
+  write_bytes(a.path, gad::render_html_report(report, std::cref(thumbs)));
+}
+
 int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queries, int batch,
-              const std::string& csv_path, const MapArgs& maps) {
+              const std::string& csv_path, const MapArgs& maps, const ReportArgs& report, const std::string& command) {
   if (refs.refs_file.empty() && refs.ref_images.empty()) gad::fail("score: give --refs FILE or --ref-images ... --class NAME");
   auto paths = gad::expand_image_args(queries, "queries");
   gad::Engine engine(m.options);
@@ -207,7 +237,14 @@ int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queri
   std::string csv = std::string("path,score,s_patch,s_img,s_text,s_hol,") + (engine.threshold() ? "anomalous," : "") + "ms\n";
   std::set<std::string> map_names;
   if (!maps.dir.empty()) std::filesystem::create_directories(maps.dir);
+  const std::vector<int> labels = report.path.empty() ? std::vector<int>() : gad::report_labels(paths, report.labels);
+  std::vector<gad::ReportImage> report_images;
+  gad::Thumbnails thumbs(maps.sigma);
   engine.score(paths, batch, [&](const gad::ScoreRecord& r) {
+    if (!report.path.empty()) {
+      report_images.push_back({r.path, r.score, labels[report_images.size()]});
+      thumbs.add(r.path, maps.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry);
+    }
     std::cout << record_json(r).dump() << "\n" << std::flush;
     char line[256];
     std::snprintf(line, sizeof line, ",%.9g,%.9g,%.9g,%.9g,%.9g,%s%.3f\n", r.score, r.s_patch, r.s_img, r.s_text, r.s_hol,
@@ -217,6 +254,10 @@ int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queri
   });
   if (!csv_path.empty())  // written only after every image scored: no partial files
     gad::write_file_atomically(csv_path, [&](std::FILE* f) { std::fwrite(csv.data(), 1, csv.size(), f); });
+  if (!report.path.empty()) {
+    write_score_report(report, report_images, thumbs, engine, command);
+    log_line("wrote " + report.path);
+  }
   return 0;
 }
 
@@ -306,6 +347,12 @@ int main(int argc, char** argv) {
                     "write per image DIR/<stem>.png (image + anomaly-map overlay + colour bar) and DIR/<stem>_map.png\n"
                     "(the patch residual map in the image's own pixels, 16-bit: value x 65535)");
   score->add_option("--map-sigma", maps.sigma, "Gaussian smoothing of the maps, in pixels at a 240 px input (default 4)");
+  ReportArgs report;
+  score->add_option("--report", report.path, "write one self-contained HTML report: score histogram, ROC/PR when labels\n"
+                                             "are known, overlay thumbnails sorted by score with the threshold");
+  score->add_option("--labels", report.labels, "labels for the report: CSV of path,label (0/1); default: from folder\n"
+                                               "names (.../test/good/ normal, .../test/<other>/ anomalous)");
+  score->add_option("--report-thumbnails", report.thumbnails, "thumbnails shown from each end of the score order (default 24)");
   score->add_option("--map-kind", maps.kind, "patch (default): the patch residual M; holistic: M + s_text + s_img, the\n"
                                              "InCTRL head input (needs heads)")
       ->check(CLI::IsMember({"patch", "holistic"}));
@@ -361,6 +408,7 @@ int main(int argc, char** argv) {
   data_convert->add_option("--normal-class", conv.normal_class, "one-vs-all normal class (mnist: 0-9; cifar10: name or 0-9)");
   data_convert->add_option("--limit", conv.limit, "mnist/fashion-mnist/cifar10: at most N images per output folder "
                                                   "(seeded draw; default all)");
+  data_convert->add_option("--synthetic", conv.synthetic_count, "synthetic: anomalies per kind and category (default 100)");
   data_convert->add_option("--normal", conv.normal_dir, "folder: normal images dir, relative to SRC (default good)");
   data_convert->add_option("--anomalous", conv.anomalous_dirs,
                             "folder: anomalous image dirs, relative to SRC (repeatable; each becomes test/<name>; default defect)");
@@ -385,7 +433,11 @@ int main(int argc, char** argv) {
     if (list->parsed()) return run_models_list(models_dir);
     if (data_convert->parsed()) return run_data_convert(data_kind, data_src, data_dst, conv);
     if (data_fetch->parsed()) return run_data_fetch(data_what, data_dir);
-    if (score->parsed()) return run_score(model, refs, images, batch, csv, maps);
+    if (score->parsed()) {
+      std::string command;
+      for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+      return run_score(model, refs, images, batch, csv, maps, report, command);
+    }
     if (serve_cmd->parsed()) return run_serve(model, serve_opts, max_body);
     if (bench->parsed()) return run_bench(model.options, bench_args, argc, argv);
   } catch (const gad::Error& e) {

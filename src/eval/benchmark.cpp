@@ -19,6 +19,8 @@
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
 #include "maps/anomaly_map.h"
+#include "report/html_report.h"
+#include "report/thumbnails.h"
 #include "methods/method.h"
 #include "model/runtime.h"
 #include "util/error.h"
@@ -269,9 +271,38 @@ std::string pixel_tables(const BenchOptions& o, const std::vector<Result>& resul
   return md.str();
 }
 
+// report.html tables: one per K, a row per (category, method), cells mean ± std over draws.
+std::vector<ReportTable> report_tables(const BenchOptions& o, const std::vector<Result>& results) {
+  std::vector<ReportTable> tables;
+  for (int k : o.ks) {
+    ReportTable t{"K = " + std::to_string(k) + " (mean ± std over draws)",
+                  {"category", "scorer", "AUROC", "AUPRC", "pixel AUROC", "AUPRO"}, {}};
+    std::vector<std::pair<std::string, std::string>> keys;
+    for (const auto& r : results)
+      if (r.k == k && std::find(keys.begin(), keys.end(), std::make_pair(r.dataset + "/" + r.category, r.method)) == keys.end())
+        keys.emplace_back(r.dataset + "/" + r.category, r.method);
+    for (const auto& [cat, method] : keys) {
+      std::vector<double> a, p, pa, pro;
+      for (const auto& r : results)
+        if (r.k == k && r.method == method && r.dataset + "/" + r.category == cat) {
+          a.push_back(r.auroc);
+          p.push_back(r.auprc);
+          if (r.aupro >= 0) {
+            pa.push_back(r.pixel_auroc);
+            pro.push_back(r.aupro);
+          }
+        }
+      t.rows.push_back({cat, method, mean_std(a), mean_std(p), pa.empty() ? "–" : mean_std(pa), pro.empty() ? "–" : mean_std(pro)});
+    }
+    if (!t.rows.empty()) tables.push_back(std::move(t));
+  }
+  return tables;
+}
+
 struct Outputs {
   std::vector<Result> results;
   std::string scores_csv = "dataset,category,method,k,draw,path,label,score\n";
+  std::vector<ReportSection> report_sections;  // one per finished category (--report)
 };
 
 void write_outputs(const BenchOptions& o, const Outputs& out, const std::string& model_line, const char* precision,
@@ -370,7 +401,8 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
     }
     return stack_pixels(px);
   };
-  InctrlScorer patch_scorer(bb, std::nullopt);  // the map of `gad score --maps`: the patch residual
+  InctrlScorer patch_scorer(bb, std::nullopt);
+  Thumbnails thumbnails;  // the map of `gad score --maps`: the patch residual
   for (const auto& c : cats) {
     // References of every draw of this category, each unique image encoded once.
     std::vector<Run> runs;
@@ -415,7 +447,7 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
     // Test images: encoded once, scored by every (K, draw, method).
     double encode_seconds = 0;
     bool interrupted = false;
-    const bool want_maps = !c.masks.empty();
+    const bool want_maps = !c.masks.empty() || o.report;
     std::vector<CropGeometry> test_geometry;
     for (size_t s = 0; s < c.test.size() && !interrupted; s += o.batch) {
       std::vector<std::string> batch(c.test.begin() + s, c.test.begin() + std::min(c.test.size(), s + o.batch));
@@ -492,11 +524,42 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
         write_text(o.out_dir + "/curves/" + c.dataset + "_" + c.name + "_K" + std::to_string(k) + ".svg",
                    roc_pr_svg(c.dataset + "/" + c.name + ", K = " + std::to_string(k) + ", draw 0", roc, pr));
     }
+    if (o.report) {  // the first run (first K, draw 0) of the first scorer with a map, else the first scorer
+      size_t m = 0;
+      for (size_t i = methods.size(); i-- > 0;)
+        if (has_patch_map(methods[i]->name())) m = i;
+      const Run& run = runs.front();
+      ReportSection sec;
+      sec.title = c.dataset + "/" + c.name;
+      sec.note = "Scores: " + methods[m]->name() + ", K = " + std::to_string(run.k) + ", draw " + std::to_string(run.draw) +
+                 "; ROC/PR: every scorer of that draw; thumbnails: the patch residual map on one colour scale.";
+      for (size_t i = 0; i < c.test.size(); ++i) {
+        sec.images.push_back({c.test[i], run.scores[m][i], c.labels[i]});
+        thumbnails.add(c.test[i], run.maps[i], static_cast<int>(bb.grid()), test_geometry[i]);
+      }
+      for (size_t j = 0; j < methods.size(); ++j) {
+        sec.roc.push_back({methods[j]->name(), roc_curve(c.labels, run.scores[j])});
+        sec.pr.push_back({methods[j]->name(), pr_curve(c.labels, run.scores[j])});
+      }
+      out.report_sections.push_back(std::move(sec));
+    }
     ++finished;
     write_outputs(o, out, model_line, precision_name(bb.precision()), threads, finished, cats.size());
   }
   std::fprintf(stderr, "\n");
   if (finished == 0) write_outputs(o, out, model_line, precision_name(bb.precision()), threads, 0, cats.size());
+  if (o.report) {
+    HtmlReport report;
+    report.title = "gad bench report";
+    report.facts = {"command: " + o.command_line, "model: " + model_line,
+                    std::to_string(finished) + " of " + std::to_string(cats.size()) + " categories finished, " +
+                        std::to_string(o.draws) + " draw(s) per K, seed " + std::to_string(o.seed),
+                    "pixel metrics (categories with ground_truth/ masks): maps and masks shrunk to a longer side of " +
+                        std::to_string(o.pixel_max_side) + " px"};
+    report.tables = report_tables(o, out.results);
+    report.sections = out.report_sections;
+    write_text(o.out_dir + "/report.html", render_html_report(report, std::cref(thumbnails)));
+  }
   return static_cast<int>(finished);
 }
 

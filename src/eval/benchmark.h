@@ -33,7 +33,8 @@ struct BenchOptions {
   std::string draws_file;    // reuse draws from an earlier run's draws.json
   std::string command_line;  // recorded in summary.md
   int batch = 8;
-  int pixel_max_side = 256;  // maps and masks are shrunk to this longer side for pixel metrics
+  int pixel_max_side = 256;
+  bool report = false;  // also write OUT/report.html (src/report/html_report.h)  // maps and masks are shrunk to this longer side for pixel metrics
 };
 
 // Returns the number of categories finished. `stop` is polled between batches (Ctrl-C).

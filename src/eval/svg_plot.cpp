@@ -1,5 +1,6 @@
 #include "eval/svg_plot.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -59,6 +60,66 @@ std::string roc_pr_svg(const std::string& title, const std::vector<PlotSeries>& 
       << "<text x='" << width / 2 << "' y='16' font-size='13' text-anchor='middle'>" << escape(title) << "</text>\n";
   panel(svg, 0, "false positive rate", "true positive rate", roc, true);
   panel(svg, kSize + 2 * kMargin, "recall", "precision", pr, false);
+  svg << "</svg>\n";
+  return svg.str();
+}
+
+std::string histogram_svg(const std::string& title, const std::vector<HistogramSeries>& series,
+                          std::optional<double> threshold, int bins) {
+  double lo = threshold.value_or(1e300), hi = threshold.value_or(-1e300);
+  for (const auto& s : series)
+    for (double v : s.values) {
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+  if (lo > hi) lo = 0, hi = 1;
+  if (hi - lo < 1e-9) lo -= 0.5, hi += 0.5;
+  const double pad = (hi - lo) * 0.02;
+  lo -= pad;
+  hi += pad;
+  std::vector<std::vector<int>> counts(series.size(), std::vector<int>(bins, 0));
+  int top = 1;
+  for (size_t s = 0; s < series.size(); ++s)
+    for (double v : series[s].values) {
+      int b = std::clamp(static_cast<int>((v - lo) / (hi - lo) * bins), 0, bins - 1);
+      top = std::max(top, ++counts[s][b]);
+    }
+  const double w = 2 * kSize, h = 160, left = kMargin, top_y = 44;  // title and legend above the bars
+  auto px = [&](double v) { return left + (v - lo) / (hi - lo) * w; };
+  auto py = [&](double c) { return top_y + h - c / top * h; };
+  std::ostringstream svg;
+  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << w + 2 * kMargin << "' height='" << h + top_y + 45
+      << "' font-family='sans-serif'>\n<rect width='100%' height='100%' fill='white'/>\n"
+      << "<text x='" << left << "' y='16' font-size='13'>" << escape(title) << "</text>\n"
+      << "<line x1='" << left << "' y1='" << py(0) << "' x2='" << left + w << "' y2='" << py(0) << "' stroke='#444'/>\n"
+      << "<line x1='" << left << "' y1='" << top_y << "' x2='" << left << "' y2='" << py(0) << "' stroke='#444'/>\n"
+      << "<text x='" << left - 4 << "' y='" << top_y + 4 << "' font-size='10' text-anchor='end'>" << top << "</text>\n"
+      << "<text x='" << left - 4 << "' y='" << py(0) << "' font-size='10' text-anchor='end'>0</text>\n";
+  char buf[64];
+  for (int i = 0; i <= 4; ++i) {
+    const double v = lo + (hi - lo) * i / 4;
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+    svg << "<text x='" << px(v) << "' y='" << py(0) + 14 << "' font-size='10' text-anchor='middle'>" << buf << "</text>\n";
+  }
+  svg << "<text x='" << left + w / 2 << "' y='" << py(0) + 30 << "' font-size='12' text-anchor='middle'>score</text>\n";
+  // Series side by side within each bin, so none hides another.
+  const double bw = w / bins, sw = (bw - 1) / std::max<size_t>(1, series.size());
+  for (size_t s = 0; s < series.size(); ++s) {
+    for (int b = 0; b < bins; ++b)
+      if (counts[s][b])
+        svg << "<rect x='" << left + b * bw + s * sw << "' y='" << py(counts[s][b]) << "' width='" << sw << "' height='"
+            << py(0) - py(counts[s][b]) << "' fill='" << series[s].colour << "' fill-opacity='0.8'/>";
+    const double lx = left + 200 + 150 * s;  // the legend runs along the title line
+    svg << "\n<rect x='" << lx << "' y='7' width='10' height='10' fill='" << series[s].colour
+        << "' fill-opacity='0.8'/><text x='" << lx + 14 << "' y='16' font-size='11'>"
+        << escape(series[s].name) << " (" << series[s].values.size() << ")</text>\n";
+  }
+  if (threshold) {
+    std::snprintf(buf, sizeof buf, "threshold %.4g", *threshold);
+    svg << "<line x1='" << px(*threshold) << "' y1='" << top_y - 6 << "' x2='" << px(*threshold) << "' y2='" << py(0)
+        << "' stroke='#000' stroke-dasharray='5 3'/><text x='" << px(*threshold) << "' y='" << top_y - 10
+        << "' text-anchor='middle' font-size='11'>" << buf << "</text>\n";
+  }
   svg << "</svg>\n";
   return svg.str();
 }

@@ -1,6 +1,7 @@
 // Self-contained SVG plots of ROC and precision-recall curves (no plotting library, no network).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,5 +16,14 @@ struct PlotSeries {
 
 // Two panels side by side: ROC (FPR → TPR, with the chance diagonal) and PR (recall → precision).
 std::string roc_pr_svg(const std::string& title, const std::vector<PlotSeries>& roc, const std::vector<PlotSeries>& pr);
+
+struct HistogramSeries {
+  std::string name, colour;  // colour: any SVG colour
+  std::vector<double> values;
+};
+// Histograms side by side on shared bins (`bins` equal bins over the range of all
+// values), with a dashed vertical line and label at `threshold` when given.
+std::string histogram_svg(const std::string& title, const std::vector<HistogramSeries>& series,
+                          std::optional<double> threshold, int bins = 30);
 
 }  // namespace gad

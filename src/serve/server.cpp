@@ -27,7 +27,7 @@
 #include "engine/score_json.h"
 #include "maps/anomaly_map.h"
 #include "image/image.h"
-#include "serve/base64.h"
+#include "util/base64.h"
 #include "serve/store.h"
 #include "util/error.h"
 #include "util/fs.h"

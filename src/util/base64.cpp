@@ -1,8 +1,8 @@
-#include "serve/base64.h"
+#include "util/base64.h"
 
 #include <cstdint>
 
-namespace gad::serve {
+namespace gad {
 namespace {
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -73,4 +73,4 @@ std::optional<std::string> base64_decode(const std::string& text) {
   return out;
 }
 
-}  // namespace gad::serve
+}  // namespace gad
