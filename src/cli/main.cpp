@@ -228,6 +228,7 @@ void write_score_report(const ReportArgs& a, const std::vector<gad::ReportImage>
 int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queries, int batch,
               const std::string& csv_path, const MapArgs& maps, const ReportArgs& report, const std::string& command) {
   if (refs.refs_file.empty() && refs.ref_images.empty()) gad::fail("score: give --refs FILE or --ref-images ... --class NAME");
+  if (report.path.empty() && !report.labels.empty()) gad::fail("--labels: only used with --report FILE");
   auto paths = gad::expand_image_args(queries, "queries");
   gad::Engine engine(m.options);
   log_line(engine.describe());

@@ -479,7 +479,7 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
                    c.dataset.c_str(), c.name.c_str(), finished);
       break;
     }
-    if (want_maps) {
+    if (!c.masks.empty()) {
       progress(done_images, total_images, start, c.dataset + "/" + c.name + ": pixel metrics");
       std::vector<ImageMap> masks;  // at the metric size of each image's map
       for (auto& run : runs) {
