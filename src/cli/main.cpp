@@ -38,8 +38,7 @@ struct ModelArgs {
                     "block_12_add,block_5_add)")->delimiter(',');
     app->add_option("--config", options.files.config,
                     "CLIP architecture: ViT-B-16-plus-240 (default), ViT-B-16, ViT-B-32, ViT-L-14, or a JSON file");
-    app->add_option("--heads", options.files.heads, "separate InCTRL adapter+heads file (overrides heads in --model); 'none' = no "
-                    "heads (score = s_patch); 'lite' = the heads shipped for the lite model (see README)");
+    app->add_option("--heads", options.files.heads, "separate InCTRL adapter+heads file (overrides heads in --model)");
     app->add_option("--threads", options.threads, "CPU threads (default: all cores)");
     app->add_option("--precision", options.precision,
                     "fp32 (reference-exact) | bf16 (fast; scores within ~0.01) | auto (default: bf16 if the CPU has "
@@ -409,7 +408,6 @@ int main(int argc, char** argv) {
   data_convert->add_option("--normal-class", conv.normal_class, "one-vs-all normal class (mnist: 0-9; cifar10: name or 0-9)");
   data_convert->add_option("--limit", conv.limit, "mnist/fashion-mnist/cifar10: at most N images per output folder "
                                                   "(seeded draw; default all)");
-  data_convert->add_option("--synthetic", conv.synthetic_count, "synthetic: anomalies per kind and category (default 100)");
   data_convert->add_option("--normal", conv.normal_dir, "folder: normal images dir, relative to SRC (default good)");
   data_convert->add_option("--anomalous", conv.anomalous_dirs,
                             "folder: anomalous image dirs, relative to SRC (repeatable; each becomes test/<name>; default defect)");
