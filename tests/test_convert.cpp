@@ -8,10 +8,14 @@
 #include <fstream>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <random>
 #include <set>
 
 #include "data/convert.h"
 #include "data/fetch_data.h"
+#include "data/synthetic_anomaly.h"
+#include "image/image.h"
 #include "util/error.h"
 
 namespace fs = std::filesystem;
@@ -366,6 +370,68 @@ TEST(Convert, UnknownKindAndFashionMnistHint) {
   o.fashion_mnist_dir = "/nonexistent/fashion-mnist";
   err = error_of([&] { gad::fetch_fashion_mnist(o); });
   EXPECT_NE(err.find("apt-get install dataset-fashion-mnist"), std::string::npos) << err;
+}
+
+// A textured gray image (so every kind has something to change and something to copy).
+gad::Image texture(int w, int h, int seed) {
+  gad::Image img{w, h, 1, std::vector<uint8_t>(static_cast<size_t>(w) * h)};
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) img.pixels[y * w + x] = static_cast<uint8_t>(100 + ((x / 4 + y / 4 + seed) % 2) * 40);
+  return img;
+}
+
+// Each kind changes a masked region visibly, leaves the far field alone, and is seeded.
+TEST(Synthetic, AnomaliesAreVisibleMaskedAndSeeded) {
+  const gad::Image normal = texture(96, 64, 0), donor = texture(96, 64, 1);
+  for (const auto& kind : gad::synthetic_kinds()) {
+    for (uint64_t seed = 0; seed < 5; ++seed) {
+      std::mt19937_64 a(seed), b(seed);
+      auto x = gad::make_synthetic_anomaly(normal, donor, kind, a), y = gad::make_synthetic_anomaly(normal, donor, kind, b);
+      EXPECT_EQ(x.image.pixels, y.image.pixels) << kind;
+      ASSERT_EQ(x.mask.size(), normal.pixels.size());
+      double inside = 0;
+      size_t n_in = 0, changed_far = 0, n_far = 0;
+      cv::Mat mask(64, 96, CV_8UC1, x.mask.data()), near;
+      cv::dilate(mask, near, cv::Mat::ones(31, 31, CV_8UC1));  // blob edges are soft (blurred)
+      for (size_t i = 0; i < x.mask.size(); ++i) {
+        const int d = std::abs(int(x.image.pixels[i]) - int(normal.pixels[i]));
+        if (x.mask[i]) {
+          inside += d;
+          ++n_in;
+        } else if (!near.data[i]) {
+          ++n_far;
+          changed_far += d > 0;
+        }
+      }
+      ASSERT_GT(n_in, 0u) << kind;
+      EXPECT_GE(inside / n_in, 12.0) << kind << " seed " << seed;
+      EXPECT_EQ(changed_far, 0u) << kind << " seed " << seed << " of " << n_far;
+    }
+  }
+  std::string err = error_of([&] {
+    std::mt19937_64 r(0);
+    gad::make_synthetic_anomaly(normal, donor, "rust", r);
+  });
+  EXPECT_NE(err.find("unknown kind 'rust'"), std::string::npos) << err;
+}
+
+TEST(Convert, SyntheticKeepsFilesAndAddsMaskedAnomalies) {
+  const fs::path root = temp_dir("convert-synthetic");
+  for (int i = 0; i < 6; ++i) write_png(root / "src/tile/train/good" / ("n" + std::to_string(i) + ".png"), 10 * i, 32, 32);
+  write_png(root / "src/tile/test/good/g.png", 3, 32, 32);
+  write_png(root / "src/tile/test/crack/c.png", 250, 32, 32);
+  gad::ConvertOptions o;
+  o.synthetic_count = 4;
+  auto r = gad::convert_dataset("synthetic", (root / "src").string(), (root / "a").string(), o);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].summary(), "tile: train/good 6, test/good 1, test/crack 1, test/synthetic_blob 4, "
+                            "test/synthetic_cutpaste 4, test/synthetic_scratch 4");
+  EXPECT_EQ(count_files(root / "a/tile/ground_truth/synthetic_scratch"), 4u);
+  gad::convert_dataset("synthetic", (root / "src").string(), (root / "b").string(), o);
+  EXPECT_EQ(tree(root / "a"), tree(root / "b"));
+  std::ifstream f1(root / "a/tile/test/synthetic_blob/blob_00002.png", std::ios::binary), f2(root / "b/tile/test/synthetic_blob/blob_00002.png", std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(f1), {}), std::string(std::istreambuf_iterator<char>(f2), {}));
+  fs::remove_all(root);
 }
 
 }  // namespace

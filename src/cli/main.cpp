@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/bench_command.h"
+#include "cli/train_command.h"
 #include "data/convert.h"
 #include "data/fetch_data.h"
 #include "engine/engine.h"
@@ -38,7 +39,8 @@ struct ModelArgs {
                     "block_12_add,block_5_add)")->delimiter(',');
     app->add_option("--config", options.files.config,
                     "CLIP architecture: ViT-B-16-plus-240 (default), ViT-B-16, ViT-B-32, ViT-L-14, or a JSON file");
-    app->add_option("--heads", options.files.heads, "separate InCTRL adapter+heads file (overrides heads in --model)");
+    app->add_option("--heads", options.files.heads, "separate InCTRL adapter+heads file (overrides heads in --model); 'none' = no "
+                    "heads (score = s_patch); 'lite' = the heads shipped for the lite model (see README)");
     app->add_option("--threads", options.threads, "CPU threads (default: all cores)");
     app->add_option("--precision", options.precision,
                     "fp32 (reference-exact) | bf16 (fast; scores within ~0.01) | auto (default: bf16 if the CPU has "
@@ -365,6 +367,11 @@ int main(int argc, char** argv) {
   model.add_to(bench);
   add_bench_options(bench, bench_args);
 
+  gad::TrainOptions train_opts;
+  auto* train = app.add_subcommand("train", "train InCTRL's adapter and heads on auxiliary data (frozen backbone)");
+  model.add_to(train);
+  add_train_options(train, train_opts);
+
   auto* models_cmd = app.add_subcommand("models", "install and list backbone models");
   models_cmd->require_subcommand(1);
   std::string models_dir, fetch_what;
@@ -408,6 +415,7 @@ int main(int argc, char** argv) {
   data_convert->add_option("--normal-class", conv.normal_class, "one-vs-all normal class (mnist: 0-9; cifar10: name or 0-9)");
   data_convert->add_option("--limit", conv.limit, "mnist/fashion-mnist/cifar10: at most N images per output folder "
                                                   "(seeded draw; default all)");
+  data_convert->add_option("--synthetic", conv.synthetic_count, "synthetic: anomalies per kind and category (default 100)");
   data_convert->add_option("--normal", conv.normal_dir, "folder: normal images dir, relative to SRC (default good)");
   data_convert->add_option("--anomalous", conv.anomalous_dirs,
                             "folder: anomalous image dirs, relative to SRC (repeatable; each becomes test/<name>; default defect)");
@@ -439,6 +447,7 @@ int main(int argc, char** argv) {
     }
     if (serve_cmd->parsed()) return run_serve(model, serve_opts, max_body);
     if (bench->parsed()) return run_bench(model.options, bench_args, argc, argv);
+    if (train->parsed()) return run_train(model.options, train_opts, argc, argv);
   } catch (const gad::Error& e) {
     std::fprintf(stderr, "gad: error: %s\n", e.what());
     return 1;

@@ -16,9 +16,12 @@
 #include <set>
 #include <sstream>
 
+#include "data/mvtec_layout.h"
+#include "data/synthetic_anomaly.h"
 #include "image/image.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/image_list.h"
 
 namespace fs = std::filesystem;
 
@@ -26,16 +29,10 @@ namespace gad {
 
 // ---- splits ------------------------------------------------------------------------------------
 
+// k of n indices with the portable seeded draw (util/image_list.h), in ascending order.
 std::vector<size_t> draw_indices(size_t n, size_t k, uint64_t seed) {
-  std::vector<size_t> pool(n);
-  std::iota(pool.begin(), pool.end(), size_t{0});
-  if (k >= n) return pool;
   std::mt19937_64 rng(seed);
-  for (size_t i = 0; i < k; ++i) {
-    size_t j = i + static_cast<size_t>(rng() % (n - i));
-    std::swap(pool[i], pool[j]);
-  }
-  pool.resize(k);
+  std::vector<size_t> pool = draw_indices(n, std::min(k, n), rng);
   std::sort(pool.begin(), pool.end());
   return pool;
 }
@@ -445,6 +442,36 @@ void convert_folder(const std::string& src, Staging& st, const ConvertOptions& o
   st.add_split_normals(category, std::move(normals));
 }
 
+// ---- synthetic anomalies on an MVTec-layout dataset ---------------------------------------------
+
+// Keeps every category's files as they are and adds, per kind, N synthetic anomalies made from
+// its train/good images (test/synthetic_<kind>/ with masks in ground_truth/synthetic_<kind>/).
+void convert_synthetic(const std::string& src, Staging& st, const ConvertOptions& o) {
+  if (o.synthetic_count == 0) fail("--synthetic: must be at least 1");
+  for (const auto& c : discover_categories({src})) {
+    for (const auto& p : c.train) st.add(c.name, "train/good", file_item(p, fs::path(p).filename().string(), p));
+    for (const auto& p : c.test) {
+      const fs::path rel = fs::relative(p, fs::path(c.dir) / "test");
+      st.add(c.name, "test/" + rel.parent_path().string(), file_item(p, rel.filename().string(), p));
+    }
+    uint64_t h = 1469598103934665603ull ^ o.seed;  // FNV-1a of the category: independent streams
+    for (char ch : c.name) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+    std::mt19937_64 rng(h);
+    for (const auto& kind : synthetic_kinds())
+      for (size_t i = 0; i < o.synthetic_count; ++i) {
+        const std::string& base = c.train[rng() % c.train.size()];
+        const std::string& donor = c.train[rng() % c.train.size()];
+        SyntheticAnomaly a = make_synthetic_anomaly(decode_image(base), decode_image(donor), kind, rng);
+        char name[64];
+        std::snprintf(name, sizeof name, "%s_%05zu", kind.c_str(), i);
+        Image mask{a.image.width, a.image.height, 1, std::move(a.mask)};
+        const std::string key = c.name + "/" + name;
+        st.add(c.name, "test/synthetic_" + kind, Item{key, std::string(name) + ".png", "", to_mat(a.image, 0, 0, a.image.width, a.image.height)});
+        st.add(c.name, "ground_truth/synthetic_" + kind, Item{key, std::string(name) + "_mask.png", "", to_mat(mask, 0, 0, mask.width, mask.height)});
+      }
+  }
+}
+
 // ---- MNIST / Fashion-MNIST (IDX) ----------------------------------------------------------------
 
 std::vector<uint8_t> read_maybe_gz(const std::string& path) {
@@ -758,7 +785,7 @@ std::vector<uint8_t> read_idx_labels(const std::string& path) {
 // ---- entry points -------------------------------------------------------------------------------
 
 std::vector<std::string> convert_kinds() {
-  return {"elpv", "headct", "brainmri", "visa", "aitex", "sdd", "mnist", "fashion-mnist", "cifar10", "folder"};
+  return {"elpv", "headct", "brainmri", "visa", "aitex", "sdd", "mnist", "fashion-mnist", "cifar10", "folder", "synthetic"};
 }
 
 std::string convert_usage() {
@@ -776,6 +803,8 @@ std::string convert_usage() {
          "  cifar10        train/<class>/, test/<class>/ → <class> (--protocol one-vs-all --normal-class cat)\n"
          "                 or animal (--protocol animal-vs-vehicle: animals normal, vehicles → test/anomaly)\n"
          "  folder         --normal DIR --anomalous DIR (relative to SRC) → --category (default SRC's name)\n"
+         "  synthetic      an MVTec-layout dataset → the same categories plus --synthetic N anomalies per kind\n"
+         "                 (cutpaste, blob, scratch) made from train/good, with masks (training data for gad train)\n"
          "Normals are split by sorting paths and drawing ceil(0.25 n) for test/good with std::mt19937_64(--seed):\n"
          "portable, unlike the reference's sklearn split over os.listdir order.";
 }
@@ -784,7 +813,7 @@ std::vector<CategoryCounts> convert_dataset(const std::string& kind, const std::
                                             const ConvertOptions& options) {
   const auto kinds = convert_kinds();
   if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end())
-    fail("data convert: unknown kind '", kind, "' (elpv, headct, brainmri, visa, aitex, sdd, mnist, fashion-mnist, cifar10, folder)");
+    fail("data convert: unknown kind '", kind, "' (elpv, headct, brainmri, visa, aitex, sdd, mnist, fashion-mnist, cifar10, folder, synthetic)");
   std::error_code ec;
   if (!fs::is_directory(src, ec)) fail(src, ": no such directory");
   Staging st(dst, options);
@@ -796,6 +825,7 @@ std::vector<CategoryCounts> convert_dataset(const std::string& kind, const std::
   else if (kind == "cifar10") convert_cifar10(src, st, options);
   else if (kind == "visa") convert_visa(src, st, options);
   else if (kind == "sdd") convert_sdd(src, st, options);
+  else if (kind == "synthetic") convert_synthetic(src, st, options);
   else convert_aitex(src, st, options);
   return st.commit();
 }

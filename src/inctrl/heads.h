@@ -1,25 +1,35 @@
 // The learned part of InCTRL: the adapter and the two scoring heads (spec §2.4, §2.7).
 //
-// Adapter A(v) = ReLU(W2·ReLU(W1·v)), no biases. Head h(v) = L3(BN3(ReLU(L2(BN2(ReLU(L1 v)))))),
-// BatchNorm in eval mode (running statistics); the stored bn1 is never used by the reference and
-// is ignored here. Heads return logits; callers apply the sigmoid. Sizes are parameters: the
-// holistic head's input is the patch count of the backbone's grid, the image head's the embedding.
+// Adapter A(v) = ReLU(W2·ReLU(W1·v)), no biases. Head h(v) = L3(BN3(ReLU(L2(BN2(ReLU(L1 v)))))).
+// At inference BatchNorm uses its running statistics; in training (`gad train`) it uses batch
+// statistics and updates the running ones exactly like torch.nn.BatchNorm1d (momentum 0.1). The
+// stored bn1 is never used by the reference; it is loaded for completeness and saved untouched.
+// Heads return logits; callers apply the sigmoid. Sizes are parameters: the holistic head's input
+// is the patch count of the backbone's grid, the image head's the embedding.
+//
+// The same structs serve inference and training: `init` draws PyTorch's default initialisation,
+// `parameters` lists the trainable tensors and `state` names every tensor with the reference's
+// state-dict keys, so a trained file loads anywhere a released checkpoint does.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "clip/clip_model.h"
 #include "model/weights.h"
 
 namespace gad {
 
-struct BatchNormEval {
-  at::Tensor weight, bias, running_mean, running_var;
-  at::Tensor operator()(const at::Tensor& x) const {
-    return (x - running_mean) / at::sqrt(running_var + 1e-5) * weight + bias;
-  }
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+struct BatchNorm {
+  at::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  // Eval: running statistics. Train: batch statistics, running statistics updated in place.
+  at::Tensor forward(const at::Tensor& x, bool train = false) const;
 };
 
 struct HeadTrace {  // every intermediate, for dumps and golden tests
@@ -28,10 +38,13 @@ struct HeadTrace {  // every intermediate, for dumps and golden tests
 
 struct ScoreHead {
   Linear projection1, projection2, projection3;
-  BatchNormEval bn2, bn3;
+  BatchNorm bn1, bn2, bn3;  // bn1: unused by the forward (as in the reference)
   // x: [B, in] -> logits [B]; fills `trace` when given.
-  at::Tensor forward(const at::Tensor& x, HeadTrace* trace = nullptr) const;
+  at::Tensor forward(const at::Tensor& x, HeadTrace* trace = nullptr, bool train = false) const;
   static ScoreHead load(Weights& w, const std::string& prefix, int64_t in_dim);
+  static ScoreHead init(int64_t in_dim, at::Generator& gen);
+  // Calls fn(key, tensor) for every tensor, keys in the reference's state-dict order.
+  void visit(const std::string& prefix, const std::function<void(const std::string&, at::Tensor&)>& fn);
 };
 
 struct Adapter {
@@ -46,6 +59,14 @@ struct InctrlHeads {
   ScoreHead diff_head_ref;  // on the image residual (embed_dim)
   static bool present_in(const Weights& w) { return w.has("adapter.fc.0.weight"); }
   static InctrlHeads load(Weights& w, int64_t embed_dim, int64_t num_patches);
+  // PyTorch's default initialisation (Linear: U(±1/√fan_in) for weights and biases; BatchNorm:
+  // weight 1, bias 0, mean 0, var 1), drawn from `seed` in a fixed order.
+  static InctrlHeads init(int64_t embed_dim, int64_t num_patches, uint64_t seed);
+  void visit(const std::function<void(const std::string&, at::Tensor&)>& fn);
+  std::vector<at::Tensor> parameters();  // trainable tensors (shared, not copies), in `state` order
+  NamedTensors state();                  // every tensor under its reference key (shared)
+  // Deep copy without autograd history; floating tensors converted to `dtype` (tests use double).
+  InctrlHeads clone(at::ScalarType dtype = at::kFloat) const;
 };
 
 }  // namespace gad

@@ -18,6 +18,25 @@ at::Tensor to_grid(const at::Tensor& r, int64_t g) {
 
 }  // namespace
 
+at::Tensor layer_residual(const at::Tensor& query, const at::Tensor& bank, int64_t grid) {
+  at::Tensor max_cos = std::get<0>(at::matmul(query, bank.transpose(-2, -1)).max(-1)).to(at::kFloat);  // [B, P_l]
+  return to_grid(0.5 * (1.0 - max_cos), grid);
+}
+
+HeadOutputs apply_heads(const InctrlHeads& heads, const at::Tensor& query_global, const at::Tensor& prompt_adapted_mean,
+                        const at::Tensor& holistic_base, const at::Tensor& s_patch, bool train) {
+  HeadOutputs o;
+  o.adapter_query = heads.adapter.forward(query_global);
+  o.r_img = prompt_adapted_mean - o.adapter_query;  // prompt mean minus query (spec §2.4)
+  o.s_img_logit = heads.diff_head_ref.forward(o.r_img, &o.head_ref, train);
+  o.s_img = at::sigmoid(o.s_img_logit);
+  o.holistic_map = holistic_base + o.s_img.unsqueeze(1);
+  o.s_hol_logit = heads.diff_head.forward(o.holistic_map, &o.head_hol, train);
+  o.s_hol = at::sigmoid(o.s_hol_logit);
+  o.final_score = (o.s_hol + s_patch) / 2;
+  return o;
+}
+
 at::Tensor InctrlScorer::patch_residuals(const ReferenceSet& refs, const Features& query) const {
   if (query.taps.size() != refs.banks.size())
     fail("reference set has ", refs.banks.size(), " tapped layers, the model gives ", query.taps.size());
@@ -27,11 +46,9 @@ at::Tensor InctrlScorer::patch_residuals(const ReferenceSet& refs, const Feature
     q = q / q.norm(2, -1, true);
     // In bf16 mode the K·P cosines per query patch are the largest product after the tower; bf16
     // keeps them within ~4e-3 (the residual-map budget is 0.02).
-    at::Tensor max_cos =
-        backbone_.precision() == Precision::BF16
-            ? std::get<0>(at::matmul(q.to(at::kBFloat16), refs.banks_bf16[l].t()).max(-1)).to(at::kFloat)
-            : std::get<0>(at::matmul(q, refs.banks[l].t()).max(-1));  // [B, P_l]
-    layers.push_back(to_grid(0.5 * (1.0 - max_cos), backbone_.grid()));
+    layers.push_back(backbone_.precision() == Precision::BF16
+                         ? layer_residual(q.to(at::kBFloat16), refs.banks_bf16[l], backbone_.grid())
+                         : layer_residual(q, refs.banks[l], backbone_.grid()));
   }
   return at::stack(layers, 1);
 }
@@ -53,13 +70,16 @@ InctrlScores InctrlScorer::score(const ReferenceSet& refs, const Features& query
     s.final_score = s.s_patch;
     return s;
   }
-  s.adapter_query = heads_->adapter.forward(query.global);
   s.adapter_prompt_mean = heads_->adapter.forward(refs.globals).mean(0);
-  s.r_img = s.adapter_prompt_mean.unsqueeze(0) - s.adapter_query;
-  s.s_img = at::sigmoid(heads_->diff_head_ref.forward(s.r_img, &s.head_ref));
-  s.holistic_map = holistic + s.s_img.unsqueeze(1);
-  s.s_hol = at::sigmoid(heads_->diff_head.forward(s.holistic_map, &s.head_hol));
-  s.final_score = (s.s_hol + s.s_patch) / 2;
+  HeadOutputs h = apply_heads(*heads_, query.global, s.adapter_prompt_mean.unsqueeze(0), holistic, s.s_patch);
+  s.adapter_query = h.adapter_query;
+  s.r_img = h.r_img;
+  s.s_img = h.s_img;
+  s.holistic_map = h.holistic_map;
+  s.s_hol = h.s_hol;
+  s.final_score = h.final_score;
+  s.head_ref = h.head_ref;
+  s.head_hol = h.head_hol;
   return s;
 }
 

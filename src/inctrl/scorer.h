@@ -36,6 +36,21 @@ struct InctrlScores {  // batch-first tensors; optional parts are undefined when
   HeadTrace head_ref, head_hol;
 };
 
+// One tapped layer's patch residual ½(1 − max cos) per query patch, on the common grid:
+// `query` [B, P_l, C] and `bank` [N, C] (shared) or [B, N, C] (one bank per query), both with
+// L2-normalised rows; returns [B, grid*grid] float32 (bf16 inputs give bf16 products).
+at::Tensor layer_residual(const at::Tensor& query, const at::Tensor& bank, int64_t grid);
+
+// The learned part of the forward, shared by scoring and training: `query_global` [B, D],
+// `prompt_adapted_mean` [B or 1, D] (mean of A(f_pk) over the K prompts), `holistic_base` [B, P]
+// (M, plus s_text with a text prior) and `s_patch` [B]. `train` runs BatchNorm on batch statistics.
+struct HeadOutputs {
+  at::Tensor adapter_query, r_img, s_img_logit, s_img, holistic_map, s_hol_logit, s_hol, final_score;
+  HeadTrace head_ref, head_hol;
+};
+HeadOutputs apply_heads(const InctrlHeads& heads, const at::Tensor& query_global, const at::Tensor& prompt_adapted_mean,
+                        const at::Tensor& holistic_base, const at::Tensor& s_patch, bool train = false);
+
 class InctrlScorer {
  public:
   InctrlScorer(const Backbone& backbone, std::optional<InctrlHeads> heads)

@@ -1,6 +1,7 @@
 #include "model/load_model.h"
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "clip/clip_backbone.h"
 #include "io/safetensors.h"
@@ -34,7 +35,27 @@ std::unique_ptr<Backbone> load_lite(const ModelFiles& files, const std::string& 
   return std::make_unique<LiteBackbone>(TfjsModel::from_weights(w, read_safetensors(path).metadata), taps);
 }
 
+// Heads trained by `gad train` record the backbone they were trained on; refuse any other.
+void check_heads_backbone(const std::string& heads_path, const Backbone& backbone) {
+  if (!ends_with(heads_path, ".safetensors")) return;
+  const auto meta = read_safetensors(heads_path).metadata;
+  const auto it = meta.find("gad");
+  if (it == meta.end()) return;  // converted reference checkpoints carry no record
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception&) {
+    fail(heads_path, ": unreadable gad metadata");
+  }
+  const std::string fp = j.value("/backbone/fingerprint"_json_pointer, std::string());
+  if (!fp.empty() && fp != backbone.fingerprint())
+    fail(heads_path, ": these heads were trained on another backbone (", j.value("/backbone/description"_json_pointer, fp),
+         ", fingerprint ", fp, "), not on ", backbone.description(), " (", backbone.fingerprint(), ")");
+}
+
 }  // namespace
+
+std::string shipped_lite_heads_path() { return std::string(GAD_ASSET_DIR) + "/heads/lite-mobilenet_v2.safetensors"; }
 
 LoadedModel load_model(const ModelFiles& files) {
   const std::string path = files.model.empty() || files.model == "lite" ? default_model_file() : files.model;
@@ -48,11 +69,16 @@ LoadedModel load_model(const ModelFiles& files) {
     m.backbone = std::make_unique<ClipBackbone>(load_clip_config(files.config.empty() ? kDefaultClipConfig : files.config), w);
   }
   const int64_t D = m.backbone->embed_dim(), P = m.backbone->num_patches();
-  if (!files.heads.empty()) {
-    Weights hw = Weights::load(files.heads);
+  const std::string heads = files.heads == "lite" ? shipped_lite_heads_path() : files.heads;
+  if (heads == "none") {
+    w.ignore_prefix("adapter.");
+    w.ignore_prefix("diff_head");
+  } else if (!heads.empty()) {
+    check_heads_backbone(heads, *m.backbone);
+    Weights hw = Weights::load(heads);
     m.heads = InctrlHeads::load(hw, D, P);
     hw.check_all_taken();
-    m.heads_source = files.heads;
+    m.heads_source = heads;
     w.ignore_prefix("adapter.");  // a separate heads file replaces any heads in the model file
     w.ignore_prefix("diff_head");
   } else if (InctrlHeads::present_in(w)) {

@@ -17,7 +17,9 @@ struct ModelFiles {
   // model.json or a gad lite .safetensors builds the lite backbone, anything else CLIP
   std::string model;
   std::string config;  // CLIP architecture name or JSON file; empty = kDefaultClipConfig
-  std::string heads;   // optional separate heads file (safetensors or torch archive)
+  // optional separate heads file (safetensors or torch archive); "none" = no heads even if the
+  // model file has some; "lite" = the heads shipped for the lite model (assets/heads).
+  std::string heads;
   std::vector<std::string> lite_taps;  // lite backbone patch taps; empty = block_12_add
 };
 
@@ -30,5 +32,8 @@ struct LoadedModel {
 // Every key of every file must be consumed: missing, unexpected or mis-shaped keys are errors
 // naming the file, the key and the shapes.
 LoadedModel load_model(const ModelFiles& files);
+
+// The lite heads shipped with gad (see assets/heads/README.md for how they were made).
+std::string shipped_lite_heads_path();
 
 }  // namespace gad

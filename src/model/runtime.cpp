@@ -21,4 +21,7 @@ int configure_threads(int requested) {
   return threads;
 }
 
+ScopedThreads::ScopedThreads(int threads) : previous_(at::get_num_threads()) { configure_threads(threads); }
+ScopedThreads::~ScopedThreads() { configure_threads(previous_); }
+
 }  // namespace gad

@@ -60,6 +60,25 @@ std::string shape_of(at::IntArrayRef s) {
 
 }  // namespace
 
+RawTensor raw_view(const at::Tensor& t) {
+  if (!t.is_contiguous()) fail("raw_view: tensor is not contiguous");
+  RawTensor r;
+  switch (t.scalar_type()) {
+    case at::kFloat: r.dtype = DType::F32; break;
+    case at::kHalf: r.dtype = DType::F16; break;
+    case at::kBFloat16: r.dtype = DType::BF16; break;
+    case at::kDouble: r.dtype = DType::F64; break;
+    case at::kLong: r.dtype = DType::I64; break;
+    default: fail("raw_view: unsupported dtype ", t.scalar_type());
+  }
+  r.shape.assign(t.sizes().begin(), t.sizes().end());
+  r.data = static_cast<const uint8_t*>(t.data_ptr());
+  r.nbytes = t.nbytes();
+  auto keep = std::make_shared<at::Tensor>(t);
+  r.owner = std::shared_ptr<const void>(keep, keep.get());
+  return r;
+}
+
 Weights Weights::load(const std::string& path) {
   RawTensorList raw = starts_with_zip_magic(path) ? read_torch_archive(path) : read_safetensors(path).tensors;
   Weights w(path);

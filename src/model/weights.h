@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "io/raw_tensor.h"
+
 namespace gad {
 
 class Weights {
@@ -50,6 +52,10 @@ class Weights {
   bool synthetic_ = false;
   at::Generator generator_;
 };
+
+// A RawTensor viewing a contiguous CPU tensor's bytes (F32, F16, BF16, F64, I64); the view keeps
+// the tensor alive. Used to write tensors with write_safetensors.
+RawTensor raw_view(const at::Tensor& t);
 
 // Content fingerprint of a set of tensors (sha256 over names, shapes and the first and last 32
 // values of each tensor, first 16 hex digits). Reference sets store it so they refuse to load against another model.

@@ -44,18 +44,22 @@ std::vector<std::string> expand_image_args(const std::vector<std::string>& args,
   return out;
 }
 
+std::vector<size_t> draw_indices(size_t n, size_t k, std::mt19937_64& rng) {
+  std::vector<size_t> pool(n);
+  for (size_t i = 0; i < n; ++i) pool[i] = i;
+  for (size_t i = 0; i < k; ++i) std::swap(pool[i], pool[i + static_cast<size_t>(rng() % (n - i))]);
+  pool.resize(k);
+  return pool;
+}
+
 std::vector<std::string> draw_references(const std::vector<std::string>& paths, int k, uint64_t seed) {
   if (k < 1) fail("--k: must be at least 1 (got ", k, ")");
   if (static_cast<size_t>(k) > paths.size())
     fail("--k ", k, ": only ", paths.size(), " reference image(s) available");
-  std::vector<std::string> pool = paths;
   std::mt19937_64 rng(seed);
-  for (size_t i = 0; i < static_cast<size_t>(k); ++i) {
-    size_t j = i + static_cast<size_t>(rng() % (pool.size() - i));
-    std::swap(pool[i], pool[j]);
-  }
-  pool.resize(k);
-  return pool;
+  std::vector<std::string> out;
+  for (size_t i : draw_indices(paths.size(), static_cast<size_t>(k), rng)) out.push_back(paths[i]);
+  return out;
 }
 
 }  // namespace gad

@@ -1,0 +1,115 @@
+#include "train/feature_cache.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "image/image.h"
+#include "io/safetensors.h"
+#include "model/weights.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/progress.h"
+
+namespace fs = std::filesystem;
+
+namespace gad {
+namespace {
+
+// Weights, taps and preprocessing all change the features; the description names taps and input.
+std::string backbone_key(const Backbone& b) {
+  const std::string d = b.kind() + "|" + b.description() + "|" + precision_name(b.precision());
+  return b.fingerprint() + "-" + sha256_hex(reinterpret_cast<const uint8_t*>(d.data()), d.size()).substr(0, 8);
+}
+
+std::string entry_path(const std::string& dir, const std::string& sha) {
+  return dir + "/" + sha.substr(0, 2) + "/" + sha + ".safetensors";
+}
+
+// Copies one cached entry into row `i` of the preallocated tensors; false when it does not fit.
+bool load_entry(const std::string& path, CachedFeatures& out, int64_t i) {
+  SafetensorsContents c = read_safetensors(path);
+  Weights w(path);
+  for (auto& [name, raw] : c.tensors) {
+    if (raw.dtype != DType::F16) return false;
+    w.insert(name, at::from_blob(const_cast<uint8_t*>(raw.data), raw.shape, at::kHalf));
+  }
+  if (!w.has("global") || w.all().size() != out.taps.size() + 1) return false;
+  const at::Tensor& g = w.all().at("global");
+  if (!g.sizes().equals(out.global[i].sizes())) return false;
+  out.global[i].copy_(g);
+  for (size_t l = 0; l < out.taps.size(); ++l) {
+    const std::string key = "tap." + std::to_string(l);
+    if (!w.has(key) || !w.all().at(key).sizes().equals(out.taps[l][i].sizes())) return false;
+    out.taps[l][i].copy_(w.all().at(key));
+  }
+  return true;
+}
+
+void store_entry(const std::string& path, const Features& f, int64_t b) {
+  fs::create_directories(fs::path(path).parent_path());
+  RawTensorList list;
+  list.emplace_back("global", raw_view(f.global[b].to(at::kHalf).contiguous()));
+  for (size_t l = 0; l < f.taps.size(); ++l)
+    list.emplace_back("tap." + std::to_string(l), raw_view(f.taps[l][b].to(at::kHalf).contiguous()));
+  write_safetensors(path, list);
+}
+
+}  // namespace
+
+std::string default_feature_cache_dir() {
+  if (const char* d = std::getenv("GAD_CACHE_DIR"); d && *d) return std::string(d) + "/features";
+  const char* home = std::getenv("HOME");
+  if (!home || !*home) fail("HOME is not set: give --cache DIR or set GAD_CACHE_DIR");
+  return std::string(home) + "/.cache/gad/features";
+}
+
+CachedFeatures cached_features(const Backbone& backbone, const std::vector<std::string>& paths,
+                               const FeatureCacheOptions& o) {
+  const std::string dir = (o.dir.empty() ? default_feature_cache_dir() : o.dir) + "/" + backbone_key(backbone);
+  const auto n = static_cast<int64_t>(paths.size());
+  std::vector<std::string> shas(paths.size());
+  for (size_t i = 0; i < paths.size(); ++i) {
+    std::vector<uint8_t> bytes = read_file_bytes(paths[i]);
+    shas[i] = sha256_hex(bytes.data(), bytes.size());
+  }
+
+  // Shapes come from one encode of the first image (cheap, and exact for any backbone).
+  CachedFeatures out;
+  {
+    Features probe = backbone.encode(stack_pixels({backbone.preprocess(decode_image(paths.at(0)))}));
+    out.global = at::empty({n, probe.global.size(1)});
+    for (const auto& t : probe.taps) out.taps.push_back(at::empty({n, t.size(1), t.size(2)}, at::kHalf));
+  }
+  std::vector<int64_t> missing;
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string p = entry_path(dir, shas[i]);
+    bool ok = false;
+    try {
+      ok = fs::exists(p) && load_entry(p, out, i);
+    } catch (const Error&) {
+      ok = false;  // a damaged entry is re-encoded and rewritten
+    }
+    if (!ok) missing.push_back(i);
+  }
+  if (o.log)
+    o.log("feature cache " + dir + ": " + std::to_string(n - static_cast<int64_t>(missing.size())) + " of " +
+          std::to_string(n) + " images cached, encoding " + std::to_string(missing.size()));
+  Progress bar(missing.size(), "images encoded");
+  for (size_t start = 0; start < missing.size(); start += o.batch) {
+    const size_t end = std::min(missing.size(), start + static_cast<size_t>(o.batch));
+    std::vector<PixelTensor> pixels;
+    for (size_t j = start; j < end; ++j) pixels.push_back(backbone.preprocess(decode_image(paths[missing[j]])));
+    Features f = backbone.encode(stack_pixels(pixels));
+    for (size_t j = start; j < end; ++j) {
+      const int64_t i = missing[j], b = static_cast<int64_t>(j - start);
+      store_entry(entry_path(dir, shas[i]), f, b);
+      out.global[i].copy_(f.global[b].to(at::kHalf));
+      for (size_t l = 0; l < f.taps.size(); ++l) out.taps[l][i].copy_(f.taps[l][b]);
+    }
+    if (o.progress) bar.update(end, fs::path(paths[missing[end - 1]]).filename().string());
+  }
+  if (o.progress && !missing.empty()) bar.finish();
+  return out;
+}
+
+}  // namespace gad
