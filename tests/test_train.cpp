@@ -13,6 +13,7 @@
 #include "model/runtime.h"
 #include "support.h"
 #include "train/episode.h"
+#include "train/feature_cache.h"
 #include "train/trainer.h"
 #include "train/training_data.h"
 #include "util/fs.h"
@@ -240,6 +241,33 @@ TEST_F(TrainTask, ResumeContinuesBitIdentically) {
   part.lr = 0.5;
   part.epochs = 3;
   EXPECT_THROW(run(part), Error);
+}
+
+// Each image is encoded once; a second pass (another run, another epoch) reads the cache only,
+// and a damaged entry is re-encoded instead of failing.
+TEST_F(TrainTask, FeatureCacheEncodesEachImageOnce) {
+  const std::string cache = dir_ + "/cache-once";
+  std::vector<std::string> paths = {dir_ + "/data/dots/train/good/n0.png", dir_ + "/data/dots/train/good/n1.png",
+                                    dir_ + "/data/stripes/test/defect/d3.png"};
+  FeatureCacheOptions o;
+  o.dir = cache;
+  o.progress = false;
+  const Backbone& b = *model_->backbone;
+  const int64_t before = b.image_encodes();
+  CachedFeatures first = cached_features(b, paths, o);
+  EXPECT_EQ(b.image_encodes() - before, 3);
+  CachedFeatures again = cached_features(b, paths, o);
+  EXPECT_EQ(b.image_encodes() - before, 3);
+  EXPECT_TRUE(at::equal(first.global, again.global));
+  ASSERT_EQ(first.taps.size(), again.taps.size());
+  EXPECT_TRUE(at::equal(first.taps[0], again.taps[0]));
+  EXPECT_EQ(first.taps[0].size(0), 3);
+  // Truncate every entry: each is re-encoded (the first one included, which gives the shapes).
+  for (const auto& e : fs::recursive_directory_iterator(cache))
+    if (e.is_regular_file()) fs::resize_file(e.path(), 100);
+  CachedFeatures repaired = cached_features(b, paths, o);
+  EXPECT_EQ(b.image_encodes() - before, 6);
+  EXPECT_TRUE(at::equal(first.global, repaired.global));
 }
 
 TEST_F(TrainTask, HeadsRefuseAnotherBackbone) {

@@ -73,13 +73,25 @@ CachedFeatures cached_features(const Backbone& backbone, const std::vector<std::
     shas[i] = sha256_hex(bytes.data(), bytes.size());
   }
 
-  // Shapes come from one encode of the first image (cheap, and exact for any backbone).
-  CachedFeatures out;
-  {
-    Features probe = backbone.encode(stack_pixels({backbone.preprocess(decode_image(paths.at(0)))}));
-    out.global = at::empty({n, probe.global.size(1)});
-    for (const auto& t : probe.taps) out.taps.push_back(at::empty({n, t.size(1), t.size(2)}, at::kHalf));
+  // Shapes come from the first image's entry, encoded and stored now if it is missing or damaged.
+  const std::string first = entry_path(dir, shas.at(0));
+  auto encode_first = [&] {
+    store_entry(first, backbone.encode(stack_pixels({backbone.preprocess(decode_image(paths[0]))})), 0);
+  };
+  SafetensorsContents probe;
+  try {
+    if (!fs::exists(first)) encode_first();
+    probe = read_safetensors(first);
+  } catch (const Error&) {
+    encode_first();
+    probe = read_safetensors(first);
   }
+  CachedFeatures out;
+  for (const auto& [name, raw] : probe.tensors) {
+    if (name == "global") out.global = at::empty({n, raw.shape.at(0)});
+    else out.taps.push_back(at::empty({n, raw.shape.at(0), raw.shape.at(1)}, at::kHalf));
+  }
+  if (!out.global.defined()) fail(first, ": feature cache entry without 'global' (delete it)");
   std::vector<int64_t> missing;
   for (int64_t i = 0; i < n; ++i) {
     const std::string p = entry_path(dir, shas[i]);
