@@ -270,6 +270,26 @@ TEST_F(TrainTask, FeatureCacheEncodesEachImageOnce) {
   EXPECT_TRUE(at::equal(first.global, repaired.global));
 }
 
+// The CLIP path (text prior per category, CLIP grid) trains and its heads score through the
+// ordinary loader: the tiny random-weight InCTRL model.
+TEST_F(TrainTask, ClipBackboneTrainsWithTextPrior) {
+  ModelFiles f;
+  f.model = test::inctrl_fixture("tiny_model/model.safetensors");
+  f.config = test::inctrl_fixture("tiny_model/config.json");
+  f.heads = "none";
+  LoadedModel clip = load_model(f);
+  ASSERT_TRUE(clip.backbone->has_text());
+  TrainOptions o = options("clip");
+  o.epochs = 2;
+  o.steps = 3;
+  TrainReport r = train_heads(*clip.backbone, o);
+  ASSERT_EQ(r.epochs.size(), 2u);
+  EXPECT_TRUE(std::isfinite(r.epochs[1].train_loss));
+  EXPECT_TRUE(std::isfinite(r.epochs[1].val_auroc));
+  f.heads = o.out;
+  EXPECT_TRUE(load_model(f).heads.has_value());
+}
+
 TEST_F(TrainTask, HeadsRefuseAnotherBackbone) {
   TrainOptions o = options("fp");
   o.epochs = 1;

@@ -15,7 +15,7 @@ namespace {
 bool has_train_good(const fs::path& p) { return fs::is_directory(p / "train" / "good") && fs::is_directory(p / "test"); }
 
 DatasetCategory read_category(const std::string& dataset, const fs::path& dir) {
-  DatasetCategory c{dataset, dir.filename().string(), dir.string(), {}, {}, {}};
+  DatasetCategory c{dataset, dir.filename().string(), dir.string(), {}, {}, {}, {}, {}};
   c.train = expand_image_args({(dir / "train" / "good").string()}, "train/good");
   for (const auto& path : expand_image_args({(dir / "test").string()}, "test")) {
     c.test.push_back(path);
@@ -25,6 +25,22 @@ DatasetCategory read_category(const std::string& dataset, const fs::path& dir) {
   int anomalous = std::accumulate(c.labels.begin(), c.labels.end(), 0);
   if (anomalous == 0 || anomalous == static_cast<int>(c.labels.size()))
     fail(dir.string(), "/test: needs both test/good and at least one defect folder");
+  if (!fs::is_directory(dir / "ground_truth")) return c;
+  std::vector<std::string> masks;
+  for (size_t i = 0; i < c.test.size(); ++i) {
+    if (!c.labels[i]) {
+      masks.emplace_back();
+      continue;
+    }
+    fs::path rel = fs::relative(c.test[i], dir / "test");
+    fs::path mask = dir / "ground_truth" / rel.parent_path() / (rel.stem().string() + "_mask.png");
+    if (!fs::exists(mask)) {
+      c.masks_note = dir.string() + ": no ground-truth mask for " + rel.string();
+      return c;
+    }
+    masks.push_back(mask.string());
+  }
+  c.masks = std::move(masks);
   return c;
 }
 

@@ -14,6 +14,10 @@ struct DatasetCategory {
   std::vector<std::string> train;  // sorted train/good
   std::vector<std::string> test;   // sorted test/**
   std::vector<int> labels;         // per test image: 0 = test/good, 1 = any other test/ folder
+  // Per test image ground_truth/<defect>/<stem>_mask.png ("" for normals), only when every defect
+  // image has one; otherwise empty, and `masks_note` says which mask is missing.
+  std::vector<std::string> masks;
+  std::string masks_note;
 };
 
 // Categories of every root, in root order then sorted by name. Errors name the root: missing

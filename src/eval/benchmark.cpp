@@ -12,6 +12,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "data/mvtec_layout.h"
 #include "eval/metrics.h"
 #include "eval/pixel_metrics.h"
 #include "eval/svg_plot.h"
@@ -26,19 +27,14 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/image_list.h"
+#include "util/progress.h"
 
 namespace fs = std::filesystem;
 
 namespace gad {
 namespace {
 
-struct Category {
-  std::string dataset, name;
-  std::vector<std::string> train;  // sorted train/good
-  std::vector<std::string> test;   // sorted test/**
-  std::vector<int> labels;         // 0 = test/good, 1 = any other test/ folder
-  std::vector<std::string> masks;  // ground_truth/<defect>/<stem>_mask.png, "" for normals; empty: none
-};
+using Category = DatasetCategory;
 
 struct Draw {
   std::string dataset, category;
@@ -59,59 +55,11 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-bool has_train_good(const fs::path& p) { return fs::is_directory(p / "train" / "good") && fs::is_directory(p / "test"); }
-
-Category read_category(const std::string& dataset, const fs::path& dir) {
-  Category c{dataset, dir.filename().string(), {}, {}, {}};
-  c.train = expand_image_args({(dir / "train" / "good").string()}, "train/good");
-  for (const auto& path : expand_image_args({(dir / "test").string()}, "test")) {
-    c.test.push_back(path);
-    std::string rel = fs::relative(path, dir / "test").string();
-    c.labels.push_back(rel.rfind("good/", 0) == 0 ? 0 : 1);
-  }
-  int anomalous = std::accumulate(c.labels.begin(), c.labels.end(), 0);
-  if (anomalous == 0 || anomalous == static_cast<int>(c.labels.size()))
-    fail(dir.string(), "/test: needs both test/good and at least one defect folder");
-  // Pixel metrics only when every defect image has its mask (MVTec: ground_truth/<defect>/<stem>_mask.png).
-  if (!fs::is_directory(dir / "ground_truth")) return c;
-  std::vector<std::string> masks;
-  for (size_t i = 0; i < c.test.size(); ++i) {
-    if (!c.labels[i]) {
-      masks.emplace_back();
-      continue;
-    }
-    fs::path rel = fs::relative(c.test[i], dir / "test");
-    fs::path mask = dir / "ground_truth" / rel.parent_path() / (rel.stem().string() + "_mask.png");
-    if (!fs::exists(mask)) {
-      std::fprintf(stderr, "gad: %s: no ground-truth mask for %s; no pixel metrics for this category\n",
-                   dir.string().c_str(), rel.string().c_str());
-      return c;
-    }
-    masks.push_back(mask.string());
-  }
-  c.masks = std::move(masks);
-  return c;
-}
-
-// A root is one category (it has train/good) or a dataset of category folders.
 std::vector<Category> discover(const std::vector<std::string>& roots) {
-  std::vector<Category> out;
-  for (const auto& root : roots) {
-    fs::path p = fs::path(root).lexically_normal();
-    if (p.filename().empty()) p = p.parent_path();
-    if (!fs::is_directory(p)) fail(root, ": no such dataset directory");
-    if (has_train_good(p)) {
-      out.push_back(read_category(p.parent_path().filename().string(), p));
-      continue;
-    }
-    std::vector<fs::path> dirs;
-    for (const auto& e : fs::directory_iterator(p))
-      if (e.is_directory() && has_train_good(e.path())) dirs.push_back(e.path());
-    if (dirs.empty()) fail(root, ": no category with train/good and test/ (MVTec layout expected)");
-    std::sort(dirs.begin(), dirs.end());
-    for (const auto& d : dirs) out.push_back(read_category(p.filename().string(), d));
-  }
-  return out;
+  std::vector<Category> cats = discover_categories(roots);
+  for (const auto& c : cats)
+    if (!c.masks_note.empty()) std::fprintf(stderr, "gad: %s; no pixel metrics for this category\n", c.masks_note.c_str());
+  return cats;
 }
 
 // FNV-1a over the names, then k and the draw index: every (category, K, draw) gets its own,
@@ -349,12 +297,6 @@ struct Run {
   PixelMetrics pixel{-1, -1};
 };
 
-void progress(size_t done, size_t total, double start, const std::string& what) {
-  double el = now_s() - start, eta = done ? el / done * (total - done) : 0;
-  std::fprintf(stderr, "\r[%3zu%%] %zu/%zu images  %s  ETA %02d:%02d   ", total ? done * 100 / total : 100, done,
-               total, what.c_str(), static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
-  std::fflush(stderr);
-}
 
 // The methods whose localisation is the patch residual map (InCTRL's M; patch-knn is M alone).
 bool has_patch_map(const std::string& method) { return method == "inctrl" || method == "patch-knn"; }
@@ -388,7 +330,7 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
   at::NoGradGuard no_grad;
   size_t total_images = 0, done_images = 0;
   for (const auto& c : cats) total_images += c.test.size();
-  const double start = now_s();
+  const Progress bar(total_images, "images");
   Outputs out;
   size_t finished = 0;
   std::vector<CropGeometry> geometries;  // of the current batch of test images
@@ -421,7 +363,7 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
                       {-1, -1}});
     }
     if (runs.empty()) fail(o.draws_file, ": no draws for ", c.dataset, "/", c.name);
-    progress(done_images, total_images, start, c.dataset + "/" + c.name + ": references");
+    bar.update(done_images, c.dataset + "/" + c.name + ": references");
     Features ref_features;
     at::Tensor ref_pixels;
     for (size_t s = 0; s < unique.size(); s += o.batch) {
@@ -469,7 +411,7 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
           run.scores[m].insert(run.scores[m].end(), sc.data_ptr<double>(), sc.data_ptr<double>() + sc.numel());
         }
       done_images += batch.size();
-      progress(done_images, total_images, start, c.dataset + "/" + c.name);
+      bar.update(done_images, c.dataset + "/" + c.name);
       interrupted = stop && stop->load();
     }
     for (auto& run : runs)
@@ -480,7 +422,7 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
       break;
     }
     if (!c.masks.empty()) {
-      progress(done_images, total_images, start, c.dataset + "/" + c.name + ": pixel metrics");
+      bar.update(done_images, c.dataset + "/" + c.name + ": pixel metrics");
       std::vector<ImageMap> masks;  // at the metric size of each image's map
       for (auto& run : runs) {
         std::vector<ImageMap> maps;
