@@ -10,16 +10,6 @@ namespace {
 constexpr const char* kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};
 constexpr double kSize = 260, kMargin = 40;
 
-std::string escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else out += c;
-  }
-  return out;
-}
 
 void panel(std::ostringstream& svg, double ox, const char* x_label, const char* y_label,
            const std::vector<PlotSeries>& series, bool diagonal) {
@@ -46,7 +36,7 @@ void panel(std::ostringstream& svg, double ox, const char* x_label, const char* 
       svg << buf;
     }
     svg << "'/>\n<text x='" << px(0.55) << "' y='" << py(0.3) + 14 * s << "' font-size='11' fill='" << kColours[s % 6]
-        << "'>" << escape(series[s].name) << "</text>\n";
+        << "'>" << xml_escape(series[s].name) << "</text>\n";
   }
 }
 
@@ -57,7 +47,7 @@ std::string roc_pr_svg(const std::string& title, const std::vector<PlotSeries>& 
   const double width = 2 * (kSize + 2 * kMargin), height = kSize + 2 * kMargin + 20;
   svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
       << "' font-family='sans-serif'>\n<rect width='100%' height='100%' fill='white'/>\n"
-      << "<text x='" << width / 2 << "' y='16' font-size='13' text-anchor='middle'>" << escape(title) << "</text>\n";
+      << "<text x='" << width / 2 << "' y='16' font-size='13' text-anchor='middle'>" << xml_escape(title) << "</text>\n";
   panel(svg, 0, "false positive rate", "true positive rate", roc, true);
   panel(svg, kSize + 2 * kMargin, "recall", "precision", pr, false);
   svg << "</svg>\n";
@@ -90,7 +80,7 @@ std::string histogram_svg(const std::string& title, const std::vector<HistogramS
   std::ostringstream svg;
   svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << w + 2 * kMargin << "' height='" << h + top_y + 45
       << "' font-family='sans-serif'>\n<rect width='100%' height='100%' fill='white'/>\n"
-      << "<text x='" << left << "' y='16' font-size='13'>" << escape(title) << "</text>\n"
+      << "<text x='" << left << "' y='16' font-size='13'>" << xml_escape(title) << "</text>\n"
       << "<line x1='" << left << "' y1='" << py(0) << "' x2='" << left + w << "' y2='" << py(0) << "' stroke='#444'/>\n"
       << "<line x1='" << left << "' y1='" << top_y << "' x2='" << left << "' y2='" << py(0) << "' stroke='#444'/>\n"
       << "<text x='" << left - 4 << "' y='" << top_y + 4 << "' font-size='10' text-anchor='end'>" << top << "</text>\n"
@@ -112,7 +102,7 @@ std::string histogram_svg(const std::string& title, const std::vector<HistogramS
     const double lx = left + 200 + 150 * s;  // the legend runs along the title line
     svg << "\n<rect x='" << lx << "' y='7' width='10' height='10' fill='" << series[s].colour
         << "' fill-opacity='0.8'/><text x='" << lx + 14 << "' y='16' font-size='11'>"
-        << escape(series[s].name) << " (" << series[s].values.size() << ")</text>\n";
+        << xml_escape(series[s].name) << " (" << series[s].values.size() << ")</text>\n";
   }
   if (threshold) {
     std::snprintf(buf, sizeof buf, "threshold %.4g", *threshold);
@@ -122,6 +112,19 @@ std::string histogram_svg(const std::string& title, const std::vector<HistogramS
   }
   svg << "</svg>\n";
   return svg.str();
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '<') out += "&lt;";
+    else if (c == '>') out += "&gt;";
+    else if (c == '&') out += "&amp;";
+    else if (c == '"') out += "&quot;";
+    else if (c == '\'') out += "&#39;";
+    else out += c;
+  }
+  return out;
 }
 
 }  // namespace gad

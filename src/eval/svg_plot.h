@@ -9,6 +9,9 @@
 
 namespace gad {
 
+// Escapes text for XML/HTML content and attribute values (both quote styles).
+std::string xml_escape(const std::string& s);
+
 struct PlotSeries {
   std::string name;
   std::vector<CurvePoint> points;  // x, y in [0, 1]

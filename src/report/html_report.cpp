@@ -35,17 +35,6 @@ caption{text-align:left;font-weight:600;padding:4px 0}
   border:2px solid}
 )";
 
-std::string esc(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else if (c == '"') out += "&quot;";
-    else out += c;
-  }
-  return out;
-}
 
 std::string fmt(double v) {
   char buf[32];
@@ -55,13 +44,13 @@ std::string fmt(double v) {
 
 void table(std::ostringstream& h, const ReportTable& t) {
   h << "<table>";
-  if (!t.caption.empty()) h << "<caption>" << esc(t.caption) << "</caption>";
+  if (!t.caption.empty()) h << "<caption>" << xml_escape(t.caption) << "</caption>";
   h << "<tr>";
-  for (const auto& c : t.header) h << "<th>" << esc(c) << "</th>";
+  for (const auto& c : t.header) h << "<th>" << xml_escape(c) << "</th>";
   h << "</tr>\n";
   for (const auto& row : t.rows) {
     h << "<tr>";
-    for (const auto& c : row) h << "<td>" << esc(c) << "</td>";
+    for (const auto& c : row) h << "<td>" << xml_escape(c) << "</td>";
     h << "</tr>\n";
   }
   h << "</table>\n";
@@ -70,12 +59,12 @@ void table(std::ostringstream& h, const ReportTable& t) {
 void card(std::ostringstream& h, const ReportImage& im, int rank, const ThumbnailFn& thumbnail, int px) {
   const std::string png = thumbnail ? thumbnail(im, px) : std::string();
   h << "<div class=\"card l" << (im.label < 0 ? std::string("u") : std::to_string(im.label)) << "\" title=\""
-    << esc(im.path) << "\">";
+    << xml_escape(im.path) << "\">";
   h << "<div class=\"t\">";
   if (!png.empty()) h << "<img alt=\"\" src=\"data:image/png;base64," << base64_encode(png) << "\">";
   h << "</div>";
   h << "<div class=\"s\">#" << rank << "  " << fmt(im.score) << "</div><div class=\"p\">"
-    << esc(std::filesystem::path(im.path).filename().string()) << "</div></div>\n";
+    << xml_escape(std::filesystem::path(im.path).filename().string()) << "</div></div>\n";
 }
 
 std::string threshold_line(double t, size_t above, size_t n) {
@@ -84,8 +73,8 @@ std::string threshold_line(double t, size_t above, size_t n) {
 }
 
 void section(std::ostringstream& h, const ReportSection& s, const HtmlReport& r, const ThumbnailFn& thumbnail) {
-  h << "<h2>" << esc(s.title) << "</h2>\n";
-  if (!s.note.empty()) h << "<p class=\"note\">" << esc(s.note) << "</p>\n";
+  h << "<h2>" << xml_escape(s.title) << "</h2>\n";
+  if (!s.note.empty()) h << "<p class=\"note\">" << xml_escape(s.note) << "</p>\n";
   std::vector<ReportImage> sorted = s.images;
   std::stable_sort(sorted.begin(), sorted.end(), [](const ReportImage& a, const ReportImage& b) { return a.score > b.score; });
   std::vector<double> normal, anomalous, unknown, all;
@@ -145,9 +134,9 @@ void section(std::ostringstream& h, const ReportSection& s, const HtmlReport& r,
 
 std::string render_html_report(const HtmlReport& r, const ThumbnailFn& thumbnail) {
   std::ostringstream h;
-  h << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" << esc(r.title)
-    << "</title>\n<style>" << kStyle << "</style></head>\n<body>\n<h1>" << esc(r.title) << "</h1>\n<ul class=\"facts\">";
-  for (const auto& f : r.facts) h << "<li>" << esc(f) << "</li>";
+  h << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" << xml_escape(r.title)
+    << "</title>\n<style>" << kStyle << "</style></head>\n<body>\n<h1>" << xml_escape(r.title) << "</h1>\n<ul class=\"facts\">";
+  for (const auto& f : r.facts) h << "<li>" << xml_escape(f) << "</li>";
   h << "</ul>\n";
   for (const auto& t : r.tables) table(h, t);
   for (const auto& s : r.sections) section(h, s, r, thumbnail);
