@@ -434,4 +434,33 @@ TEST(Convert, SyntheticKeepsFilesAndAddsMaskedAnomalies) {
   fs::remove_all(root);
 }
 
+TEST(Convert, MosaicTilesNormalsAndMasksOneAnomalousTile) {
+  const fs::path root = temp_dir("convert-mosaic");
+  for (int i = 0; i < 4; ++i) write_png(root / "src/digit/train/good" / ("n" + std::to_string(i) + ".png"), 10 + i, 8, 6);
+  write_png(root / "src/digit/test/good/g.png", 20, 8, 6);
+  write_png(root / "src/digit/test/other/o.png", 250, 8, 6);
+  gad::ConvertOptions o;
+  o.synthetic_count = 4;
+  o.mosaic_tiles = 2;
+  auto r = gad::convert_dataset("mosaic", (root / "src").string(), (root / "out").string(), o);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].summary(), "digit: train/good 4, test/good 1, test/tile 4");
+  for (int i = 0; i < 4; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "%05d", i);
+    cv::Mat img = cv::imread((root / "out/digit/test/tile" / (std::string(name) + ".png")).string(), cv::IMREAD_UNCHANGED);
+    cv::Mat mask = cv::imread((root / "out/digit/ground_truth/tile" / (std::string(name) + "_mask.png")).string(), cv::IMREAD_UNCHANGED);
+    ASSERT_EQ(img.cols, 16);
+    ASSERT_EQ(img.rows, 12);
+    EXPECT_EQ(cv::countNonZero(mask), 8 * 6);                 // exactly one tile
+    EXPECT_EQ(cv::countNonZero(img == 250), 8 * 6);           // and it is the anomalous image
+    EXPECT_EQ(cv::countNonZero((img == 250) != (mask == 255)), 0);
+  }
+  write_png(root / "src/digit/train/good/big.png", 1, 9, 6);
+  std::string err = error_of([&] { gad::convert_dataset("mosaic", (root / "src").string(), (root / "out2").string(), o); });
+  EXPECT_NE(err.find(": mosaic tiles must all be "), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(root / "out2/digit"));
+  fs::remove_all(root);
+}
+
 }  // namespace

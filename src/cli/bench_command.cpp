@@ -1,4 +1,5 @@
 #include "cli/bench_command.h"
+#include "cli/command_line.h"
 
 #include <csignal>
 #include <sstream>
@@ -61,7 +62,7 @@ int run_bench(const gad::EngineOptions& model, const BenchArgs& a, int argc, cha
   o.draws_file = a.draws_file;
   o.batch = a.batch;
   o.report = a.report;
-  for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);
+  o.command_line = recorded_command(argc, argv);
   std::signal(SIGINT, on_sigint);
   int finished = gad::run_benchmark(o, &interrupted);
   std::fprintf(stderr, "gad: wrote %s/summary.md (%d categor%s)\n", a.out.c_str(), finished, finished == 1 ? "y" : "ies");

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/command_line.h"
 #include "cli/bench_command.h"
 #include "cli/train_command.h"
 #include "data/convert.h"
@@ -415,7 +416,9 @@ int main(int argc, char** argv) {
   data_convert->add_option("--normal-class", conv.normal_class, "one-vs-all normal class (mnist: 0-9; cifar10: name or 0-9)");
   data_convert->add_option("--limit", conv.limit, "mnist/fashion-mnist/cifar10: at most N images per output folder "
                                                   "(seeded draw; default all)");
-  data_convert->add_option("--synthetic", conv.synthetic_count, "synthetic: anomalies per kind and category (default 100)");
+  data_convert->add_option("--synthetic", conv.synthetic_count,
+                           "synthetic: anomalies per kind and category; mosaic: images per folder (default 100)");
+  data_convert->add_option("--tiles", conv.mosaic_tiles, "mosaic: tiles per side (default 3)");
   data_convert->add_option("--normal", conv.normal_dir, "folder: normal images dir, relative to SRC (default good)");
   data_convert->add_option("--anomalous", conv.anomalous_dirs,
                             "folder: anomalous image dirs, relative to SRC (repeatable; each becomes test/<name>; default defect)");
@@ -440,11 +443,7 @@ int main(int argc, char** argv) {
     if (list->parsed()) return run_models_list(models_dir);
     if (data_convert->parsed()) return run_data_convert(data_kind, data_src, data_dst, conv);
     if (data_fetch->parsed()) return run_data_fetch(data_what, data_dir);
-    if (score->parsed()) {
-      std::string command;
-      for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
-      return run_score(model, refs, images, batch, csv, maps, report, command);
-    }
+    if (score->parsed()) return run_score(model, refs, images, batch, csv, maps, report, recorded_command(argc, argv));
     if (serve_cmd->parsed()) return run_serve(model, serve_opts, max_body);
     if (bench->parsed()) return run_bench(model.options, bench_args, argc, argv);
     if (train->parsed()) return run_train(model.options, train_opts, argc, argv);

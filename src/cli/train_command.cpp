@@ -1,4 +1,5 @@
 #include "cli/train_command.h"
+#include "cli/command_line.h"
 
 #include <cstdio>
 
@@ -37,8 +38,7 @@ void add_train_options(CLI::App* cmd, gad::TrainOptions& o) {
 
 int run_train(const gad::EngineOptions& model, gad::TrainOptions o, int argc, char** argv) {
   o.log = [](const std::string& s) { std::fprintf(stderr, "gad: %s\n", s.c_str()); };
-  o.command = "gad";  // not argv[0]: the metadata should not record where the binary lives
-  for (int i = 1; i < argc; ++i) o.command += " " + std::string(argv[i]);
+  o.command = recorded_command(argc, argv);
   const int threads = gad::configure_threads(model.threads);
   gad::LoadedModel m = gad::load_model(model.files);
   m.backbone->set_precision(gad::parse_precision(model.precision));

@@ -472,6 +472,67 @@ void convert_synthetic(const std::string& src, Staging& st, const ConvertOptions
   }
 }
 
+// ---- mosaics: small images tiled into texture-like scenes with one local anomaly ----------------
+
+// Per category of an MVTec-layout dataset of equal-size images: N normal T×T mosaics of random
+// normal tiles for train/good (N/4 for test/good), and N anomalous ones in test/tile whose one
+// random tile is an anomalous image, with its mask. Digits or clothing become full-frame scenes
+// where an anomaly is local, as on an inspected surface.
+void convert_mosaic(const std::string& src, Staging& st, const ConvertOptions& o) {
+  const int t = o.mosaic_tiles;
+  if (t < 2) fail("--tiles: must be at least 2");
+  if (o.synthetic_count == 0) fail("--synthetic: must be at least 1");
+  for (const auto& c : discover_categories({src})) {
+    std::vector<std::string> normals = c.train, anomalies;
+    for (size_t i = 0; i < c.test.size(); ++i) (c.labels[i] ? anomalies : normals).push_back(c.test[i]);
+    uint64_t h = 1469598103934665603ull ^ o.seed;
+    for (char ch : c.name) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+    std::mt19937_64 rng(h);
+    const Image first = decode_image(normals.at(0));
+    const int w = first.width, hgt = first.height, ch = first.channels;
+    auto tile = [&](const std::string& path) {
+      Image img = decode_image(path);
+      if (img.width != w || img.height != hgt || img.channels != ch)
+        fail(path, ": mosaic tiles must all be ", w, "x", hgt, " with ", ch, " channel(s)");
+      return img;
+    };
+    auto mosaic = [&](int anomalous_tile, Image* mask) {
+      Image m{w * t, hgt * t, ch, std::vector<uint8_t>(static_cast<size_t>(w) * t * hgt * t * ch)};
+      if (mask) *mask = Image{w * t, hgt * t, 1, std::vector<uint8_t>(static_cast<size_t>(w) * t * hgt * t)};
+      for (int k = 0; k < t * t; ++k) {
+        const bool bad = k == anomalous_tile;
+        const Image img = tile(bad ? anomalies[rng() % anomalies.size()] : normals[rng() % normals.size()]);
+        const int x0 = (k % t) * w, y0 = (k / t) * hgt;
+        for (int y = 0; y < hgt; ++y) {
+          std::memcpy(&m.pixels[(static_cast<size_t>(y0 + y) * m.width + x0) * ch], &img.pixels[static_cast<size_t>(y) * w * ch],
+                      static_cast<size_t>(w) * ch);
+          if (bad) std::memset(&mask->pixels[static_cast<size_t>(y0 + y) * mask->width + x0], 255, w);
+        }
+      }
+      return m;
+    };
+    auto add = [&](const std::string& folder, const std::string& name, const Image& img) {
+      st.add(c.name, folder, Item{c.name + "/" + folder + "/" + name, name, "", to_mat(img, 0, 0, img.width, img.height)});
+    };
+    char name[32];
+    for (size_t i = 0; i < o.synthetic_count; ++i) {
+      std::snprintf(name, sizeof name, "%05zu.png", i);
+      add("train/good", name, mosaic(-1, nullptr));
+    }
+    for (size_t i = 0; i < std::max<size_t>(1, o.synthetic_count / 4); ++i) {
+      std::snprintf(name, sizeof name, "%05zu.png", i);
+      add("test/good", name, mosaic(-1, nullptr));
+    }
+    for (size_t i = 0; i < o.synthetic_count; ++i) {
+      Image mask;
+      Image m = mosaic(static_cast<int>(rng() % (t * t)), &mask);
+      std::snprintf(name, sizeof name, "%05zu", i);
+      add("test/tile", std::string(name) + ".png", m);
+      add("ground_truth/tile", std::string(name) + "_mask.png", mask);
+    }
+  }
+}
+
 // ---- MNIST / Fashion-MNIST (IDX) ----------------------------------------------------------------
 
 std::vector<uint8_t> read_maybe_gz(const std::string& path) {
@@ -785,7 +846,7 @@ std::vector<uint8_t> read_idx_labels(const std::string& path) {
 // ---- entry points -------------------------------------------------------------------------------
 
 std::vector<std::string> convert_kinds() {
-  return {"elpv", "headct", "brainmri", "visa", "aitex", "sdd", "mnist", "fashion-mnist", "cifar10", "folder", "synthetic"};
+  return {"elpv", "headct", "brainmri", "visa", "aitex", "sdd", "mnist", "fashion-mnist", "cifar10", "folder", "synthetic", "mosaic"};
 }
 
 std::string convert_usage() {
@@ -805,6 +866,8 @@ std::string convert_usage() {
          "  folder         --normal DIR --anomalous DIR (relative to SRC) → --category (default SRC's name)\n"
          "  synthetic      an MVTec-layout dataset → the same categories plus --synthetic N anomalies per kind\n"
          "                 (cutpaste, blob, scratch) made from train/good, with masks (training data for gad train)\n"
+         "  mosaic         an MVTec-layout dataset of small equal-size images → per category --synthetic N mosaics of\n"
+         "                 --tiles T x T normal tiles (train/good; N/4 test/good) and N with one anomalous tile (test/tile, masks)\n"
          "Normals are split by sorting paths and drawing ceil(0.25 n) for test/good with std::mt19937_64(--seed):\n"
          "portable, unlike the reference's sklearn split over os.listdir order.";
 }
@@ -813,7 +876,7 @@ std::vector<CategoryCounts> convert_dataset(const std::string& kind, const std::
                                             const ConvertOptions& options) {
   const auto kinds = convert_kinds();
   if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end())
-    fail("data convert: unknown kind '", kind, "' (elpv, headct, brainmri, visa, aitex, sdd, mnist, fashion-mnist, cifar10, folder, synthetic)");
+    fail("data convert: unknown kind '", kind, "' (elpv, headct, brainmri, visa, aitex, sdd, mnist, fashion-mnist, cifar10, folder, synthetic, mosaic)");
   std::error_code ec;
   if (!fs::is_directory(src, ec)) fail(src, ": no such directory");
   Staging st(dst, options);
@@ -826,6 +889,7 @@ std::vector<CategoryCounts> convert_dataset(const std::string& kind, const std::
   else if (kind == "visa") convert_visa(src, st, options);
   else if (kind == "sdd") convert_sdd(src, st, options);
   else if (kind == "synthetic") convert_synthetic(src, st, options);
+  else if (kind == "mosaic") convert_mosaic(src, st, options);
   else convert_aitex(src, st, options);
   return st.commit();
 }

@@ -19,7 +19,7 @@
 // leaves half-written output. An existing DST/<category> is an error (nothing is overwritten).
 //
 // Kinds (see convert_usage()): elpv, headct, brainmri, visa, aitex, sdd, mnist, fashion-mnist,
-// cifar10, folder, synthetic. A malformed source throws gad::Error naming the file (and line), e.g.
+// cifar10, folder, synthetic, mosaic. A malformed source throws gad::Error naming the file (and line), e.g.
 // "SRC/labels.csv:17: bad defect probability 'x'".
 #pragma once
 
@@ -38,7 +38,8 @@ struct ConvertOptions {
   // cifar10: "one-vs-all" (needs normal_class) or "animal-vs-vehicle" (category `animal`).
   std::string protocol;
   std::string normal_class;  // mnist: 0-9; cifar10: class name (cat) or index 0-9
-  size_t synthetic_count = 100;  // synthetic: anomalies per kind and category
+  size_t synthetic_count = 100;  // synthetic: anomalies per kind and category; mosaic: images per folder
+  int mosaic_tiles = 3;          // mosaic: tiles per side
   size_t limit = 0;          // mnist/fashion-mnist/cifar10: keep at most N per output folder (seeded draw); 0 = all
   // folder: the normal and anomalous directories (relative to SRC unless absolute), the category
   // (default: SRC's directory name) and the defect folder name. With several anomalous
