@@ -1,5 +1,5 @@
 // gad_bench — honest numbers for the CLIP path: cold start, image-tower and per-query times in
-// fp32 and bf16, the reference code's "uncached" per-query cost, and peak RSS. Random weights
+// fp32 and bf16, the reference code's "uncached" per-query cost, `gad train` step time, and peak RSS. Random weights
 // (speed does not depend on values). Prints one Markdown table.
 //
 //   gad_bench [--config ViT-B-16-plus-240] [--threads 2] [--reps 3] [--k 8] [--keep-model FILE]
@@ -28,6 +28,7 @@
 #include "lite/fetch.h"
 #include "model/load_model.h"
 #include "model/runtime.h"
+#include "train/episode.h"
 #include "util/allocator.h"
 
 namespace {
@@ -123,6 +124,42 @@ void bench_model(gad::LoadedModel& m, const BenchSetup& b) {
   }
 }
 
+// One `gad train` step as the trainer runs it (on one thread, see trainer.h): episode residuals
+// from cached features, adapter + heads forward/backward, AdamW. Features are random, shaped like
+// the backbone's (from one encode), 64 cached images, batch 16, K prompts per query.
+void bench_training(const gad::Backbone& b, int reps, int k) {
+  at::AutoGradMode grad(true);
+  gad::Features probe = b.encode(gad::stack_pixels(random_images(1, b.kind() == "lite" ? 224 : 240, 5)));
+  const int64_t n = 64, batch = 16;
+  at::Tensor globals = at::randn({n, b.embed_dim()});
+  std::vector<at::Tensor> taps;
+  for (const auto& t : probe.taps) taps.push_back(at::randn({n, t.size(1), t.size(2)}).to(at::kHalf));
+  at::Tensor priors = b.has_text() ? at::randn({1, 2, b.embed_dim()}) : at::Tensor();
+  gad::InctrlHeads heads = gad::InctrlHeads::init(b.embed_dim(), b.num_patches(), 1);
+  auto params = heads.parameters();
+  for (auto& p : params) p.requires_grad_(true);
+  gad::AdamW opt;
+  std::vector<int64_t> queries, prompts, category(batch, 0);
+  std::vector<float> labels;
+  for (int64_t i = 0; i < batch; ++i) {
+    queries.push_back(i);
+    labels.push_back(i < batch / 2 ? 0.f : 1.f);
+    for (int j = 0; j < k; ++j) prompts.push_back(batch + (i * k + j) % (n - batch));
+  }
+  const int steps = 20;
+  gad::ScopedThreads one(1);
+  double s = best_of(reps, [&] {
+    for (int i = 0; i < steps; ++i) {
+      gad::EpisodeBatch e = gad::make_episode(taps, globals, priors, queries, prompts, category, labels, b.grid());
+      gad::inctrl_loss(gad::forward_episode(heads, e, true), e.labels, gad::LossKind::Focal).backward();
+      opt.update(params);
+    }
+  });
+  char what[96];
+  std::snprintf(what, sizeof what, "train step (batch 16, K=%d; x1000 = %.0f s)", k, s / steps * 1000);
+  row(what, "fp32", 16, s / steps * 1e3);
+}
+
 void header(const std::string& title) {
   std::printf("\n%s\n\n", title.c_str());
   std::printf("| %-46s | %-4s | %5s | %11s |\n", "what", "prec", "batch", "ms (/image)");
@@ -173,6 +210,7 @@ int main(int argc, char** argv) {
   m.backbone->set_precision(gad::Precision::BF16);
   row("  + convert weights to bf16 (once)", "bf16", 0, seconds_since(t0) * 1e3);
   bench_model(m, {reps, k, cfg.vision.image_size, "metal_nut"});
+  bench_training(*m.backbone, reps, 2);
   std::printf("\npeak RSS so far: %.0f MB\n", peak_rss_mb());
   if (keep_model.empty()) std::filesystem::remove(path);
 
@@ -186,6 +224,7 @@ int main(int argc, char** argv) {
   gad::LoadedModel l = gad::load_model({lite, "", ""});
   row("cold start: load + build model", "fp32", 0, seconds_since(t0) * 1e3);
   bench_model(l, {reps, k, 224, "tile"});
+  for (int train_k : {2, 4, 8}) bench_training(*l.backbone, reps, train_k);
   std::printf("\npeak RSS: %.0f MB\n", peak_rss_mb());
   return 0;
 }
