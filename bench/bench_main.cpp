@@ -147,10 +147,11 @@ void bench_training(const gad::Backbone& b, int reps, int k) {
     for (int j = 0; j < k; ++j) prompts.push_back(batch + (i * k + j) % (n - batch));
   }
   const int steps = 20;
+  const int workers = at::get_num_threads();
   gad::ScopedThreads one(1);
   double s = best_of(reps, [&] {
     for (int i = 0; i < steps; ++i) {
-      gad::EpisodeBatch e = gad::make_episode(taps, globals, priors, queries, prompts, category, labels, b.grid());
+      gad::EpisodeBatch e = gad::make_episode(taps, globals, priors, queries, prompts, category, labels, b.grid(), workers);
       gad::inctrl_loss(gad::forward_episode(heads, e, true), e.labels, gad::LossKind::Focal).backward();
       opt.update(params);
     }

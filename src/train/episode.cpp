@@ -1,6 +1,10 @@
 #include "train/episode.h"
 
+#include <algorithm>
 #include <cmath>
+#include <thread>
+
+#include <ATen/Parallel.h>
 
 #include "util/error.h"
 
@@ -20,18 +24,36 @@ at::Tensor focal(const at::Tensor& bce) { return (at::pow(1 - at::exp(-bce), 2) 
 
 EpisodeBatch make_episode(const std::vector<at::Tensor>& taps, const at::Tensor& globals, const at::Tensor& text_priors,
                           const std::vector<int64_t>& query_index, const std::vector<int64_t>& prompt_index,
-                          const std::vector<int64_t>& category, const std::vector<float>& labels, int64_t grid) {
+                          const std::vector<int64_t>& category, const std::vector<float>& labels, int64_t grid,
+                          int workers) {
   const auto B = static_cast<int64_t>(query_index.size());
   const int64_t K = static_cast<int64_t>(prompt_index.size()) / B;
   EpisodeBatch e;
   at::NoGradGuard no_grad;
-  at::Tensor m;
-  for (const auto& t : taps) {
-    at::Tensor q = l2_normalise(rows(t, query_index));                                      // [B, P, C]
-    at::Tensor bank = l2_normalise(rows(t, prompt_index)).reshape({B, K * t.size(1), t.size(2)});  // [B, K·P, C]
-    at::Tensor r = layer_residual(q, bank, grid);
-    m = m.defined() ? m + r : r;
-  }
+  // The residuals dominate a step. Each worker takes a contiguous share of the queries and runs
+  // single-threaded ATen/BLAS on it, so every query's numbers are the same for any `workers`.
+  const int64_t n_workers = std::max<int64_t>(1, std::min<int64_t>(workers, B));
+  std::vector<at::Tensor> parts(n_workers);
+  auto residual_of = [&](int64_t w) {
+    const int64_t lo = B * w / n_workers, hi = B * (w + 1) / n_workers;
+    std::vector<int64_t> q_idx(query_index.begin() + lo, query_index.begin() + hi);
+    std::vector<int64_t> p_idx(prompt_index.begin() + lo * K, prompt_index.begin() + hi * K);
+    at::NoGradGuard guard;               // grad mode is per thread
+    if (w > 0) at::set_num_threads(1);  // so is OpenMP's thread count
+    at::Tensor sum;
+    for (const auto& t : taps) {
+      at::Tensor q = l2_normalise(rows(t, q_idx));                                                    // [b, P, C]
+      at::Tensor bank = l2_normalise(rows(t, p_idx)).reshape({hi - lo, K * t.size(1), t.size(2)});  // [b, K·P, C]
+      at::Tensor r = layer_residual(q, bank, grid);
+      sum = sum.defined() ? sum + r : r;
+    }
+    parts[w] = sum;
+  };
+  std::vector<std::thread> threads;
+  for (int64_t w = 1; w < n_workers; ++w) threads.emplace_back(residual_of, w);
+  residual_of(0);
+  for (auto& t : threads) t.join();
+  at::Tensor m = at::cat(parts);
   m = m / static_cast<double>(taps.size());
   e.s_patch = std::get<0>(m.max(-1));
   e.holistic_base = m;

@@ -26,10 +26,13 @@ struct EpisodeBatch {
 
 // Builds a batch from cached features: `taps` per layer [N, P_l, C_l] (any float dtype), `globals`
 // [N, D]; query i uses prompts prompt_index[i*K .. i*K+K). `text_priors` [categories, 2, D] or
-// undefined; `category` per query selects the prior.
+// undefined; `category` per query selects the prior. Call with torch and BLAS on one thread
+// (ScopedThreads(1)): the patch residuals then run on `workers` threads of their own, each on a
+// share of the queries, and the result is bit-identical for any `workers`.
 EpisodeBatch make_episode(const std::vector<at::Tensor>& taps, const at::Tensor& globals, const at::Tensor& text_priors,
                           const std::vector<int64_t>& query_index, const std::vector<int64_t>& prompt_index,
-                          const std::vector<int64_t>& category, const std::vector<float>& labels, int64_t grid);
+                          const std::vector<int64_t>& category, const std::vector<float>& labels, int64_t grid,
+                          int workers = 1);
 
 HeadOutputs forward_episode(const InctrlHeads& heads, const EpisodeBatch& batch, bool train);
 

@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -121,6 +123,7 @@ class Trainer {
   }
 
   TrainReport run() {
+    workers_ = at::get_num_threads();  // before any ScopedThreads(1)
     prepare();
     State s{InctrlHeads::init(backbone_.embed_dim(), backbone_.num_patches(), o_.seed), {}, {}};
     s.optimiser.lr = o_.lr;
@@ -215,7 +218,7 @@ class Trainer {
       category.push_back(data_.samples[q].category);
       labels.push_back(static_cast<float>(data_.samples[q].label));
     }
-    return make_episode(taps_, globals_, text_priors_, queries, prompts, category, labels, backbone_.grid());
+    return make_episode(taps_, globals_, text_priors_, queries, prompts, category, labels, backbone_.grid(), workers_);
   }
 
   at::Tensor train_step(State& s, Stream& normals, Stream& anomalies, std::mt19937_64& rng) {
@@ -415,6 +418,7 @@ class Trainer {
   std::vector<at::Tensor> taps_;
   std::vector<int64_t> val_prompts_;
   double patch_baseline_ = std::nan("");
+  int workers_ = 1;
 };
 
 }  // namespace

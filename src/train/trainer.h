@@ -14,8 +14,9 @@
 //             AUROC/AUPRC (mean over categories, fixed prompts per validation query); the output
 //             file is the epoch with the best validation AUROC, never chosen on test data.
 //
-// Deterministic: the same seed, data and options give bit-identical heads for any thread count
-// (patch residuals and head products have no thread-dependent reduction order on CPU).
+// Deterministic: the same seed, data and options give bit-identical heads for any thread count:
+// torch and BLAS run single-threaded inside a step (their multi-threaded reductions change bits),
+// and the patch residuals are spread over the threads by query instead (see make_episode).
 #pragma once
 
 #include <cstdint>
