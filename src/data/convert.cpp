@@ -454,9 +454,7 @@ void convert_synthetic(const std::string& src, Staging& st, const ConvertOptions
       const fs::path rel = fs::relative(p, fs::path(c.dir) / "test");
       st.add(c.name, "test/" + rel.parent_path().string(), file_item(p, rel.filename().string(), p));
     }
-    uint64_t h = 1469598103934665603ull ^ o.seed;  // FNV-1a of the category: independent streams
-    for (char ch : c.name) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
-    std::mt19937_64 rng(h);
+    std::mt19937_64 rng(name_seed(o.seed, c.name));  // independent streams per category
     for (const auto& kind : synthetic_kinds())
       for (size_t i = 0; i < o.synthetic_count; ++i) {
         const std::string& base = c.train[rng() % c.train.size()];
@@ -485,9 +483,7 @@ void convert_mosaic(const std::string& src, Staging& st, const ConvertOptions& o
   for (const auto& c : discover_categories({src})) {
     std::vector<std::string> normals = c.train, anomalies;
     for (size_t i = 0; i < c.test.size(); ++i) (c.labels[i] ? anomalies : normals).push_back(c.test[i]);
-    uint64_t h = 1469598103934665603ull ^ o.seed;
-    for (char ch : c.name) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
-    std::mt19937_64 rng(h);
+    std::mt19937_64 rng(name_seed(o.seed, c.name));
     const Image first = decode_image(normals.at(0));
     const int w = first.width, hgt = first.height, ch = first.channels;
     auto tile = [&](const std::string& path) {

@@ -65,8 +65,7 @@ std::vector<Category> discover(const std::vector<std::string>& roots) {
 // FNV-1a over the names, then k and the draw index: every (category, K, draw) gets its own,
 // platform-independent seed.
 uint64_t draw_seed(uint64_t seed, const std::string& dataset, const std::string& category, int k, int draw) {
-  uint64_t h = 1469598103934665603ull ^ seed;
-  for (char ch : dataset + "/" + category) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+  uint64_t h = name_seed(seed, dataset + "/" + category);
   h = (h ^ static_cast<uint64_t>(k)) * 1099511628211ull;
   return (h ^ static_cast<uint64_t>(draw)) * 1099511628211ull;
 }

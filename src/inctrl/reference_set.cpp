@@ -3,21 +3,13 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "model/weights.h"
 #include "util/error.h"
 
 namespace gad {
 namespace {
 
 constexpr const char* kFormat = "gad-refset-1";
-
-RawTensor raw_view(const at::Tensor& t) {
-  RawTensor r;
-  r.dtype = DType::F32;
-  r.shape.assign(t.sizes().begin(), t.sizes().end());
-  r.data = static_cast<const uint8_t*>(t.data_ptr());
-  r.nbytes = t.nbytes();
-  return r;
-}
 
 at::Tensor tensor_copy(const RawTensor& r) {
   std::vector<int64_t> shape(r.shape.begin(), r.shape.end());

@@ -25,22 +25,18 @@ std::string entry_path(const std::string& dir, const std::string& sha) {
   return dir + "/" + sha.substr(0, 2) + "/" + sha + ".safetensors";
 }
 
-// Copies one cached entry into row `i` of the preallocated tensors; false when it does not fit.
+// Copies one cached entry ("global", "tap.0", ... in that order, all F16) into row `i` of the
+// preallocated tensors; false when it does not fit.
 bool load_entry(const std::string& path, CachedFeatures& out, int64_t i) {
   SafetensorsContents c = read_safetensors(path);
-  Weights w(path);
-  for (auto& [name, raw] : c.tensors) {
-    if (raw.dtype != DType::F16) return false;
-    w.insert(name, at::from_blob(const_cast<uint8_t*>(raw.data), raw.shape, at::kHalf));
-  }
-  if (!w.has("global") || w.all().size() != out.taps.size() + 1) return false;
-  const at::Tensor& g = w.all().at("global");
-  if (!g.sizes().equals(out.global[i].sizes())) return false;
-  out.global[i].copy_(g);
-  for (size_t l = 0; l < out.taps.size(); ++l) {
-    const std::string key = "tap." + std::to_string(l);
-    if (!w.has(key) || !w.all().at(key).sizes().equals(out.taps[l][i].sizes())) return false;
-    out.taps[l][i].copy_(w.all().at(key));
+  if (c.tensors.size() != out.taps.size() + 1) return false;
+  for (size_t t = 0; t < c.tensors.size(); ++t) {
+    const auto& [name, raw] = c.tensors[t];
+    at::Tensor dst = t == 0 ? out.global[i] : out.taps[t - 1][i];
+    if (name != (t == 0 ? std::string("global") : "tap." + std::to_string(t - 1)) || raw.dtype != DType::F16 ||
+        !dst.sizes().equals(raw.shape))
+      return false;
+    dst.copy_(at::from_blob(const_cast<uint8_t*>(raw.data), raw.shape, at::kHalf));
   }
   return true;
 }

@@ -142,7 +142,7 @@ class Trainer {
       Stream normals(split_.normals), anomalies(split_.anomalies);
       double loss_sum = 0;
       for (int step = 1; step <= o_.steps; ++step) {
-        at::Tensor loss = train_step(s, normals, anomalies, rng);
+        at::Tensor loss = train_step(s, params, normals, anomalies, rng);
         loss_sum += loss.item<double>();
         if (o_.progress && (step % 10 == 0 || step == o_.steps)) {
           std::ostringstream what;
@@ -221,7 +221,8 @@ class Trainer {
     return make_episode(taps_, globals_, text_priors_, queries, prompts, category, labels, backbone_.grid(), workers_);
   }
 
-  at::Tensor train_step(State& s, Stream& normals, Stream& anomalies, std::mt19937_64& rng) {
+  at::Tensor train_step(State& s, const std::vector<at::Tensor>& params, Stream& normals, Stream& anomalies,
+                        std::mt19937_64& rng) {
     std::vector<int64_t> queries, prompts;
     for (int i = 0; i < o_.batch / 2; ++i) queries.push_back(normals.next(rng));
     for (int i = 0; i < o_.batch / 2; ++i) queries.push_back(anomalies.next(rng));
@@ -235,7 +236,7 @@ class Trainer {
     HeadOutputs out = forward_episode(s.heads, b, /*train=*/true);
     at::Tensor loss = inctrl_loss(out, b.labels, loss_);
     loss.backward();
-    s.optimiser.update(s.heads.parameters());
+    s.optimiser.update(params);
     return loss.detach();
   }
 

@@ -44,6 +44,12 @@ std::vector<std::string> expand_image_args(const std::vector<std::string>& args,
   return out;
 }
 
+uint64_t name_seed(uint64_t seed, const std::string& text) {
+  uint64_t h = 1469598103934665603ull ^ seed;
+  for (char ch : text) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+  return h;
+}
+
 std::vector<size_t> draw_indices(size_t n, size_t k, std::mt19937_64& rng) {
   std::vector<size_t> pool(n);
   for (size_t i = 0; i < n; ++i) pool[i] = i;

@@ -17,6 +17,9 @@ std::vector<std::string> expand_image_args(const std::vector<std::string>& args,
 // std::mt19937_64(seed), taking j = i + rng() % (n − i): fully specified by the C++ standard, so
 // the same seed draws the same images everywhere. Returns them in draw order. k > n is an error.
 std::vector<std::string> draw_references(const std::vector<std::string>& paths, int k, uint64_t seed);
+// FNV-1a of `text` started from `seed`: a portable per-name seed (categories, datasets).
+uint64_t name_seed(uint64_t seed, const std::string& text);
+
 // The same draw as indices: k of 0..n-1 (k <= n), advancing `rng`.
 std::vector<size_t> draw_indices(size_t n, size_t k, std::mt19937_64& rng);
 
