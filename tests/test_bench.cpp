@@ -9,6 +9,7 @@
 
 #include "clip/clip_backbone.h"
 #include "data/convert.h"
+#include "engine/engine.h"
 #include "eval/benchmark.h"
 #include "image/image.h"
 #include "inctrl/prompts.h"
@@ -183,6 +184,77 @@ TEST(Bench, PixelMetricsOnMagneticTileMasks) {
   o.out_dir = dir + "/out2";
   ASSERT_EQ(run_benchmark(o, nullptr), 1);
   EXPECT_EQ(read_file_text(dir + "/out2/results.csv").find("pixel_AUROC"), std::string::npos);
+}
+
+// The paper's protocol: references from the released prompt-set layout DIR/<K>/<category>.pt, one
+// fixed draw per K, recorded in draws.json and summary.md; the scores equal `gad score --prompts`
+// with the same file (same computation; 1e-6 allows for batch composition).
+TEST(Bench, PromptSetsGiveTheScoresOfScoringWithThePromptFile) {
+  const std::string dir = test::temp_dir("bench-prompts");
+  const std::string cat = dir + "/data/tinycat", pre = test::inctrl_fixture("preprocess/");
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {"train/good", "mt_break_348629.jpg"}, {"test/good", "cifar_cat_0000.jpg"}, {"test/good", "headct_195.png"},
+      {"test/crack", "mt_fray_331149.jpg"},  {"test/crack", "elpv_cell0004.png"}};
+  for (const auto& [folder, name] : files) {
+    std::filesystem::create_directories(cat + "/" + folder);
+    std::filesystem::copy_file(pre + name, cat + "/" + folder + "/" + name);
+  }
+  for (int k : {1, 2}) {
+    std::filesystem::create_directories(dir + "/prompts/" + std::to_string(k));
+    std::filesystem::copy_file(test::inctrl_fixture("release_formats/fs_samples/tiny/" + std::to_string(k) + "/list_of_tensors.pt"),
+                               dir + "/prompts/" + std::to_string(k) + "/tinycat.pt");
+  }
+  BenchOptions o;
+  o.files = {test::inctrl_fixture("tiny_model/model.safetensors"), test::inctrl_fixture("tiny_model/config.json"), ""};
+  o.roots = {dir + "/data"};
+  o.ks = {1, 2};
+  o.out_dir = dir + "/out";
+  o.precision = "fp32";
+  o.methods = {"inctrl"};
+  o.prompt_sets_dir = dir + "/prompts";
+  o.draws = 1;
+  ASSERT_EQ(run_benchmark(o, nullptr), 1);
+  auto draws = nlohmann::json::parse(read_file_text(dir + "/out/draws.json"))["draws"];
+  ASSERT_EQ(draws.size(), 2u);
+  EXPECT_EQ(draws[1]["prompt_file"], dir + "/prompts/2/tinycat.pt");
+  EXPECT_EQ(draws[1]["references"].size(), 2u);
+  EXPECT_NE(read_file_text(dir + "/out/summary.md").find("fixed prompt sets"), std::string::npos);
+
+  std::map<std::string, double> bench;  // "K path" -> score
+  std::ifstream in(dir + "/out/scores.csv");
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) {
+    std::vector<std::string> c;
+    std::stringstream ss(line);
+    for (std::string cell; std::getline(ss, cell, ',');) c.push_back(cell);
+    ASSERT_EQ(c.size(), 8u) << line;
+    bench[c[3] + " " + c[5]] = std::stod(c[7]);
+  }
+  ASSERT_EQ(bench.size(), 2u * 4);
+  for (int k : {1, 2}) {
+    EngineOptions eo;
+    eo.files = o.files;
+    eo.precision = "fp32";
+    Engine engine(eo);
+    engine.build_references_from_prompts(dir + "/prompts/" + std::to_string(k) + "/tinycat.pt", "tinycat");
+    std::vector<std::string> queries;
+    for (const auto& [folder, name] : files)
+      if (folder != "train/good") queries.push_back(cat + "/" + folder + "/" + name);
+    engine.score(queries, 1, [&](const ScoreRecord& r) {
+      ASSERT_TRUE(bench.count(std::to_string(k) + " " + r.path)) << r.path;
+      EXPECT_NEAR(bench[std::to_string(k) + " " + r.path], r.score, 1e-6) << r.path;
+    });
+  }
+  // A category without a prompt file for some K is refused before any work, naming the file.
+  std::filesystem::remove(dir + "/prompts/2/tinycat.pt");
+  o.out_dir = dir + "/out2";
+  try {
+    run_benchmark(o, nullptr);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir + "/prompts/2/tinycat.pt"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -173,5 +173,42 @@ TEST(Cli, InspectDumpHasDocumentedTensors) {
   EXPECT_LT(test::max_abs_diff(t["0.residual_map"], want["residual_map"]), 1e-4);
 }
 
+// InCTRL's released prompt files as references: `refs build --prompts` and `score --prompts` give
+// the K = 2 case scores (the prompt tensors are the fixture images' pixel_values), and the set
+// records the file, its sha256 and K.
+TEST(Cli, PromptFilesAreReferences) {
+  const std::string dir = test::temp_dir("cli-prompts");
+  const std::string prompts = test::inctrl_fixture("release_formats/fs_samples/tiny/2/list_of_tensors.pt");
+  ASSERT_EQ(cli("refs build " + kModelArgs + " --prompts " + prompts + " --class elpv -o " + dir + "/set.gadref").status, 0);
+  auto meta = nlohmann::json::parse(read_safetensors(dir + "/set.gadref").metadata.at("gad"));
+  EXPECT_EQ(meta["k"], 2);
+  EXPECT_EQ(meta["sources"][1]["path"], prompts + "#1");
+  EXPECT_EQ(meta["sources"][1]["sha256"].get<std::string>().size(), 64u);
+  CliRun from_set = cli("score " + kModelArgs + " --refs " + dir + "/set.gadref " + img("elpv_cell0004.png"));
+  CliRun direct = cli("score " + kModelArgs + " --prompts " + prompts + " --class elpv " + img("elpv_cell0004.png"));
+  ASSERT_EQ(direct.status, 0) << direct.err;
+  ASSERT_EQ(from_set.status, 0) << from_set.err;
+  auto a = nlohmann::json::parse(from_set.out), b = nlohmann::json::parse(direct.out);
+  a.erase("ms");
+  b.erase("ms");
+  EXPECT_EQ(a, b);  // a saved set scores exactly like the file it was built from
+  auto want = test::load_tensors(test::inctrl_fixture("tiny_model/cases/case_elpv_cell0004__K2__elpv.safetensors"));
+  EXPECT_NEAR(nlohmann::json::parse(direct.out)["score"].get<double>(), want["final_score"].item<double>(), 1e-5);
+}
+
+TEST(Cli, BadPromptFilesAreOneLineErrorsWithNoOutput) {
+  const std::string dir = test::temp_dir("cli-bad-prompts");
+  const std::string prompts = test::inctrl_fixture("release_formats/fs_samples/tiny/2/stacked.pt");
+  // The lite model takes 224 px inputs; these prompts were preprocessed for CLIP's 240.
+  expect_one_line_error(cli("refs build --prompts " + prompts + " --class tile -o " + dir + "/a.gadref"),
+                        prompts + ": prompt 0 has shape [3,240,240], expected [3,224,224]");
+  // A state dict is not a prompt set.
+  expect_one_line_error(cli("refs build " + kModelArgs + " --prompts " + kTiny + " --class elpv -o " + dir + "/b.gadref"), kTiny);
+  expect_one_line_error(cli("refs build " + kModelArgs + " --prompts " + prompts + " " + img("elpv_cell0004.png") +
+                            " --class elpv -o " + dir + "/c.gadref"),
+                        "exclusive");
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+}
+
 }  // namespace
 }  // namespace gad

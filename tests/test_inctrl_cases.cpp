@@ -14,9 +14,11 @@
 namespace gad {
 namespace {
 
-LoadedModel tiny() {
-  return load_model({test::inctrl_fixture("tiny_model/model.safetensors"), test::inctrl_fixture("tiny_model/config.json"), ""});
+ModelFiles tiny_files(const std::string& model = "tiny_model/model.safetensors", const std::string& heads = "") {
+  return {test::inctrl_fixture(model), test::inctrl_fixture("tiny_model/config.json"), heads.empty() ? "" : test::inctrl_fixture(heads)};
 }
+
+LoadedModel tiny() { return load_model(tiny_files()); }
 
 PixelTensor fixture_pixel_tensor(const std::string& image) {
   at::Tensor t = test::load_tensors(test::inctrl_fixture("preprocess/" + image + ".safetensors"))["pixel_values"];
@@ -25,6 +27,17 @@ PixelTensor fixture_pixel_tensor(const std::string& image) {
   p.width = t.size(2);
   p.chw.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
   return p;
+}
+
+// The same tiny weights as the public releases save them (release_formats/README.md): OpenCLIP's
+// GitHub checkpoint ({epoch, name, state_dict} with `module.` keys), its HF-hub plain state dict,
+// each with a separate heads file.
+const std::vector<ModelFiles>& model_layouts() {
+  static const std::vector<ModelFiles> layouts = {
+      tiny_files(), tiny_files("tiny_model/model_state.pt"), tiny_files("tiny_model/checkpoint.pyth"),
+      tiny_files("release_formats/openclip_release_checkpoint.pt", "release_formats/inctrl_heads.safetensors"),
+      tiny_files("release_formats/open_clip_pytorch_model.bin", "release_formats/inctrl_heads.safetensors")};
+  return layouts;
 }
 
 ReferenceSet fixture_refs(const Backbone& bb, const std::vector<std::string>& prompts, const std::string& cls) {
@@ -39,8 +52,12 @@ ReferenceSet fixture_refs(const Backbone& bb, const std::vector<std::string>& pr
 
 nlohmann::json cases_index() { return nlohmann::json::parse(read_file_text(test::inctrl_fixture("tiny_model/cases/index.json"))); }
 
-TEST(InctrlCases, AllCasesMatchReference) {
-  LoadedModel m = tiny();
+class InctrlCasesPerLayout : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(InctrlCasesPerLayout, AllCasesMatchReference) {
+  const ModelFiles& files = model_layouts()[GetParam()];
+  SCOPED_TRACE(files.model);
+  LoadedModel m = load_model(files);
   InctrlScorer scorer(*m.backbone, m.heads);
   auto index = cases_index();
   ASSERT_EQ(index["cases"].size(), 27u);
@@ -69,7 +86,37 @@ TEST(InctrlCases, AllCasesMatchReference) {
     EXPECT_LT(test::max_abs_diff(refs.text_prior[0], want["text_normal_feature"]), 1e-4);
   }
   RecordProperty("worst_final_abs_diff", std::to_string(worst_final));
-  std::printf("worst |final - reference| over 27 cases: %.3g\n", worst_final);
+  std::printf("%s: worst |final - reference| over 27 cases: %.3g\n", files.model.c_str(), worst_final);
+}
+
+INSTANTIATE_TEST_SUITE_P(ReleaseLayouts, InctrlCasesPerLayout, ::testing::Range<size_t>(0, 5));
+
+// InCTRL's released prompt files (a list of K preprocessed tensors, or one stacked tensor) as
+// references give the cases' scores: the tensors are the fixture pixel_values, so the K-prompt
+// cases must match within the same 1e-5.
+TEST(InctrlCases, PromptFilesReproduceTheKPromptCases) {
+  LoadedModel m = tiny();
+  InctrlScorer scorer(*m.backbone, m.heads);
+  const auto index = cases_index();
+  const std::string dir = "release_formats/fs_samples/tiny/";
+  int checked = 0;
+  for (const auto& c : index["cases"]) {
+    const int k = c["K"];
+    std::vector<std::string> files = {dir + std::to_string(k) + "/list_of_tensors.pt"};
+    if (k == 2) files.push_back(dir + "2/stacked.pt");
+    for (const auto& f : files) {
+      SCOPED_TRACE(c["case"].get<std::string>() + " from " + f);
+      PromptFile prompts = read_prompt_file(test::inctrl_fixture(f), m.backbone->input_size());
+      ASSERT_EQ(prompts.pixels.size(), static_cast<size_t>(k));
+      EXPECT_EQ(prompts.sources[0].path, test::inctrl_fixture(f) + "#0");
+      ReferenceSet refs = ReferenceSet::build(*m.backbone, prompts.pixels, prompts.sources, c["class_name"]);
+      InctrlScores s = scorer.score(refs, m.backbone->encode(stack_pixels({fixture_pixel_tensor(c["query"])})));
+      auto want = test::load_tensors(test::inctrl_fixture("tiny_model/cases/" + c["file"].get<std::string>()));
+      EXPECT_LT(test::max_abs_diff(s.final_score[0], want["final_score"]), 1e-5);
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 27 + 9);  // every case, plus the K = 2 cases again from the stacked file
 }
 
 // Per-sample semantics: the same queries scored one at a time, in one batch, and with 1 or 2

@@ -31,6 +31,7 @@ class Backbone {
   virtual std::string fingerprint() const = 0;  // identifies the weights (reference sets check it)
   virtual int64_t embed_dim() const = 0;
   virtual int64_t grid() const = 0;             // patches per side of the common grid
+  virtual int64_t input_size() const = 0;       // side of the square network input, in pixels
   int64_t num_patches() const { return grid() * grid(); }
 
   virtual PixelTensor preprocess(const Image& image) const = 0;

@@ -34,6 +34,9 @@ void add_bench_options(CLI::App* cmd, BenchArgs& a) {
   cmd->add_option("--seed", a.seed, "seed of the reference draws (default 0)");
   cmd->add_option("--scorers", a.scorers, "comma-separated: inctrl, patch-knn, image-knn, winclip (default: the first three)");
   cmd->add_option("--draws-file", a.draws_file, "reuse the reference draws of an earlier run's draws.json");
+  cmd->add_option("--prompt-sets", a.prompt_sets, "take the references from DIR/<K>/<category>.pt (InCTRL's released\n"
+                                                  "few-shot prompt sets, fs_samples/<dataset>) instead of drawing them;\n"
+                                                  "one draw per K (the paper's test protocol)");
   cmd->add_option("--batch", a.batch, "images per forward pass (default 8)");
   cmd->add_option("-o,--output", a.out, "output directory")->required();
   cmd->add_flag("--report", a.report, "also write OUT/report.html: tables, per category a score histogram, ROC/PR of\n"
@@ -60,6 +63,8 @@ int run_bench(const gad::EngineOptions& model, const BenchArgs& a, int argc, cha
   o.methods = split(a.scorers);
   o.out_dir = a.out;
   o.draws_file = a.draws_file;
+  o.prompt_sets_dir = a.prompt_sets;
+  if (!a.prompt_sets.empty()) o.draws = 1;
   o.batch = a.batch;
   o.report = a.report;
   o.command_line = recorded_command(argc, argv);

@@ -22,6 +22,7 @@
 #include "report/html_report.h"
 #include "report/thumbnails.h"
 #include "lite/fetch.h"
+#include "model/catalog.h"
 #include "serve/server.h"
 #include "util/allocator.h"
 #include "util/error.h"
@@ -34,8 +35,9 @@ struct ModelArgs {
   gad::EngineOptions options;
   void add_to(CLI::App* app) {
     app->add_option("--model", options.files.model,
-                    "weight file: OpenCLIP/InCTRL .safetensors, .pt or .pyth; a lite model (tfjs model.json or gad "
-                    "lite .safetensors); default or 'lite': the installed lite model (`gad models fetch lite`)");
+                    "weight file: OpenCLIP/InCTRL .safetensors, .pt, .bin or .pyth; a lite model (tfjs model.json or gad\n"
+                    "lite .safetensors); a fetched model's name (" + gad::catalog_names().substr(6) + "); default or\n"
+                    "'lite': the installed lite model (`gad models fetch lite`)");
     app->add_option("--lite-taps", options.files.lite_taps, "lite model patch taps (default block_12_add; e.g. "
                     "block_12_add,block_5_add)")->delimiter(',');
     app->add_option("--config", options.files.config,
@@ -50,7 +52,7 @@ struct ModelArgs {
 };
 
 struct RefArgs {
-  std::string refs_file, class_name;
+  std::string refs_file, class_name, prompts;
   std::vector<std::string> ref_images;
   int k = -1;  // -1: use every given image
   uint64_t seed = 0;
@@ -61,16 +63,25 @@ struct RefArgs {
                     "partial Fisher-Yates shuffle driven by std::mt19937_64(seed), j = i + rng() % (n - i), the same on\n"
                     "every machine); default: use every given image");
     app->add_option("--seed", seed, "seed of the reference draw (default 0)");
+    app->add_option("--prompts", prompts, "an InCTRL few-shot prompt file (fs_samples/<dataset>/<K>/<category>.pt: a torch.save\n"
+                                          "of K preprocessed [3,H,W] tensors, or one [K,3,H,W]) as the references");
   }
+  bool given() const { return !refs_file.empty() || !ref_images.empty() || !prompts.empty(); }
   // Builds or loads the reference set the command asked for.
   void apply(gad::Engine& engine) const {
+    if (!refs_file.empty() + !ref_images.empty() + !prompts.empty() > 1)
+      gad::fail("--refs, --ref-images (or reference images) and --prompts are exclusive");
     if (!refs_file.empty()) {
-      if (!ref_images.empty()) gad::fail("--refs and --ref-images are exclusive");
       engine.load_references(refs_file);
       return;
     }
-    if (ref_images.empty()) return;
-    if (class_name.empty()) gad::fail("--class: a class name is required with reference images");
+    if (!given()) return;
+    if (class_name.empty()) gad::fail("--class: a class name is required with reference images or --prompts");
+    if (!prompts.empty()) {
+      if (k != -1) gad::fail("--k: a prompt file is used whole (it holds its own K)");
+      engine.build_references_from_prompts(prompts, class_name);
+      return;
+    }
     std::vector<std::string> paths = gad::expand_image_args(ref_images, "reference images");
     if (k != -1) paths = gad::draw_references(paths, k, seed);
     engine.build_references(paths, class_name);
@@ -98,7 +109,7 @@ int run_inspect(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& ima
 }
 
 int run_refs_build(ModelArgs& m, RefArgs& refs, const std::string& out) {
-  if (refs.ref_images.empty()) gad::fail("refs build: no reference images given");
+  if (refs.ref_images.empty() && refs.prompts.empty()) gad::fail("refs build: no reference images (or --prompts FILE) given");
   gad::Engine engine(m.options);
   log_line(engine.describe());
   refs.apply(engine);
@@ -143,11 +154,34 @@ int run_refs_calibrate(ModelArgs& m, const RefArgs& refs, const CalibrateArgs& c
   return 0;
 }
 
-int run_models_fetch(const std::string& what, const std::string& dir) {
-  if (what != "lite") gad::fail("models fetch: unknown model '", what, "' (available: lite)");
-  gad::FetchOptions o;
-  o.log = log_line;
-  std::string path = gad::fetch_lite_model(dir.empty() ? gad::default_models_dir() : dir, o);
+struct FetchArgs {
+  std::string what, dir, sha256, out, url;
+};
+
+// `gad models fetch lite | NAME | URL`: the npm lite model, a catalog entry, or any file by URL
+// with its sha256 (verified, written all-or-nothing).
+int run_models_fetch(const FetchArgs& a) {
+  std::string path;
+  const bool is_url = a.what.rfind("http://", 0) == 0 || a.what.rfind("https://", 0) == 0;
+  if (a.what == "lite") {
+    if (!a.sha256.empty() || !a.out.empty() || !a.url.empty()) gad::fail("models fetch lite: takes only --dir");
+    gad::FetchOptions o;
+    o.log = log_line;
+    path = gad::fetch_lite_model(a.dir.empty() ? gad::default_models_dir() : a.dir, o);
+  } else if (is_url) {
+    if (a.sha256.empty()) gad::fail("models fetch URL: give --sha256 HEX (the file's expected hash; at least 8 hex digits)");
+    if (!a.url.empty()) gad::fail("models fetch URL: --url is for named models (a mirror); the URL is the argument");
+    const std::string base = std::filesystem::path(a.what.substr(0, a.what.find_first_of("?#"))).filename().string();
+    if (a.out.empty() && base.empty()) gad::fail("models fetch ", a.what, ": no file name in the URL; give -o FILE");
+    gad::CatalogEntry e{a.what, a.what, a.sha256, base, "", ""};
+    gad::CatalogFetch o{a.out, a.dir, "", true, log_line};
+    path = gad::fetch_catalog_model(e, o);
+  } else if (const gad::CatalogEntry* e = gad::find_catalog_entry(a.what)) {
+    if (!a.sha256.empty()) gad::fail("models fetch ", a.what, ": --sha256 is pinned for named models (", e->sha256, ")");
+    path = gad::fetch_catalog_model(*e, {a.out, a.dir, a.url, true, log_line});
+  } else {
+    gad::fail("models fetch: unknown model '", a.what, "' (available: ", gad::catalog_names(), ", or a URL with --sha256)");
+  }
   std::printf("%s\n", path.c_str());
   return 0;
 }
@@ -229,7 +263,7 @@ void write_score_report(const ReportArgs& a, const std::vector<gad::ReportImage>
 
 int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queries, int batch,
               const std::string& csv_path, const MapArgs& maps, const ReportArgs& report, const std::string& command) {
-  if (refs.refs_file.empty() && refs.ref_images.empty()) gad::fail("score: give --refs FILE or --ref-images ... --class NAME");
+  if (!refs.given()) gad::fail("score: give --refs FILE, --ref-images ... --class NAME or --prompts FILE --class NAME");
   if (report.path.empty() && !report.labels.empty()) gad::fail("--labels: only used with --report FILE");
   auto paths = gad::expand_image_args(queries, "queries");
   gad::Engine engine(m.options);
@@ -322,7 +356,7 @@ int main(int argc, char** argv) {
   refs_cmd->require_subcommand(1);
   auto* build = refs_cmd->add_subcommand("build", "encode K normal images once and save a reference set");
   model.add_to(build);
-  build->add_option("images", refs.ref_images, "normal images or directories")->required();
+  build->add_option("images", refs.ref_images, "normal images or directories (or give --prompts FILE)");
   refs.add_images_and_class(build);
   build->add_option("-o,--output", out, "output file (.gadref)")->required();
 
@@ -375,10 +409,15 @@ int main(int argc, char** argv) {
 
   auto* models_cmd = app.add_subcommand("models", "install and list backbone models");
   models_cmd->require_subcommand(1);
-  std::string models_dir, fetch_what;
-  auto* fetch = models_cmd->add_subcommand("fetch", "download and convert a model (lite: nsfwjs MobileNetV2 via npm, MIT)");
-  fetch->add_option("model", fetch_what, "model to fetch: lite")->required();
-  fetch->add_option("--dir", models_dir, "models directory (default: $GAD_MODELS_DIR or ~/.cache/gad/models)");
+  std::string models_dir;
+  FetchArgs fetch_args;
+  auto* fetch = models_cmd->add_subcommand("fetch", "download a model: lite (nsfwjs MobileNetV2 via npm, MIT), a named release\n"
+                                                    "file (hash pinned), or any URL with --sha256; verified, all-or-nothing");
+  fetch->add_option("model", fetch_args.what, "lite, " + gad::catalog_names().substr(6) + ", or an http(s) URL")->required();
+  fetch->add_option("--dir", fetch_args.dir, "models directory (default: $GAD_MODELS_DIR or ~/.cache/gad/models)");
+  fetch->add_option("--sha256", fetch_args.sha256, "with a URL: the expected sha256 (64 hex digits, or a prefix of at least 8)");
+  fetch->add_option("-o,--output", fetch_args.out, "file to write (default: <models dir>/<release file name>)");
+  fetch->add_option("--url", fetch_args.url, "with a named model: download the same file from this mirror instead");
   auto* list = models_cmd->add_subcommand("list", "list the installed models");
   list->add_option("--dir", models_dir, "models directory (default: $GAD_MODELS_DIR or ~/.cache/gad/models)");
 
@@ -439,7 +478,7 @@ int main(int argc, char** argv) {
     if (inspect->parsed()) return run_inspect(model, refs, images, dump);
     if (build->parsed()) return run_refs_build(model, refs, out);
     if (calibrate->parsed()) return run_refs_calibrate(model, refs, calib, out);
-    if (fetch->parsed()) return run_models_fetch(fetch_what, models_dir);
+    if (fetch->parsed()) return run_models_fetch(fetch_args);
     if (list->parsed()) return run_models_list(models_dir);
     if (data_convert->parsed()) return run_data_convert(data_kind, data_src, data_dst, conv);
     if (data_fetch->parsed()) return run_data_fetch(data_what, data_dir);

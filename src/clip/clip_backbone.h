@@ -23,6 +23,7 @@ class ClipBackbone : public Backbone {
   std::string fingerprint() const override { return fingerprint_; }
   int64_t embed_dim() const override { return cfg_.embed_dim; }
   int64_t grid() const override { return cfg_.vision.grid(); }
+  int64_t input_size() const override { return cfg_.vision.image_size; }
   PixelTensor preprocess(const Image& image) const override;
   void set_precision(Precision p) override {
     vision_.set_precision(p);

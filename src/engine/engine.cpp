@@ -28,11 +28,6 @@ double now_ms() {
   return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
 }
 
-std::string file_sha256(const std::string& path) {
-  auto bytes = read_file_bytes(path);
-  return sha256_hex(bytes.data(), bytes.size());
-}
-
 double scalar_at(const at::Tensor& t, int64_t i) { return t.defined() ? t[i].item<double>() : 0.0; }
 
 std::vector<float> row(const at::Tensor& t, int64_t b) {
@@ -115,7 +110,7 @@ Engine::~Engine() = default;
 
 std::string Engine::describe() const {
   std::ostringstream o;
-  o << impl_->model.backbone->description() << "; heads: "
+  o << impl_->model.backbone->description() << " (fingerprint " << impl_->model.backbone->fingerprint() << "); heads: "
     << (impl_->model.heads ? impl_->model.heads_source : "none (score = untrained patch residual)") << "; "
     << impl_->threads << " thread(s), " << precision_name(impl_->model.backbone->precision())
     << (impl_->model.backbone->precision() == Precision::BF16 ? " (CPU has AVX512-BF16/AMX)" : "");
@@ -133,6 +128,13 @@ void Engine::build_references(const std::vector<std::string>& image_paths, const
     sources.push_back({p, file_sha256(p)});
   }
   impl_->refs = std::make_unique<ReferenceSet>(ReferenceSet::build(*impl_->model.backbone, pixels, sources, class_name));
+}
+
+void Engine::build_references_from_prompts(const std::string& prompt_file, const std::string& class_name) {
+  const Backbone& bb = *impl_->model.backbone;
+  PromptFile prompts = read_prompt_file(prompt_file, bb.input_size());
+  at::NoGradGuard no_grad;
+  impl_->refs = std::make_unique<ReferenceSet>(ReferenceSet::build(bb, prompts.pixels, prompts.sources, class_name));
 }
 
 void Engine::load_references(const std::string& path) {

@@ -66,6 +66,8 @@ class Engine {
 
   // Reference sets: build from images + class name, or load one; save the current one.
   void build_references(const std::vector<std::string>& image_paths, const std::string& class_name);
+  // From an InCTRL prompt file (a torch.save of K preprocessed images; see read_prompt_file).
+  void build_references_from_prompts(const std::string& prompt_file, const std::string& class_name);
   void load_references(const std::string& path);
   void save_references(const std::string& path) const;
   bool has_references() const;

@@ -39,7 +39,9 @@ using Category = DatasetCategory;
 struct Draw {
   std::string dataset, category;
   int k = 0, draw = 0;
-  std::vector<std::string> references;
+  std::vector<std::string> references;  // image paths, or "FILE#i" for the prompts of a prompt file
+  std::string prompt_file;              // set when the references come from --prompt-sets
+  std::string prompt_sha256;
 };
 
 struct Result {
@@ -79,6 +81,19 @@ std::vector<Draw> make_draws(const BenchOptions& o, const std::vector<Category>&
   return draws;
 }
 
+// The released layout: one fixed draw per (category, K) in DIR/<K>/<category>.pt.
+std::vector<Draw> prompt_set_draws(const BenchOptions& o, const std::vector<Category>& cats) {
+  std::vector<Draw> draws;
+  for (const auto& c : cats)
+    for (int k : o.ks) {
+      const std::string file = o.prompt_sets_dir + "/" + std::to_string(k) + "/" + c.name + ".pt";
+      if (!fs::is_regular_file(file))
+        fail("--prompt-sets: no prompt set for ", c.dataset, "/", c.name, " at K = ", k, " (looked for ", file, ")");
+      draws.push_back({c.dataset, c.name, k, 0, {}, file});
+    }
+  return draws;
+}
+
 std::vector<Draw> load_draws(const std::string& path) {
   nlohmann::json j;
   try {
@@ -86,7 +101,7 @@ std::vector<Draw> load_draws(const std::string& path) {
     std::vector<Draw> draws;
     for (const auto& e : j.at("draws"))
       draws.push_back({e.at("dataset"), e.at("category"), e.at("k"), e.at("draw"),
-                       e.at("references").get<std::vector<std::string>>()});
+                       e.at("references").get<std::vector<std::string>>(), e.value("prompt_file", std::string()), ""});
     return draws;
   } catch (const nlohmann::json::exception& e) {
     fail(path, ": not a gad draws file (", e.what(), ")");
@@ -100,6 +115,11 @@ void write_draws(const std::string& path, const BenchOptions& o, const std::vect
   for (const auto& d : draws)
     j["draws"].push_back({{"dataset", d.dataset}, {"category", d.category}, {"k", d.k}, {"draw", d.draw},
                           {"references", d.references}});
+  for (size_t i = 0; i < draws.size(); ++i)
+    if (!draws[i].prompt_file.empty()) {
+      j["draws"][i]["prompt_file"] = draws[i].prompt_file;
+      j["draws"][i]["prompt_sha256"] = draws[i].prompt_sha256;
+    }
   std::string text = j.dump(1) + "\n";
   write_file_atomically(path, [&](std::FILE* f) { std::fwrite(text.data(), 1, text.size(), f); });
 }
@@ -278,8 +298,11 @@ void write_outputs(const BenchOptions& o, const Outputs& out, const std::string&
      << "- command: `" << o.command_line << "`\n"
      << "- gad " << GAD_VERSION << ", LibTorch " << TORCH_VERSION << "\n"
      << "- model: " << model_line << "\n"
-     << "- precision " << precision << ", " << threads << " thread(s), seed " << o.seed << ", " << o.draws
-     << " draw(s) per K\n"
+     << "- precision " << precision << ", " << threads << " thread(s), "
+     << (o.prompt_sets_dir.empty() ? "seed " + std::to_string(o.seed) + ", " + std::to_string(o.draws) + " draw(s) per K"
+                                   : "references: the fixed prompt sets " + o.prompt_sets_dir +
+                                         "/<K>/<category>.pt (one draw per K; files and sha256 in draws.json)")
+     << "\n"
      << "- categories finished: " << finished << " of " << total << "\n"
      << "\nCells: AUROC / AUPRC, mean ± sample std over draws; best AUROC per column in bold.\n"
      << summary_tables(o, out.results) << pixel_tables(o, out.results);
@@ -319,7 +342,22 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
   std::vector<std::unique_ptr<Method>> methods;
   for (const auto& name : o.methods) methods.push_back(make_method(name, model));
   std::vector<Category> cats = discover(o.roots);
-  std::vector<Draw> draws = o.draws_file.empty() ? make_draws(o, cats) : load_draws(o.draws_file);
+  if (!o.prompt_sets_dir.empty() && !o.draws_file.empty()) fail("--prompt-sets and --draws-file are exclusive");
+  std::vector<Draw> draws = !o.prompt_sets_dir.empty() ? prompt_set_draws(o, cats)
+                            : o.draws_file.empty()     ? make_draws(o, cats)
+                                                       : load_draws(o.draws_file);
+  // Prompt files hold preprocessed images: their pixels are read once and used as they are.
+  std::map<std::string, PixelTensor> prompt_pixels;
+  for (auto& d : draws) {
+    if (d.prompt_file.empty()) continue;
+    PromptFile pf = read_prompt_file(d.prompt_file, bb.input_size());
+    d.references.clear();
+    d.prompt_sha256 = pf.sources.front().sha256;
+    for (size_t i = 0; i < pf.pixels.size(); ++i) {
+      d.references.push_back(pf.sources[i].path);
+      prompt_pixels[pf.sources[i].path] = std::move(pf.pixels[i]);
+    }
+  }
   fs::create_directories(o.out_dir);
   write_draws(o.out_dir + "/draws.json", o, draws);
   fs::create_directories(o.out_dir + "/curves");
@@ -337,7 +375,8 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
     std::vector<PixelTensor> px;
     geometries.clear();
     for (const auto& p : paths) {
-      px.push_back(bb.preprocess(decode_image(p)));
+      auto prompt = prompt_pixels.find(p);
+      px.push_back(prompt != prompt_pixels.end() ? prompt->second : bb.preprocess(decode_image(p)));
       geometries.push_back(px.back().geometry);
     }
     return stack_pixels(px);

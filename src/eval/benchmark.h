@@ -31,6 +31,7 @@ struct BenchOptions {
   std::vector<std::string> methods = {"inctrl", "patch-knn", "image-knn"};
   std::string out_dir;
   std::string draws_file;    // reuse draws from an earlier run's draws.json
+  std::string prompt_sets_dir;  // references from DIR/<K>/<category>.pt (InCTRL's released prompt sets)
   std::string command_line;  // recorded in summary.md
   int batch = 8;
   int pixel_max_side = 256;

@@ -3,8 +3,10 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "io/torch_archive.h"
 #include "model/weights.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace gad {
 namespace {
@@ -24,7 +26,42 @@ std::vector<at::Tensor> to_bf16(const std::vector<at::Tensor>& banks) {
   return out;
 }
 
+// One [3,S,S] image of a prompt file as a PixelTensor (the crop geometry of an S x S source).
+PixelTensor prompt_pixels(const std::string& path, size_t index, const at::Tensor& t, int64_t size) {
+  if (t.dim() != 3 || t.size(0) != 3 || t.size(1) != size || t.size(2) != size)
+    fail(path, ": prompt ", index, " has shape ", shape_string(t.sizes().vec()), ", expected [3,", size, ",", size,
+         "] (images preprocessed for this model's ", size, " px input)");
+  if (!t.is_floating_point()) fail(path, ": prompt ", index, " is not a float tensor (", t.scalar_type(), ")");
+  at::Tensor f = t.to(at::kFloat).contiguous();
+  if (!at::isfinite(f).all().item<bool>()) fail(path, ": prompt ", index, " holds NaN or infinite values");
+  PixelTensor p;
+  p.height = p.width = static_cast<int>(size);
+  p.chw.assign(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+  p.geometry = {p.width, p.height, p.width, p.height, 0, 0, p.width};
+  return p;
+}
+
 }  // namespace
+
+PromptFile read_prompt_file(const std::string& path, int64_t input_size) {
+  std::vector<at::Tensor> images;
+  for (const RawTensor& raw : read_torch_tensors(path)) {
+    at::Tensor t = to_tensor(raw);
+    if (t.dim() == 4) {  // a stacked [K,3,H,W] set
+      for (int64_t i = 0; i < t.size(0); ++i) images.push_back(t[i]);
+    } else {
+      images.push_back(t);
+    }
+  }
+  if (images.empty()) fail(path, ": holds no prompt images (K = 0)");
+  PromptFile out;
+  const std::string sha = file_sha256(path);
+  for (size_t i = 0; i < images.size(); ++i) {
+    out.pixels.push_back(prompt_pixels(path, i, images[i], input_size));
+    out.sources.push_back({path + "#" + std::to_string(i), sha});
+  }
+  return out;
+}
 
 ReferenceSet ReferenceSet::build(const Backbone& backbone, const std::vector<PixelTensor>& images,
                                  const std::vector<ReferenceSource>& sources, const std::string& class_name) {

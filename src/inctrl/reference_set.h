@@ -23,6 +23,16 @@ struct ReferenceSource {
   std::string path, sha256;
 };
 
+// InCTRL's released few-shot prompt sets (`fs_samples/<dataset>/<K>/<category>.pt`): a torch.save
+// of K images already preprocessed for the backbone, as a list or tuple of [3,H,W] float tensors
+// or one [K,3,H,W] tensor. They go to the backbone as they are, so H = W must equal the
+// backbone's input size. Sources are "FILE#i" with the sha256 of the whole file.
+struct PromptFile {
+  std::vector<PixelTensor> pixels;
+  std::vector<ReferenceSource> sources;
+};
+PromptFile read_prompt_file(const std::string& path, int64_t input_size);
+
 struct ReferenceSet {
   std::string class_name;
   std::string backbone_kind, backbone_fingerprint, backbone_description;

@@ -736,6 +736,12 @@ class TorchLoader : public Resolver {
         fail(path_, ": ", printable(global), " without a tensor");
       return args[0];  // requires_grad and hooks do not matter for inference
     }
+    // LibTorch's torch::pickle_save tags typed dicts and lists with their TorchScript type and
+    // wraps tensor lists; Python's torch.load returns the value inside, and so does this.
+    if (global == "torch.jit._pickle.restore_type_tag" || global == "torch.jit._pickle.build_tensorlist") {
+      if (args.empty()) fail(path_, ": ", printable(global), " without a value");
+      return args[0];
+    }
     // Anything else (numpy scalars in a checkpoint's extras, whole pickled modules, ...) is
     // kept as a named placeholder: harmless unless the state dict itself needs it.
     return make_str(Value::Kind::Opaque, global);
@@ -926,16 +932,33 @@ void check_byte_order(const std::string& path, const ZipArchive& zip, const std:
   }
 }
 
-}  // namespace
-
-RawTensorList read_torch_archive(const std::string& path) {
+// The object a torch.save archive holds (tensors reference storages kept alive by their owners).
+Value load_archive_object(const std::string& path) {
   const ZipArchive zip(path);
   const std::string folder = zip.top_folder();
   check_byte_order(path, zip, folder);
   const SharedBytes pickle = zip.read(folder + "data.pkl");
   TorchLoader loader(path, zip, folder);
   Unpickler unpickler(*pickle, path + ": bad pickle in " + printable(folder + "data.pkl"), loader);
-  return find_state_dict(path, unpickler.load());
+  return unpickler.load();
+}
+
+}  // namespace
+
+RawTensorList read_torch_archive(const std::string& path) { return find_state_dict(path, load_archive_object(path)); }
+
+std::vector<RawTensor> read_torch_tensors(const std::string& path) {
+  const Value root = load_archive_object(path);
+  if (root.is(Value::Kind::Tensor)) return {*root.tensor};
+  if (!root.is(Value::Kind::List) && !root.is(Value::Kind::Tuple))
+    fail(path, ": holds ", describe(root), ", not a tensor or a list of tensors");
+  std::vector<RawTensor> out;
+  for (size_t i = 0; i < root.items->size(); ++i) {
+    const Value& item = (*root.items)[i];
+    if (!item.is(Value::Kind::Tensor)) fail(path, ": item ", i, " of the ", describe(root).substr(2), " is ", describe(item), ", not a tensor");
+    out.push_back(*item.tensor);
+  }
+  return out;
 }
 
 }  // namespace gad

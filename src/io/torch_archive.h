@@ -9,6 +9,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "io/raw_tensor.h"
 
@@ -21,5 +22,9 @@ namespace gad {
 // Tensors come back contiguous in C order, in pickle (= state_dict()) order; tensors that view
 // the same storage share one buffer. Throws gad::Error naming `path` on any problem.
 RawTensorList read_torch_archive(const std::string& path);
+
+// Reads a torch.save archive that holds one tensor or a list/tuple of tensors (e.g. InCTRL's
+// released few-shot prompt sets); anything else is an error naming `path` and what it holds.
+std::vector<RawTensor> read_torch_tensors(const std::string& path);
 
 }  // namespace gad

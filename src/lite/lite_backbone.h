@@ -31,6 +31,7 @@ class LiteBackbone : public Backbone {
   std::string fingerprint() const override { return fingerprint_; }
   int64_t embed_dim() const override { return embed_dim_; }
   int64_t grid() const override { return grid_; }
+  int64_t input_size() const override { return input_size_; }
   PixelTensor preprocess(const Image& image) const override;
 
   const TfjsModel& model() const { return model_; }

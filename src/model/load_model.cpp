@@ -7,6 +7,7 @@
 #include "io/safetensors.h"
 #include "lite/fetch.h"
 #include "lite/lite_backbone.h"
+#include "model/catalog.h"
 #include "util/error.h"
 
 namespace gad {
@@ -57,7 +58,11 @@ void check_heads_backbone(const std::string& heads_path, const Backbone& backbon
 
 std::string shipped_lite_heads_path() { return std::string(GAD_ASSET_DIR) + "/heads/lite-mobilenet_v2.safetensors"; }
 
-LoadedModel load_model(const ModelFiles& files) {
+LoadedModel load_model(const ModelFiles& named) {
+  ModelFiles files = named;
+  const ResolvedModel resolved = resolve_model_name(files.model, files.config);  // `--model vit-b-16-plus-240`
+  files.model = resolved.path;
+  files.config = resolved.config;
   const std::string path = files.model.empty() || files.model == "lite" ? default_model_file() : files.model;
   LoadedModel m;
   Weights w(path);

@@ -31,7 +31,8 @@ at::ScalarType scalar_type(DType d) {
   return at::kFloat;
 }
 
-// Wraps the raw bytes without copying; the tensor keeps the owner (mapping/buffer) alive.
+}  // namespace
+
 at::Tensor to_tensor(const RawTensor& raw) {
   auto owner = raw.owner;
   std::vector<int64_t> shape(raw.shape.begin(), raw.shape.end());
@@ -40,6 +41,8 @@ at::Tensor to_tensor(const RawTensor& raw) {
   if (t.is_floating_point() && t.scalar_type() != at::kFloat) return t.to(at::kFloat);
   return t;
 }
+
+namespace {
 
 bool starts_with_zip_magic(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
@@ -84,7 +87,18 @@ Weights Weights::load(const std::string& path) {
   Weights w(path);
   for (const auto& [name, t] : raw) w.tensors_[name] = to_tensor(t);
   if (w.tensors_.empty()) fail(path, ": holds no tensors");
+  w.strip_prefix_of_every_key("module.");
   return w;
+}
+
+void Weights::strip_prefix_of_every_key(const std::string& prefix) {
+  // Only when every key has it: a file where some keys carry it is malformed, and stripping
+  // those alone could make two keys collide or hide the real mismatch.
+  for (const auto& kv : tensors_)
+    if (kv.first.rfind(prefix, 0) != 0) return;
+  std::map<std::string, at::Tensor> stripped;
+  for (auto& kv : tensors_) stripped[kv.first.substr(prefix.size())] = std::move(kv.second);
+  tensors_ = std::move(stripped);
 }
 
 std::vector<std::string> Weights::keys() const {

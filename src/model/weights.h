@@ -21,7 +21,9 @@ namespace gad {
 class Weights {
  public:
   // Detects the format from the file's first bytes. Float tensors are converted to float32
-  // (F32 safetensors stay memory-mapped); integer tensors keep their dtype.
+  // (F32 safetensors stay memory-mapped); integer tensors keep their dtype. When every key starts
+  // with `module.` (checkpoints saved from DistributedDataParallel, e.g. OpenCLIP's release
+  // files) the prefix is removed.
   static Weights load(const std::string& path);
   // An empty table attributed to `source` (for tests and freshly initialised models).
   explicit Weights(std::string source = "<memory>") : source_(std::move(source)) {}
@@ -46,12 +48,18 @@ class Weights {
   const std::map<std::string, at::Tensor>& all() const { return tensors_; }
 
  private:
+  void strip_prefix_of_every_key(const std::string& prefix);
+
   std::string source_;
   std::map<std::string, at::Tensor> tensors_;
   std::set<std::string> used_;
   bool synthetic_ = false;
   at::Generator generator_;
 };
+
+// A tensor over a RawTensor's bytes (no copy for float32; other float types become float32;
+// integers keep their dtype). The tensor keeps the RawTensor's owner alive.
+at::Tensor to_tensor(const RawTensor& raw);
 
 // A RawTensor viewing a contiguous CPU tensor's bytes (F32, F16, BF16, F64, I64); the view keeps
 // the tensor alive. Used to write tensors with write_safetensors.

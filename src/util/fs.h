@@ -20,6 +20,9 @@ void write_file_atomically(const std::string& path, const std::function<void(std
 // Hex sha256 of a byte range (used for file hashes in metadata and fetch checks).
 std::string sha256_hex(const uint8_t* data, size_t size);
 
+// Hex sha256 of a file's bytes, read in chunks; throws gad::Error naming the path.
+std::string file_sha256(const std::string& path);
+
 // Incremental sha256, for hashing many pieces.
 class Sha256 {
  public:

@@ -106,18 +106,6 @@ std::string sha256_of(const std::string& bytes) {
   return sha256_hex(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
 }
 
-std::string file_sha256(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
-  Sha256 h;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    h.update(buf.data(), static_cast<size_t>(in.gcount()));
-  }
-  return h.hex();
-}
-
 void check_sha256(const std::string& what, const std::string& got, const std::string& want) {
   if (got != want) fail(what, ": sha256 mismatch (got ", got, ", expected ", want, "); refusing to install");
 }

@@ -28,7 +28,6 @@ std::string npm_pack(const std::string& npm, const std::string& spec, const std:
 std::map<std::string, std::string> read_tgz_members(const std::string& path, const std::set<std::string>& wanted);
 
 std::string sha256_of(const std::string& bytes);
-std::string file_sha256(const std::string& path);
 // Throws "<what>: sha256 mismatch (got ..., expected ...); refusing to install".
 void check_sha256(const std::string& what, const std::string& got, const std::string& want);
 
