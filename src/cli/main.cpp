@@ -189,6 +189,11 @@ int run_models_fetch(const FetchArgs& a) {
 int run_models_list(const std::string& dir_arg) {
   const std::string dir = dir_arg.empty() ? gad::default_models_dir() : dir_arg;
   auto models = gad::installed_models(dir);
+  for (const auto& e : gad::model_catalog()) {
+    const std::string path = gad::catalog_install_path(e, dir);
+    if (std::filesystem::is_regular_file(path))
+      models.push_back({path, e.name + ": " + e.description, std::filesystem::file_size(path), false, false});
+  }
   if (models.empty()) log_line("no models in " + dir + " (run `gad models fetch lite`)");
   for (const auto& m : models)
     std::printf("%s  %s  %.1f MB  %s%s\n", m.path.c_str(), m.lite ? "lite" : "other", static_cast<double>(m.bytes) / 1e6,

@@ -19,10 +19,6 @@ CatalogEntry openclip(const std::string& name, const std::string& file, const st
   return {name, kOpenClipRelease + file, prefix, file, config, description};
 }
 
-std::string installed_path(const CatalogEntry& e, const std::string& models_dir) {
-  return (models_dir.empty() ? default_models_dir() : models_dir) + "/" + e.file;
-}
-
 }  // namespace
 
 const std::vector<CatalogEntry>& model_catalog() {
@@ -33,6 +29,10 @@ const std::vector<CatalogEntry>& model_catalog() {
       openclip("vit-l-14", "vit_l_14-laion400m_e32-3d133497.pt", "ViT-L-14", "OpenCLIP ViT-L-14, LAION-400M epoch 32 (MIT)"),
   };
   return entries;
+}
+
+std::string catalog_install_path(const CatalogEntry& e, const std::string& models_dir) {
+  return (models_dir.empty() ? default_models_dir() : models_dir) + "/" + e.file;
 }
 
 const CatalogEntry* find_catalog_entry(const std::string& name) {
@@ -48,7 +48,7 @@ std::string catalog_names() {
 }
 
 std::string fetch_catalog_model(const CatalogEntry& e, const CatalogFetch& o) {
-  const std::string dest = o.dest.empty() ? installed_path(e, o.models_dir) : o.dest;
+  const std::string dest = o.dest.empty() ? catalog_install_path(e, o.models_dir) : o.dest;
   if (std::filesystem::is_regular_file(dest) && sha256_matches(file_sha256(dest), e.sha256)) {
     if (o.log) o.log(e.name + " is already installed: " + dest);
     return dest;
@@ -72,7 +72,7 @@ std::string fetch_catalog_model(const CatalogEntry& e, const CatalogFetch& o) {
 ResolvedModel resolve_model_name(const std::string& model, const std::string& config) {
   const CatalogEntry* e = find_catalog_entry(model);
   if (!e || std::filesystem::exists(model)) return {model, config};  // a file of that name wins
-  const std::string path = installed_path(*e, "");
+  const std::string path = catalog_install_path(*e, "");
   if (!std::filesystem::is_regular_file(path))
     fail("--model ", model, ": not installed (looked for ", path, "); run `gad models fetch ", model, "`");
   return {path, config.empty() ? e->config : config};

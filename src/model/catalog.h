@@ -25,6 +25,7 @@ struct CatalogEntry {
 
 const std::vector<CatalogEntry>& model_catalog();
 const CatalogEntry* find_catalog_entry(const std::string& name);  // nullptr if unknown
+std::string catalog_install_path(const CatalogEntry& entry, const std::string& models_dir);  // "" = default dir
 std::string catalog_names();                                      // "lite, vit-b-16-plus-240, ..."
 
 struct CatalogFetch {
