@@ -20,17 +20,20 @@ namespace gad {
 
 struct Features {
   at::Tensor global;             // [B, D], raw (not normalised)
-  std::vector<at::Tensor> taps;  // per tapped layer: [B, grid*grid, C_l], row-major
+  std::vector<at::Tensor> taps;  // per tapped layer: [B, grid_h*grid_w, C_l], row-major
+  int64_t grid_h = 0, grid_w = 0;  // the common grid of this batch (square except for DINOv2)
 };
 
 class Backbone {
  public:
   virtual ~Backbone() = default;
-  virtual std::string kind() const = 0;        // "clip" or "lite"
+  virtual std::string kind() const = 0;        // "clip", "lite" or "dinov2"
   virtual std::string description() const = 0; // for logs and metadata
   virtual std::string fingerprint() const = 0;  // identifies the weights (reference sets check it)
   virtual int64_t embed_dim() const = 0;
-  virtual int64_t grid() const = 0;             // patches per side of the common grid
+  // Patches per side of the common grid; 0 when the grid follows each image's shape (DINOv2):
+  // then images are encoded one at a time and Features say their own grid.
+  virtual int64_t grid() const = 0;
   virtual int64_t input_size() const = 0;       // side of the square network input, in pixels
   int64_t num_patches() const { return grid() * grid(); }
 
@@ -38,7 +41,9 @@ class Backbone {
   // pixels: [B,3,H,W] float32 from `preprocess`.
   Features encode(const at::Tensor& pixels) const {
     image_encodes_ += pixels.size(0);
-    return encode_impl(pixels);
+    Features f = encode_impl(pixels);
+    if (f.grid_w == 0) f.grid_h = f.grid_w = grid();
+    return f;
   }
 
   // Converts weights once for the requested precision (default FP32).

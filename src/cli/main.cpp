@@ -44,12 +44,22 @@ struct ModelArgs {
                     "CLIP architecture: ViT-B-16-plus-240 (default), ViT-B-16, ViT-B-32, ViT-L-14, or a JSON file");
     app->add_option("--heads", options.files.heads, "separate InCTRL adapter+heads file (overrides heads in --model); 'none' = no "
                     "heads (score = s_patch); 'lite' = the heads shipped for the lite model (see README)");
+    app->add_option("--resolution", options.files.resolution, "DINOv2: smaller image edge in px (default 448; inputs are cropped\n"
+                    "to multiples of 14)");
     app->add_option("--threads", options.threads, "CPU threads (default: all cores)");
     app->add_option("--precision", options.precision,
                     "fp32 (reference-exact) | bf16 (fast; scores within ~0.01) | auto (default: bf16 if the CPU has "
                     "AVX512-BF16/AMX)");
   }
 };
+
+// How new reference sets score: the commands that build sets take these.
+void add_scorer_options(CLI::App* app, gad::EngineOptions& o) {
+  app->add_option("--scorer", o.scorer, "inctrl | anomalydino (training-free patch matching, Damm et al. 2025) | auto\n"
+                  "(default: anomalydino on DINOv2 models, else inctrl); a saved set keeps its scorer")
+      ->check(CLI::IsMember({"auto", "inctrl", "anomalydino"}));
+  app->add_flag("--rotate", o.rotate, "anomalydino: add every reference rotated by 45, 90, ..., 315 degrees");
+}
 
 struct RefArgs {
   std::string refs_file, class_name, prompts;
@@ -76,7 +86,8 @@ struct RefArgs {
       return;
     }
     if (!given()) return;
-    if (class_name.empty()) gad::fail("--class: a class name is required with reference images or --prompts");
+    if (class_name.empty() && engine.needs_class_name())
+      gad::fail("--class: a class name is required with reference images or --prompts (the InCTRL scorer's text prior)");
     if (!prompts.empty()) {
       if (k != -1) gad::fail("--k: a prompt file is used whole (it holds its own K)");
       engine.build_references_from_prompts(prompts, class_name);
@@ -346,6 +357,7 @@ int main(int argc, char** argv) {
 
   auto* inspect = app.add_subcommand("inspect", "encode images and print size, global-embedding norm and time");
   model.add_to(inspect);
+  add_scorer_options(inspect, model.options);
   inspect->add_option("images", images, "image files or directories")->required();
   inspect->add_option("--dump", dump,
                       "write tensors to a safetensors file, <i> = 0-based image index on the command line:\n"
@@ -361,6 +373,7 @@ int main(int argc, char** argv) {
   refs_cmd->require_subcommand(1);
   auto* build = refs_cmd->add_subcommand("build", "encode K normal images once and save a reference set");
   model.add_to(build);
+  add_scorer_options(build, model.options);
   build->add_option("images", refs.ref_images, "normal images or directories (or give --prompts FILE)");
   refs.add_images_and_class(build);
   build->add_option("-o,--output", out, "output file (.gadref)")->required();
@@ -378,6 +391,7 @@ int main(int argc, char** argv) {
 
   auto* score = app.add_subcommand("score", "score images against a reference set; one JSON line per image");
   model.add_to(score);
+  add_scorer_options(score, model.options);
   score->add_option("queries", images, "query images or directories")->required();
   score->add_option("--refs", refs.refs_file, "reference set file from `gad refs build`");
   score->add_option("--ref-images", refs.ref_images, "reference (normal) images or directories");
@@ -429,6 +443,7 @@ int main(int argc, char** argv) {
   auto* serve_cmd = app.add_subcommand("serve", "REST service: keep reference sets in SQLite, score images over HTTP "
                                                 "(API: GET /openapi.json)");
   model.add_to(serve_cmd);
+  add_scorer_options(serve_cmd, model.options);
   gad::serve::ServeOptions serve_opts;
   std::string max_body = "20MB";
   serve_cmd->add_option("--db", serve_opts.db, "SQLite database of reference sets (created if missing; WAL mode)")->required();

@@ -14,6 +14,7 @@
 #include "image/image.h"
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
+#include "methods/anomalydino.h"
 #include "io/safetensors.h"
 #include "model/runtime.h"
 #include "util/error.h"
@@ -35,11 +36,9 @@ std::vector<float> row(const at::Tensor& t, int64_t b) {
   return {r.data_ptr<float>(), r.data_ptr<float>() + r.numel()};
 }
 
-// Sample `b` of a scored batch as a ScoreRecord.
-ScoreRecord make_record(const InctrlScores& s, const ReferenceSet& refs, int64_t b, const std::string& path, double ms,
-                        int64_t grid) {
+// Sample `b` of a scored InCTRL batch as a ScoreRecord (path, grid and geometry set by the caller).
+ScoreRecord make_record(const InctrlScores& s, int64_t b) {
   ScoreRecord r;
-  r.path = path;
   r.score = scalar_at(s.final_score, b);
   r.s_patch = scalar_at(s.s_patch, b);
   r.s_img = scalar_at(s.s_img, b);
@@ -47,11 +46,8 @@ ScoreRecord make_record(const InctrlScores& s, const ReferenceSet& refs, int64_t
   r.s_hol = scalar_at(s.s_hol, b);
   r.has_text = s.s_text.defined();
   r.has_heads = s.s_hol.defined();
-  r.ms = ms;
-  r.grid = static_cast<int>(grid);
   r.residual_map = row(s.residual_map, b);
   if (s.holistic_map.defined()) r.holistic_map = row(s.holistic_map, b);
-  if (refs.threshold) r.threshold = refs.threshold->value;
   return r;
 }
 
@@ -89,12 +85,65 @@ struct Engine::Impl {
   std::unique_ptr<InctrlScorer> scorer;
   std::unique_ptr<ReferenceSet> refs;
   int threads = 0;
+  std::string new_set_scorer;  // inctrl | anomalydino
+  bool rotate = false, explicit_scorer = false;
 
-  PixelTensor load_pixels(const std::string& path) const { return model.backbone->preprocess(decode_image(path)); }
+  const Backbone& backbone() const { return *model.backbone; }
+  PixelTensor load_pixels(const std::string& path) const { return backbone().preprocess(decode_image(path)); }
 
   const ReferenceSet& require_refs() const {
     if (!refs) fail("no reference set: give --refs FILE or --ref-images ... --class NAME");
     return *refs;
+  }
+
+  // A new set from decoded reference images: each image's views (itself and, with rotate, its
+  // rotations by 45, ..., 315 degrees, AnomalyDINO's augment_image) encoded into the banks.
+  ReferenceSet build_set(const std::vector<Image>& images, const std::vector<ReferenceSource>& sources,
+                         const std::string& class_name) const {
+    if (images.empty()) fail("reference set: K must be at least 1 (no reference images given)");
+    const int views = rotate ? kAnomalyDinoRotations : 1;
+    std::vector<PixelTensor> pixels;
+    for (const Image& image : images)
+      for (int v = 0; v < views; ++v) pixels.push_back(backbone().preprocess(v ? rotate_image(image, 45.0 * v) : image));
+    at::NoGradGuard no_grad;
+    ReferenceSet set = ReferenceSet::build(backbone(), pixels, sources, class_name, new_set_scorer == "inctrl");
+    set.scorer = new_set_scorer;
+    set.views = views;
+    return set;
+  }
+
+  // Scores preprocessed queries with the set's scorer, in one forward pass (one per image when the
+  // backbone's grid follows each image); `ms` is left for the caller.
+  std::vector<ScoreRecord> score_batch(const ReferenceSet& set, const std::vector<PixelTensor>& pixels,
+                                       const std::vector<std::string>& names) const {
+    const Backbone& bb = backbone();
+    std::vector<ScoreRecord> out;
+    for (size_t start = 0; start < pixels.size();) {
+      const size_t end = bb.grid() ? pixels.size() : start + 1;
+      const Features f = bb.encode(stack_pixels({pixels.begin() + start, pixels.begin() + end}));
+      if (set.scorer == "anomalydino") {
+        const at::Tensor d = anomalydino_distances(bb, set, f), score = mean_top1p(d), top = std::get<0>(d.max(1));
+        for (size_t i = start; i < end; ++i) {
+          const auto b = static_cast<int64_t>(i - start);
+          ScoreRecord r;
+          r.score = score[b].item<double>();
+          r.s_patch = top[b].item<double>();  // the largest patch distance
+          r.residual_map = row(d, b);
+          out.push_back(std::move(r));
+        }
+      } else {
+        const InctrlScores s = scorer->score(set, f);
+        for (size_t i = start; i < end; ++i) out.push_back(make_record(s, static_cast<int64_t>(i - start)));
+      }
+      for (size_t i = start; i < end; ++i) {
+        out[i].path = i < names.size() ? names[i] : std::string();
+        out[i].grid = static_cast<int>(f.grid_w);
+        out[i].geometry = pixels[i].geometry;
+        if (set.threshold) out[i].threshold = set.threshold->value;
+      }
+      start = end;
+    }
+    return out;
   }
 };
 
@@ -104,6 +153,15 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   impl_->model = load_model(options.files);
   impl_->model.backbone->set_precision(precision);
   impl_->scorer = std::make_unique<InctrlScorer>(*impl_->model.backbone, impl_->model.heads);
+  const bool dino = impl_->model.backbone->kind() == "dinov2";
+  impl_->new_set_scorer = options.scorer == "auto" ? (dino ? "anomalydino" : "inctrl") : options.scorer;
+  if (impl_->new_set_scorer != "inctrl" && impl_->new_set_scorer != "anomalydino")
+    fail("--scorer: unknown scorer '", options.scorer, "' (inctrl, anomalydino or auto)");
+  if (impl_->new_set_scorer == "anomalydino" && impl_->model.heads)
+    fail("--scorer anomalydino: is training-free and uses no heads; drop --heads");
+  impl_->rotate = options.rotate;
+  if (options.rotate && impl_->new_set_scorer != "anomalydino") fail("--rotate: applies to --scorer anomalydino only");
+  impl_->explicit_scorer = options.scorer != "auto";
 }
 
 Engine::~Engine() = default;
@@ -120,18 +178,21 @@ std::string Engine::describe() const {
 bool Engine::has_heads() const { return impl_->model.heads.has_value(); }
 
 void Engine::build_references(const std::vector<std::string>& image_paths, const std::string& class_name) {
-  if (image_paths.empty()) fail("reference set: K must be at least 1 (no reference images given)");
-  std::vector<PixelTensor> pixels;
+  std::vector<Image> images;
   std::vector<ReferenceSource> sources;
   for (const auto& p : image_paths) {
-    pixels.push_back(impl_->load_pixels(p));
+    images.push_back(decode_image(p));
     sources.push_back({p, file_sha256(p)});
   }
-  impl_->refs = std::make_unique<ReferenceSet>(ReferenceSet::build(*impl_->model.backbone, pixels, sources, class_name));
+  impl_->refs = std::make_unique<ReferenceSet>(impl_->build_set(images, sources, class_name));
 }
+
+bool Engine::needs_class_name() const { return impl_->new_set_scorer == "inctrl"; }
 
 void Engine::build_references_from_prompts(const std::string& prompt_file, const std::string& class_name) {
   const Backbone& bb = *impl_->model.backbone;
+  if (impl_->new_set_scorer != "inctrl" || bb.kind() == "dinov2")
+    fail("--prompts: InCTRL prompt files are preprocessed for CLIP or lite models and the inctrl scorer");
   PromptFile prompts = read_prompt_file(prompt_file, bb.input_size());
   at::NoGradGuard no_grad;
   impl_->refs = std::make_unique<ReferenceSet>(ReferenceSet::build(bb, prompts.pixels, prompts.sources, class_name));
@@ -139,6 +200,9 @@ void Engine::build_references_from_prompts(const std::string& prompt_file, const
 
 void Engine::load_references(const std::string& path) {
   impl_->refs = std::make_unique<ReferenceSet>(ReferenceSet::load(path, *impl_->model.backbone));
+  if (impl_->explicit_scorer && impl_->refs->scorer != impl_->new_set_scorer)
+    fail(path, ": this set was built for the ", impl_->refs->scorer, " scorer, not ", impl_->new_set_scorer,
+         " (a set keeps its scorer; rebuild it with --scorer ", impl_->new_set_scorer, ")");
 }
 
 void Engine::save_references(const std::string& path) const { impl_->require_refs().save(path); }
@@ -148,7 +212,8 @@ bool Engine::has_references() const { return impl_->refs != nullptr; }
 std::string Engine::references_summary() const {
   const auto& r = impl_->require_refs();
   std::ostringstream o;
-  o << "class '" << r.class_name << "', K = " << r.k() << (r.text_prior.defined() ? ", text prior" : "");
+  o << "class '" << r.class_name << "', K = " << r.k() << (r.text_prior.defined() ? ", text prior" : "") << ", scorer "
+    << r.scorer << (r.views > 1 ? " with " + std::to_string(r.views) + " rotations per reference" : "");
   return o.str();
 }
 
@@ -163,6 +228,9 @@ std::vector<double> Engine::leave_one_out_scores() {
   const ReferenceSet& refs = impl_->require_refs();
   const int64_t K = refs.k();
   if (K < 2) fail("leave-one-out calibration needs K >= 2 references (this set has K = ", K, "); give --normals");
+  // It splits the banks into K equal blocks: InCTRL sets on a fixed grid only.
+  if (refs.scorer != "inctrl" || refs.views != 1 || impl_->backbone().grid() == 0)
+    fail("leave-one-out calibration is available for InCTRL sets on CLIP or lite models; give --normals");
   at::NoGradGuard no_grad;
   std::vector<double> scores;
   for (int64_t k = 0; k < K; ++k) {
@@ -190,19 +258,16 @@ void Engine::score(const std::vector<std::string>& paths, int batch,
                    const std::function<void(const ScoreRecord&)>& on_record) {
   if (batch < 1) fail("--batch: must be at least 1 (got ", batch, ")");
   const ReferenceSet& refs = impl_->require_refs();
-  const Backbone& bb = *impl_->model.backbone;
   at::NoGradGuard no_grad;
   for (size_t start = 0; start < paths.size(); start += batch) {
-    size_t end = std::min(paths.size(), start + batch);
-    double t0 = now_ms();
+    const size_t end = std::min(paths.size(), start + batch);
+    const double t0 = now_ms();
     std::vector<PixelTensor> pixels;
     for (size_t i = start; i < end; ++i) pixels.push_back(impl_->load_pixels(paths[i]));
-    InctrlScores s = impl_->scorer->score(refs, bb.encode(stack_pixels(pixels)));
-    double ms = (now_ms() - t0) / static_cast<double>(end - start);
-    for (size_t i = start; i < end; ++i) {
-      const auto b = static_cast<int64_t>(i - start);
-      ScoreRecord r = make_record(s, refs, b, paths[i], ms, bb.grid());
-      r.geometry = pixels[i - start].geometry;
+    std::vector<ScoreRecord> records = impl_->score_batch(refs, pixels, {paths.begin() + start, paths.begin() + end});
+    const double ms = (now_ms() - t0) / static_cast<double>(end - start);
+    for (auto& r : records) {
+      r.ms = ms;
       on_record(r);
     }
   }
@@ -238,7 +303,8 @@ std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths
     std::vector<at::Tensor> taps;
     for (const auto& t : f.taps) taps.push_back(t[0]);
     add(p + "tapped_tokens", at::stack(taps));
-    if (!impl_->refs) continue;
+    if (bb.kind() == "dinov2") add(p + "patch_tokens", f.taps[0][0]);  // [h·w, D], AnomalyDINO's features
+    if (!impl_->refs || impl_->refs->scorer != "inctrl") continue;
     InctrlScores s = impl_->scorer->score(*impl_->refs, f);
     add(p + "residual_map", s.residual_map[0]);
     add(p + "s_patch", s.s_patch[0]);
@@ -259,16 +325,10 @@ std::string Engine::fingerprint() const { return impl_->model.backbone->fingerpr
 std::shared_ptr<const RefHandle> Engine::build_reference_handle(const std::vector<Image>& images,
                                                                 const std::vector<ImageSource>& sources,
                                                                 const std::string& class_name) {
-  if (images.empty()) fail("reference set: K must be at least 1 (no reference images given)");
-  at::NoGradGuard no_grad;
-  std::vector<PixelTensor> pixels;
   std::vector<ReferenceSource> srcs;
-  for (size_t i = 0; i < images.size(); ++i) {
-    pixels.push_back(impl_->model.backbone->preprocess(images[i]));
-    if (i < sources.size()) srcs.push_back({sources[i].name, sources[i].sha256});
-  }
+  for (size_t i = 0; i < images.size() && i < sources.size(); ++i) srcs.push_back({sources[i].name, sources[i].sha256});
   auto h = std::make_shared<RefHandle>();
-  h->set = ReferenceSet::build(*impl_->model.backbone, pixels, srcs, class_name);
+  h->set = impl_->build_set(images, srcs, class_name);
   return h;
 }
 
@@ -296,20 +356,19 @@ RefHandleInfo Engine::reference_info(const RefHandle& refs) {
 std::vector<ScoreRecord> Engine::score_images(const RefHandle& refs, const std::vector<Image>& images,
                                               const std::vector<std::string>& names, int batch) {
   if (batch < 1) fail("batch: must be at least 1 (got ", batch, ")");
-  const Backbone& bb = *impl_->model.backbone;
   at::NoGradGuard no_grad;
   std::vector<ScoreRecord> out;
   for (size_t start = 0; start < images.size(); start += batch) {
-    size_t end = std::min(images.size(), start + batch);
-    double t0 = now_ms();
+    const size_t end = std::min(images.size(), start + batch);
+    const double t0 = now_ms();
     std::vector<PixelTensor> pixels;
-    for (size_t i = start; i < end; ++i) pixels.push_back(bb.preprocess(images[i]));
-    InctrlScores s = impl_->scorer->score(refs.set, bb.encode(stack_pixels(pixels)));
-    double ms = (now_ms() - t0) / static_cast<double>(end - start);
-    for (size_t i = start; i < end; ++i) {
-      const auto b = static_cast<int64_t>(i - start);
-      out.push_back(make_record(s, refs.set, b, i < names.size() ? names[i] : std::string(), ms, bb.grid()));
-      out.back().geometry = pixels[i - start].geometry;
+    for (size_t i = start; i < end; ++i) pixels.push_back(impl_->backbone().preprocess(images[i]));
+    const std::vector<std::string> batch_names(names.begin() + std::min(names.size(), start), names.begin() + std::min(names.size(), end));
+    std::vector<ScoreRecord> records = impl_->score_batch(refs.set, pixels, batch_names);
+    const double ms = (now_ms() - t0) / static_cast<double>(end - start);
+    for (auto& r : records) {
+      r.ms = ms;
+      out.push_back(std::move(r));
     }
   }
   return out;

@@ -20,6 +20,10 @@ struct EngineOptions {
   ModelFiles files;
   int threads = 0;                // 0 = every core
   std::string precision = "auto";  // fp32 | bf16 | auto (bf16 when the CPU has AVX512-BF16/AMX)
+  // How new reference sets score queries: inctrl | anomalydino | auto (anomalydino on DINOv2,
+  // else inctrl). A loaded set keeps the scorer it was built with.
+  std::string scorer = "auto";
+  bool rotate = false;  // anomalydino: add each reference rotated by 45, 90, ..., 315 degrees
 };
 
 struct ScoreRecord {
@@ -27,9 +31,9 @@ struct ScoreRecord {
   double score = 0, s_patch = 0, s_img = 0, s_text = 0, s_hol = 0;
   bool has_text = false, has_heads = false;
   double ms = 0;                    // wall time per image (batch time / batch size)
-  std::vector<float> residual_map;  // grid x grid, row-major: the patch residual M
+  std::vector<float> residual_map;  // row-major grid, `grid` columns: InCTRL's M, AnomalyDINO's distances
   std::vector<float> holistic_map;  // M + s_text + s_img (InCTRL's head input); empty without heads
-  int grid = 0;
+  int grid = 0;  // columns of the maps' grid (rows = residual_map.size() / grid)
   std::optional<double> threshold;  // the reference set's calibrated threshold; anomalous = score > it
   CropGeometry geometry;  // how the network input was cut from the image (for maps)
 };
@@ -63,6 +67,7 @@ class Engine {
 
   std::string describe() const;  // backbone, heads source, threads
   bool has_heads() const;
+  bool needs_class_name() const;  // new sets need a class name (the inctrl scorer's text prior)
 
   // Reference sets: build from images + class name, or load one; save the current one.
   void build_references(const std::vector<std::string>& image_paths, const std::string& class_name);

@@ -22,6 +22,7 @@
 #include "maps/anomaly_map.h"
 #include "report/html_report.h"
 #include "report/thumbnails.h"
+#include "methods/anomalydino.h"
 #include "methods/method.h"
 #include "model/runtime.h"
 #include "util/error.h"
@@ -317,11 +318,36 @@ struct Run {
   std::vector<double> seconds;              // per method
   std::vector<std::vector<float>> maps;     // patch residual grid per test image (pixel metrics, report)
   PixelMetrics pixel{-1, -1};
+  // The same references with their rotations, for methods that want them (anomalydino-rot).
+  ReferenceSet rotated;
+  std::vector<std::vector<float>> rotated_maps;
+  PixelMetrics rotated_pixel{-1, -1};
 };
 
+// The methods whose localisation is the patch residual map (InCTRL's M; patch-knn is M alone;
+// AnomalyDINO's distances are 2M, which ranks pixels the same).
+bool has_patch_map(const std::string& method) {
+  return method == "inctrl" || method == "patch-knn" || method == "anomalydino" || method == "anomalydino-rot";
+}
 
-// The methods whose localisation is the patch residual map (InCTRL's M; patch-knn is M alone).
-bool has_patch_map(const std::string& method) { return method == "inctrl" || method == "patch-knn"; }
+// The references of one draw as one set: each unique image's features (one row per view),
+// selected by `index` (the bank holds every patch of every selected image).
+ReferenceSet select_references(const Backbone& bb, const std::vector<at::Tensor>& globals,
+                               const std::vector<std::vector<at::Tensor>>& taps, const std::vector<int64_t>& index,
+                               const at::Tensor& text, const std::string& name, int views) {
+  Features f;
+  std::vector<at::Tensor> g;
+  std::vector<std::vector<at::Tensor>> t(taps.empty() ? 0 : taps[0].size());
+  for (int64_t i : index) {
+    g.push_back(globals[i]);
+    for (size_t l = 0; l < t.size(); ++l) t[l].push_back(taps[i][l]);
+  }
+  f.global = at::cat(g);
+  for (auto& layer : t) f.taps.push_back(at::cat(layer).unsqueeze(0));  // [1, sum of patches, C]
+  ReferenceSet set = ReferenceSet::from_features(bb, f, text, {}, name);
+  set.views = views;
+  return set;
+}
 
 at::Tensor rows(const at::Tensor& t, const std::vector<int64_t>& idx) {
   return t.index_select(0, at::tensor(idx, at::kLong));
@@ -382,6 +408,8 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
     return stack_pixels(px);
   };
   InctrlScorer patch_scorer(bb, std::nullopt);
+  const int batch = bb.grid() ? o.batch : 1;  // DINOv2 inputs differ in size: one at a time
+  const bool rotations = std::any_of(methods.begin(), methods.end(), [](const auto& m) { return m->wants_rotated_references(); });
   Thumbnails thumbnails;  // the map of `gad score --maps`: the patch residual
   for (const auto& c : cats) {
     // References of every draw of this category, each unique image encoded once.
@@ -398,57 +426,86 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
       }
       index.push_back(idx);
       runs.push_back({d.k, d.draw, {}, std::vector<std::vector<double>>(methods.size()), std::vector<double>(methods.size()), {},
-                      {-1, -1}});
+                      {-1, -1}, {}, {}, {-1, -1}});
     }
     if (runs.empty()) fail(o.draws_file, ": no draws for ", c.dataset, "/", c.name);
     bar.update(done_images, c.dataset + "/" + c.name + ": references");
-    Features ref_features;
-    at::Tensor ref_pixels;
-    for (size_t s = 0; s < unique.size(); s += o.batch) {
-      at::Tensor px = load_pixels({unique.begin() + s, unique.begin() + std::min(unique.size(), s + o.batch)});
+    // Per unique reference: its global(s) [views, D] and per tap its patch rows [views·P, C].
+    std::vector<at::Tensor> ref_globals, rot_globals;
+    std::vector<std::vector<at::Tensor>> ref_taps, rot_taps;
+    at::Tensor ref_pixels;  // [n, 3, H, W] on fixed-grid backbones (WinCLIP's windows)
+    auto keep = [](const Features& f, int64_t b, int64_t views, std::vector<at::Tensor>& g,
+                   std::vector<std::vector<at::Tensor>>& t) {
+      g.push_back(f.global.slice(0, b, b + views));
+      t.emplace_back();
+      for (const auto& tap : f.taps) t.back().push_back(tap.slice(0, b, b + views).reshape({-1, tap.size(-1)}));
+    };
+    for (size_t s = 0; s < unique.size(); s += batch) {
+      at::Tensor px = load_pixels({unique.begin() + s, unique.begin() + std::min(unique.size(), s + batch)});
       Features f = bb.encode(px);
-      if (!ref_features.global.defined()) {
-        ref_features = f;
-        ref_pixels = px;
-        continue;
-      }
-      ref_pixels = at::cat({ref_pixels, px});
-      ref_features.global = at::cat({ref_features.global, f.global});
-      for (size_t l = 0; l < f.taps.size(); ++l) ref_features.taps[l] = at::cat({ref_features.taps[l], f.taps[l]});
+      for (int64_t b = 0; b < px.size(0); ++b) keep(f, b, 1, ref_globals, ref_taps);
+      if (bb.grid()) ref_pixels = ref_pixels.defined() ? at::cat({ref_pixels, px}) : px;
     }
+    if (rotations)
+      for (const auto& u : unique) {  // AnomalyDINO's augment_image: the image and 7 rotations
+        if (prompt_pixels.count(u)) fail("anomalydino-rot: prompt files hold preprocessed images and cannot be rotated");
+        const Image image = decode_image(u);
+        std::vector<PixelTensor> views;
+        for (int v = 0; v < kAnomalyDinoRotations; ++v) views.push_back(bb.preprocess(v ? rotate_image(image, 45.0 * v) : image));
+        Features f = bb.grid() ? bb.encode(stack_pixels(views)) : Features{};
+        if (!bb.grid()) {  // one view at a time: their grids may differ
+          std::vector<at::Tensor> g;
+          std::vector<std::vector<at::Tensor>> t(1);
+          for (const auto& v : views) {
+            Features one = bb.encode(stack_pixels({v}));
+            g.push_back(one.global);
+            t[0].push_back(one.taps[0][0]);
+          }
+          rot_globals.push_back(at::cat(g));
+          rot_taps.push_back({at::cat(t[0])});
+          continue;
+        }
+        keep(f, 0, kAnomalyDinoRotations, rot_globals, rot_taps);
+      }
     at::Tensor text = bb.has_text() ? bb.text_prior(c.name) : at::Tensor();
     for (size_t r = 0; r < runs.size(); ++r) {
-      Features sel{rows(ref_features.global, index[r]), {}};
-      for (const auto& t : ref_features.taps) sel.taps.push_back(rows(t, index[r]));
-      runs[r].refs = ReferenceSet::from_features(bb, sel, text, {}, c.name);
+      runs[r].refs = select_references(bb, ref_globals, ref_taps, index[r], text, c.name, 1);
+      if (rotations) runs[r].rotated = select_references(bb, rot_globals, rot_taps, index[r], text, c.name, kAnomalyDinoRotations);
     }
     for (size_t r = 0; r < runs.size(); ++r)
-      for (auto& m : methods) m->prepare(runs[r].refs, rows(ref_pixels, index[r]));
+      for (auto& m : methods) m->prepare(runs[r].refs, ref_pixels.defined() ? rows(ref_pixels, index[r]) : at::Tensor());
     // Test images: encoded once, scored by every (K, draw, method).
     double encode_seconds = 0;
     bool interrupted = false;
     const bool want_maps = !c.masks.empty() || o.report;
     std::vector<CropGeometry> test_geometry;
-    for (size_t s = 0; s < c.test.size() && !interrupted; s += o.batch) {
-      std::vector<std::string> batch(c.test.begin() + s, c.test.begin() + std::min(c.test.size(), s + o.batch));
+    std::vector<int> test_grid_w;  // columns of each test image's map grid
+    auto add_maps = [&](const ReferenceSet& refs, const Features& f, std::vector<std::vector<float>>& maps) {
+      at::Tensor m = patch_scorer.score(refs, f).residual_map.contiguous();
+      for (int64_t b = 0; b < m.size(0); ++b) maps.emplace_back(m[b].data_ptr<float>(), m[b].data_ptr<float>() + m.size(1));
+    };
+    for (size_t s = 0; s < c.test.size() && !interrupted; s += batch) {
+      std::vector<std::string> paths(c.test.begin() + s, c.test.begin() + std::min(c.test.size(), s + batch));
       double t0 = now_s();
-      at::Tensor px = load_pixels(batch);
+      at::Tensor px = load_pixels(paths);
       Features f = bb.encode(px);
       encode_seconds += now_s() - t0;
       test_geometry.insert(test_geometry.end(), geometries.begin(), geometries.end());
+      test_grid_w.insert(test_grid_w.end(), paths.size(), static_cast<int>(f.grid_w));
       if (want_maps)
         for (auto& run : runs) {
-          at::Tensor m = patch_scorer.score(run.refs, f).residual_map.contiguous();
-          for (int64_t b = 0; b < m.size(0); ++b) run.maps.emplace_back(m[b].data_ptr<float>(), m[b].data_ptr<float>() + m.size(1));
+          add_maps(run.refs, f, run.maps);
+          if (rotations) add_maps(run.rotated, f, run.rotated_maps);
         }
       for (auto& run : runs)
         for (size_t m = 0; m < methods.size(); ++m) {
           double t1 = now_s();
-          at::Tensor sc = methods[m]->score(run.refs, f, px).to(at::kDouble).contiguous();
+          const ReferenceSet& refs = methods[m]->wants_rotated_references() ? run.rotated : run.refs;
+          at::Tensor sc = methods[m]->score(refs, f, px).to(at::kDouble).contiguous();
           run.seconds[m] += now_s() - t1;
           run.scores[m].insert(run.scores[m].end(), sc.data_ptr<double>(), sc.data_ptr<double>() + sc.numel());
         }
-      done_images += batch.size();
+      done_images += paths.size();
       bar.update(done_images, c.dataset + "/" + c.name);
       interrupted = stop && stop->load();
     }
@@ -462,15 +519,19 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
     if (!c.masks.empty()) {
       bar.update(done_images, c.dataset + "/" + c.name + ": pixel metrics");
       std::vector<ImageMap> masks;  // at the metric size of each image's map
-      for (auto& run : runs) {
+      auto metrics = [&](const std::vector<std::vector<float>>& grid_maps) {
         std::vector<ImageMap> maps;
         for (size_t i = 0; i < c.test.size(); ++i) {
-          maps.push_back(shrink_map(map_to_image(run.maps[i], bb.grid(), test_geometry[i]), o.pixel_max_side));
+          maps.push_back(shrink_map(map_to_image(grid_maps[i], test_grid_w[i], test_geometry[i]), o.pixel_max_side));
           if (masks.size() <= i)
             masks.push_back(c.masks[i].empty() ? ImageMap{maps[i].width, maps[i].height, std::vector<float>(maps[i].values.size())}
                                                : load_mask(c.masks[i], maps[i].width, maps[i].height));
         }
-        run.pixel = pixel_metrics(maps, masks);
+        return pixel_metrics(maps, masks);
+      };
+      for (auto& run : runs) {
+        run.pixel = metrics(run.maps);
+        if (rotations) run.rotated_pixel = metrics(run.rotated_maps);
       }
     }
     const int n_anom = std::accumulate(c.labels.begin(), c.labels.end(), 0);
@@ -482,8 +543,9 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
         out.results.push_back({c.dataset, c.name, methods[m]->name(), run.k, run.draw, roc_auc(c.labels, sc),
                                average_precision(c.labels, sc), n_norm, n_anom, ms, -1, -1});
         if (has_patch_map(methods[m]->name())) {
-          out.results.back().pixel_auroc = run.pixel.auroc;
-          out.results.back().aupro = run.pixel.aupro;
+          const PixelMetrics& px = methods[m]->wants_rotated_references() ? run.rotated_pixel : run.pixel;
+          out.results.back().pixel_auroc = px.auroc;
+          out.results.back().aupro = px.aupro;
         }
         for (size_t i = 0; i < sc.size(); ++i) {
           char buf[64];
@@ -515,7 +577,7 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
                  "; ROC/PR: every scorer of that draw; thumbnails: the patch residual map on one colour scale.";
       for (size_t i = 0; i < c.test.size(); ++i) {
         sec.images.push_back({c.test[i], run.scores[m][i], c.labels[i]});
-        thumbnails.add(c.test[i], run.maps[i], static_cast<int>(bb.grid()), test_geometry[i]);
+        thumbnails.add(c.test[i], run.maps[i], test_grid_w[i], test_geometry[i]);
       }
       for (size_t j = 0; j < methods.size(); ++j) {
         sec.roc.push_back({methods[j]->name(), roc_curve(c.labels, run.scores[j])});

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "util/error.h"
 #include "util/fs.h"
@@ -126,6 +127,17 @@ Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name_
 Image decode_image(const std::string& path) {
   const std::vector<uint8_t> bytes = read_file_bytes(path);  // throws "<path>: cannot open (...)"
   return decode_image_bytes(bytes.data(), bytes.size(), path);
+}
+
+Image rotate_image(const Image& img, double degrees) {
+  if (img.width <= 0 || img.height <= 0 || img.channels < 1 || img.channels > 4) fail("rotate_image: empty image");
+  const cv::Mat src(img.height, img.width, CV_MAKETYPE(CV_8U, img.channels), const_cast<uint8_t*>(img.pixels.data()));
+  const cv::Mat rot = cv::getRotationMatrix2D(cv::Point2f(img.width / 2.0f, img.height / 2.0f), degrees, 1.0);
+  cv::Mat out;
+  cv::warpAffine(src, out, rot, src.size(), cv::INTER_LINEAR, cv::BORDER_REFLECT_101);
+  Image r = img;
+  std::memcpy(r.pixels.data(), out.data, r.pixels.size());
+  return r;
 }
 
 }  // namespace gad

@@ -50,4 +50,9 @@ Image decode_image(const std::string& path);
 // Decodes an in-memory file; `name_for_errors` prefixes every error message.
 Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name_for_errors);
 
+// `img` rotated by `degrees` (counter-clockwise) about its centre, same size, as AnomalyDINO's
+// rotate_image: cv2.getRotationMatrix2D((w/2, h/2), degrees, 1), warpAffine with bilinear
+// interpolation and a reflected border (BORDER_REFLECT_101).
+Image rotate_image(const Image& img, double degrees);
+
 }  // namespace gad

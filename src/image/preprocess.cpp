@@ -207,6 +207,17 @@ void shorter_side_to(int w, int h, int size, int& out_w, int& out_h) {
   out_h = w <= h ? resized_long : size;
 }
 
+// ToTensor + Normalize per 8-bit level: the Python floats rounded to float32 (as
+// torch.as_tensor(mean, dtype=float32) does), y = (x - mean) / std with float32 operations.
+std::array<ChannelLut, 3> normalise_lut(const std::array<double, 3>& mean, const std::array<double, 3>& stdev) {
+  std::array<ChannelLut, 3> lut{};
+  for (int c = 0; c < 3; ++c) {
+    const float m = static_cast<float>(mean[c]), s = static_cast<float>(stdev[c]);
+    for (int v = 0; v < 256; ++v) lut[c][v] = (to_unit(v) - m) / s;
+  }
+  return lut;
+}
+
 }  // namespace
 
 Image resize_pil(const Image& in, int out_w, int out_h, Resample filter) {
@@ -256,19 +267,41 @@ PixelTensor clip_preprocess(const Image& img, int size) {
 
   const Image resized = resize_pil(img, g.resized_w, g.resized_h, Resample::Bicubic);
 
-  // Python floats rounded to float32, as torch.as_tensor(mean, dtype=float32) does.
-  const double mean[3] = {0.48145466, 0.4578275, 0.40821073};
-  const double stdev[3] = {0.26862954, 0.26130258, 0.27577711};
-  std::array<ChannelLut, 3> lut{};
-  for (int c = 0; c < 3; ++c) {
-    const float m = static_cast<float>(mean[c]), s = static_cast<float>(stdev[c]);
-    for (int v = 0; v < 256; ++v) lut[c][v] = (to_unit(v) - m) / s;
-  }
+  const auto lut = normalise_lut({0.48145466, 0.4578275, 0.40821073}, {0.26862954, 0.26130258, 0.27577711});
 
   PixelTensor t;
   t.height = t.width = size;
   t.geometry = g;
   t.chw = window_to_chw(resized, g.crop_left, g.crop_top, size, size, lut);
+  return t;
+}
+
+PixelTensor dino_preprocess(const Image& img, int smaller_edge, int patch) {
+  check_image(img, "dino_preprocess");
+  if (smaller_edge < patch || patch <= 0) fail("dino_preprocess: --resolution ", smaller_edge, " is below one ", patch, " px patch");
+  Image rgb = img;
+  if (img.channels != 3) {  // cv2.imread(IMREAD_COLOR): gray replicated, alpha dropped
+    rgb.channels = 3;
+    rgb.pixels.resize(static_cast<size_t>(img.width) * img.height * 3);
+    for (size_t i = 0, n = static_cast<size_t>(img.width) * img.height; i < n; ++i)
+      for (int c = 0; c < 3; ++c) rgb.pixels[i * 3 + c] = img.pixels[i * img.channels + (img.channels == 1 ? 0 : c)];
+  }
+  CropGeometry g;
+  g.src_w = img.width;
+  g.src_h = img.height;
+  shorter_side_to(img.width, img.height, smaller_edge, g.resized_w, g.resized_h);
+  g.crop_w = g.resized_w - g.resized_w % patch;
+  g.crop_h = g.resized_h - g.resized_h % patch;
+  g.size = std::min(g.crop_w, g.crop_h);
+  g.stretch_to_image = true;
+  const Image resized = resize_pil(rgb, g.resized_w, g.resized_h, Resample::Bicubic);
+
+  const auto lut = normalise_lut({0.485, 0.456, 0.406}, {0.229, 0.224, 0.225});  // ImageNet
+  PixelTensor t;
+  t.width = g.crop_w;
+  t.height = g.crop_h;
+  t.geometry = g;
+  t.chw = window_to_chw(resized, 0, 0, g.crop_w, g.crop_h, lut);
   return t;
 }
 

@@ -43,6 +43,12 @@ struct CropGeometry {
   int resized_w = 0, resized_h = 0;
   int crop_left = 0, crop_top = 0;
   int size = 0;
+  int crop_w = 0, crop_h = 0;  // a non-square window (DINOv2); 0 = size x size
+  // AnomalyDINO's dists2map: the grid is stretched over the whole original image (ignoring the
+  // few pixels the crop dropped) and smoothed there with σ in original-image pixels.
+  bool stretch_to_image = false;
+  int window_w() const { return crop_w ? crop_w : size; }
+  int window_h() const { return crop_h ? crop_h : size; }
 };
 
 struct PixelTensor {
@@ -72,6 +78,18 @@ PixelTensor clip_preprocess(const Image& img, int size = 240);
 // (premultiplied) resize, x = float32(u8) / 255, no mean/std. Output is CHW float32; the geometry
 // has resized_w = resized_h = size and a zero crop offset.
 PixelTensor lite_preprocess(const Image& img, int size = 224);
+
+// The AnomalyDINO / DINOv2 transform (AnomalyDINO `DINOv2Wrapper.prepare_image`):
+//   1. 8-bit RGB as `cv2.imread(IMREAD_COLOR)` + BGR->RGB gives it: gray replicated, alpha dropped
+//      without compositing;
+//   2. Pillow BICUBIC resize of the smaller edge to `smaller_edge`, the longer side
+//      int(S * long / short) (torchvision Resize(int) on a PIL image);
+//   3. x = float32(u8) / 255, ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)
+//      as float32, y = (x - mean) / std;
+//   4. top-left crop to multiples of `patch` in both directions (grids are not square).
+// The geometry maps back the AnomalyDINO way (stretch_to_image). Throws gad::Error for an empty
+// image or a size too small for one patch.
+PixelTensor dino_preprocess(const Image& img, int smaller_edge = 448, int patch = 14);
 
 // Python round((resized - size) / 2) with half-to-even, as torchvision CenterCrop computes it.
 int center_crop_offset(int resized, int size);

@@ -1,5 +1,6 @@
 #include "inctrl/reference_set.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
@@ -64,10 +65,26 @@ PromptFile read_prompt_file(const std::string& path, int64_t input_size) {
 }
 
 ReferenceSet ReferenceSet::build(const Backbone& backbone, const std::vector<PixelTensor>& images,
-                                 const std::vector<ReferenceSource>& sources, const std::string& class_name) {
+                                 const std::vector<ReferenceSource>& sources, const std::string& class_name,
+                                 bool with_text) {
   if (images.empty()) fail("reference set: K must be at least 1 (no reference images given)");
-  at::Tensor text = backbone.has_text() ? backbone.text_prior(class_name) : at::Tensor();  // validates the name
-  return from_features(backbone, backbone.encode(stack_pixels(images)), text, sources, class_name);
+  at::Tensor text = with_text && backbone.has_text() ? backbone.text_prior(class_name) : at::Tensor();  // validates the name
+  const bool same_size = std::all_of(images.begin(), images.end(), [&](const PixelTensor& p) {
+    return p.width == images[0].width && p.height == images[0].height;
+  });
+  if (same_size) return from_features(backbone, backbone.encode(stack_pixels(images)), text, sources, class_name);
+  Features all;
+  std::vector<at::Tensor> globals;
+  std::vector<std::vector<at::Tensor>> taps;
+  for (const auto& image : images) {
+    Features f = backbone.encode(stack_pixels({image}));
+    globals.push_back(f.global);
+    taps.resize(f.taps.size());
+    for (size_t l = 0; l < f.taps.size(); ++l) taps[l].push_back(f.taps[l][0]);
+  }
+  all.global = at::cat(globals);
+  for (auto& t : taps) all.taps.push_back(at::cat(t).unsqueeze(0));  // [1, sum of P, C]: the bank's rows
+  return from_features(backbone, all, text, sources, class_name);
 }
 
 ReferenceSet ReferenceSet::from_features(const Backbone& backbone, const Features& f, at::Tensor text_prior,
@@ -96,7 +113,11 @@ void ReferenceSet::save(const std::string& path) const {
                          {"backbone_kind", backbone_kind},
                          {"backbone_fingerprint", backbone_fingerprint},
                          {"backbone", backbone_description},
-                         {"preprocessing", backbone_kind == "clip" ? "clip-bicubic-centercrop" : "lite-bilinear"}};
+                         {"preprocessing", backbone_kind == "clip"     ? "clip-bicubic-centercrop"
+                                           : backbone_kind == "dinov2" ? "dino-bicubic-smaller-edge-topleft"
+                                                                       : "lite-bilinear"},
+                         {"scorer", scorer},
+                         {"views", views}};
   for (const auto& s : sources) meta["sources"].push_back({{"path", s.path}, {"sha256", s.sha256}});
   if (threshold)
     meta["threshold"] = {{"value", threshold->value}, {"far", threshold->far}, {"method", threshold->method},
@@ -125,6 +146,10 @@ ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbon
          "); this model is ", backbone.description(), " (fingerprint ", backbone.fingerprint(), ")");
   if (meta.contains("sources"))
     for (const auto& s : meta["sources"]) set.sources.push_back({s.value("path", ""), s.value("sha256", "")});
+  set.scorer = meta.value("scorer", "inctrl");
+  set.views = meta.value("views", int64_t{1});
+  if ((set.scorer != "inctrl" && set.scorer != "anomalydino") || set.views < 1)
+    fail(path, ": corrupt reference-set metadata (scorer '", set.scorer, "', views ", set.views, ")");
   if (meta.contains("threshold")) {
     const auto& t = meta["threshold"];
     if (!t.is_object() || !t.contains("value") || !t["value"].is_number())
@@ -145,8 +170,8 @@ ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbon
   set.globals = named["globals"];
   if (named.count("text_prior")) set.text_prior = named["text_prior"];
   set.banks_bf16 = to_bf16(set.banks);
-  if (set.globals.dim() != 2 || set.globals.size(1) != backbone.embed_dim())
-    fail(path, ": globals have shape ", set.globals.sizes(), ", expected [K,", backbone.embed_dim(), "]");
+  if (set.globals.dim() != 2 || set.globals.size(1) != backbone.embed_dim() || set.globals.size(0) % set.views != 0)
+    fail(path, ": globals have shape ", set.globals.sizes(), ", expected [K·", set.views, ",", backbone.embed_dim(), "]");
   return set;
 }
 

@@ -6,6 +6,7 @@
 // optional `text_prior` [2, D], and `__metadata__.gad` holding JSON: format, backbone kind and
 // fingerprint, class name, K, source paths with sha256, preprocessing, and (after `gad refs
 // calibrate`) "threshold": {"value", "far", "method", "n"}. Files without it load as uncalibrated.
+// "scorer" and "views" (absent in older files: inctrl, 1) say how the set is used.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -42,12 +43,17 @@ struct ReferenceSet {
   at::Tensor globals;             // [K, D]
   at::Tensor text_prior;          // [2, D] (normal, anomaly), or undefined without a text tower
   std::optional<Threshold> threshold;  // decision threshold on the final score, when calibrated
+  std::string scorer = "inctrl";  // how queries are scored against it: inctrl | anomalydino
+  int64_t views = 1;              // encoded views per reference image (8 with AnomalyDINO's rotations)
 
-  int64_t k() const { return globals.defined() ? globals.size(0) : 0; }
+  int64_t k() const { return globals.defined() ? globals.size(0) / views : 0; }
 
-  // Encodes the references (one batch) and, when the backbone has one, the text prior.
+  // Encodes the references (one batch; one at a time when their sizes differ, as DINOv2 inputs
+  // do, the banks holding every patch) and, when the backbone has one, the text prior.
+  // `with_text` = false skips the text prior (scorers that do not use it need no class name).
   static ReferenceSet build(const Backbone& backbone, const std::vector<PixelTensor>& images,
-                            const std::vector<ReferenceSource>& sources, const std::string& class_name);
+                            const std::vector<ReferenceSource>& sources, const std::string& class_name,
+                            bool with_text = true);
   // The same from already-encoded references (`features` batch = K) and an optional text prior
   // (benchmarks encode every image once and reuse it across draws).
   static ReferenceSet from_features(const Backbone& backbone, const Features& features, at::Tensor text_prior,

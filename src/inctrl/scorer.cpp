@@ -9,7 +9,7 @@ namespace {
 // layer is finer, bilinear when coarser). A no-op for CLIP, whose taps share one grid.
 at::Tensor to_grid(const at::Tensor& r, int64_t g) {
   const int64_t B = r.size(0), P = r.size(1);
-  if (P == g * g) return r;
+  if (g == 0 || P == g * g) return r;  // g = 0: one tap on the image's own grid (DINOv2)
   const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(P))));
   at::Tensor img = r.view({B, 1, side, side});
   img = side > g ? at::adaptive_avg_pool2d(img, {g, g}) : at::upsample_bilinear2d(img, {g, g}, false);
@@ -18,9 +18,22 @@ at::Tensor to_grid(const at::Tensor& r, int64_t g) {
 
 }  // namespace
 
+at::Tensor nearest_cosine(const at::Tensor& query, const at::Tensor& bank) {
+  // Blocks of bank rows bound the similarity matrix to B x P x kBlock values, so banks of 10^5-10^6
+  // patches (hundreds of references, rotations) cost memory linear in P, not in the bank. The max
+  // is exact, so the result does not depend on the blocking.
+  constexpr int64_t kBlock = 16384;
+  at::Tensor best;
+  for (int64_t start = 0; start < bank.size(0); start += kBlock) {
+    at::Tensor block = bank.slice(0, start, std::min(bank.size(0), start + kBlock));
+    at::Tensor m = std::get<0>(at::matmul(query, block.transpose(-2, -1)).max(-1));
+    best = best.defined() ? at::maximum(best, m) : m;
+  }
+  return best.to(at::kFloat);  // [B, P]
+}
+
 at::Tensor layer_residual(const at::Tensor& query, const at::Tensor& bank, int64_t grid) {
-  at::Tensor max_cos = std::get<0>(at::matmul(query, bank.transpose(-2, -1)).max(-1)).to(at::kFloat);  // [B, P_l]
-  return to_grid(0.5 * (1.0 - max_cos), grid);
+  return to_grid(0.5 * (1.0 - nearest_cosine(query, bank)), grid);
 }
 
 HeadOutputs apply_heads(const InctrlHeads& heads, const at::Tensor& query_global, const at::Tensor& prompt_adapted_mean,

@@ -40,6 +40,8 @@ struct InctrlScores {  // batch-first tensors; optional parts are undefined when
 // `query` [B, P_l, C] and `bank` [N, C] (shared) or [B, N, C] (one bank per query), both with
 // L2-normalised rows; returns [B, grid*grid] float32 (bf16 inputs give bf16 products).
 at::Tensor layer_residual(const at::Tensor& query, const at::Tensor& bank, int64_t grid);
+// max over bank rows of query · bankᵀ per query patch, [B, P] float32 (rows L2-normalised).
+at::Tensor nearest_cosine(const at::Tensor& query, const at::Tensor& bank);
 
 // The learned part of the forward, shared by scoring and training: `query_global` [B, D],
 // `prompt_adapted_mean` [B or 1, D] (mean of A(f_pk) over the K prompts), `holistic_base` [B, P]
@@ -57,9 +59,10 @@ class InctrlScorer {
       : backbone_(backbone), heads_(std::move(heads)) {}
   bool has_heads() const { return heads_.has_value(); }
   InctrlScores score(const ReferenceSet& refs, const Features& query) const;
+  // Per layer r_l on the common grid, [B, L, P] (M = its mean over L).
+  at::Tensor patch_residuals(const ReferenceSet& refs, const Features& query) const;
 
  private:
-  at::Tensor patch_residuals(const ReferenceSet& refs, const Features& query) const;  // [B,L,P]
   const Backbone& backbone_;
   std::optional<InctrlHeads> heads_;
 };

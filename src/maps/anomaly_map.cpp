@@ -32,22 +32,31 @@ cv::Mat to_bgr(const Image& img) {
 
 }  // namespace
 
-ImageMap map_to_image(const std::vector<float>& grid_map, int grid, const CropGeometry& g, double sigma_at_240) {
-  if (grid <= 0 || grid_map.size() != static_cast<size_t>(grid) * grid)
-    fail("anomaly map: expected ", grid, "x", grid, " values, got ", grid_map.size());
+ImageMap map_to_image(const std::vector<float>& grid_map, int grid_w, const CropGeometry& g, double sigma_at_240) {
+  const int grid_h = grid_w > 0 ? static_cast<int>(grid_map.size() / grid_w) : 0;
+  if (grid_h <= 0 || grid_map.size() != static_cast<size_t>(grid_w) * grid_h)
+    fail("anomaly map: ", grid_map.size(), " values do not fill a grid ", grid_w, " wide");
   if (g.size <= 0 || g.src_w <= 0 || g.src_h <= 0) fail("anomaly map: image geometry is missing");
-  cv::Mat cells(grid, grid, CV_32FC1, const_cast<float*>(grid_map.data()));
-  // Each cell is a patch: sample at patch centres (align_corners = false), like the model's grid.
-  cv::Mat window;
-  cv::resize(cells, window, cv::Size(g.size, g.size), 0, 0, cv::INTER_LINEAR);
-  if (sigma_at_240 > 0) cv::GaussianBlur(window, window, cv::Size(0, 0), sigma_at_240 * g.size / 240.0);
-  cv::Mat resized = cv::Mat::zeros(g.resized_h, g.resized_w, CV_32FC1);
-  window.copyTo(resized(cv::Rect(g.crop_left, g.crop_top, g.size, g.size)));
+  cv::Mat cells(grid_h, grid_w, CV_32FC1, const_cast<float*>(grid_map.data()));
   ImageMap out;
   out.width = g.src_w;
   out.height = g.src_h;
   cv::Mat original;
-  cv::resize(resized, original, cv::Size(g.src_w, g.src_h), 0, 0, cv::INTER_LINEAR);
+  if (g.stretch_to_image) {  // AnomalyDINO's dists2map: cv2.resize, then scipy gaussian_filter (reflect, 4σ)
+    cv::resize(cells, original, cv::Size(g.src_w, g.src_h), 0, 0, cv::INTER_LINEAR);
+    if (sigma_at_240 > 0) {
+      const int radius = static_cast<int>(4.0 * sigma_at_240 + 0.5);
+      cv::GaussianBlur(original, original, cv::Size(2 * radius + 1, 2 * radius + 1), sigma_at_240, sigma_at_240, cv::BORDER_REFLECT);
+    }
+  } else {
+    // Each cell is a patch: sample at patch centres (align_corners = false), like the model's grid.
+    cv::Mat window;
+    cv::resize(cells, window, cv::Size(g.window_w(), g.window_h()), 0, 0, cv::INTER_LINEAR);
+    if (sigma_at_240 > 0) cv::GaussianBlur(window, window, cv::Size(0, 0), sigma_at_240 * g.size / 240.0);
+    cv::Mat resized = cv::Mat::zeros(g.resized_h, g.resized_w, CV_32FC1);
+    window.copyTo(resized(cv::Rect(g.crop_left, g.crop_top, g.window_w(), g.window_h())));
+    cv::resize(resized, original, cv::Size(g.src_w, g.src_h), 0, 0, cv::INTER_LINEAR);
+  }
   out.values.assign(reinterpret_cast<const float*>(original.data),
                     reinterpret_cast<const float*>(original.data) + original.total());
   return out;

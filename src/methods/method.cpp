@@ -16,6 +16,8 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
       {"patch-knn", make_patch_knn_method},
       {"image-knn", make_image_knn_method},
       {"winclip", make_winclip_method},
+      {"anomalydino", make_anomalydino_method},
+      {"anomalydino-rot", make_anomalydino_rot_method},
   };
   return methods;
 }

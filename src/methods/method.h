@@ -26,6 +26,9 @@ class Method {
   // Anomaly scores [B] for a batch of encoded queries (higher = more anomalous); `pixels` are the
   // queries' preprocessed pixels.
   virtual at::Tensor score(const ReferenceSet& refs, const Features& queries, const at::Tensor& pixels) const = 0;
+  // Methods that score against the references plus their rotations (AnomalyDINO's augment_image)
+  // get a set built from all of them.
+  virtual bool wants_rotated_references() const { return false; }
 };
 
 // Names accepted by make_method, in display order.
@@ -38,5 +41,7 @@ std::unique_ptr<Method> make_inctrl_method(const LoadedModel& model);
 std::unique_ptr<Method> make_patch_knn_method(const LoadedModel& model);
 std::unique_ptr<Method> make_image_knn_method(const LoadedModel& model);
 std::unique_ptr<Method> make_winclip_method(const LoadedModel& model);
+std::unique_ptr<Method> make_anomalydino_method(const LoadedModel& model);      // methods/anomalydino.h
+std::unique_ptr<Method> make_anomalydino_rot_method(const LoadedModel& model);  // the same, rotated references
 
 }  // namespace gad

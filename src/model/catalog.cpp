@@ -19,6 +19,19 @@ CatalogEntry openclip(const std::string& name, const std::string& file, const st
   return {name, kOpenClipRelease + file, prefix, file, config, description};
 }
 
+
+// Meta's torch.hub release (facebookresearch/dinov2 hubconf.py). It publishes no checksums and
+// torch.hub does not check these files, so neither can gad: it prints the sha256 it received,
+// and the first load checks every key and shape.
+CatalogEntry dinov2(const std::string& arch, const std::string& description) {
+  std::string base = arch.substr(0, arch.find('_'));
+  std::string file = "dinov2_" + arch + (arch.find("_reg") != std::string::npos ? "4" : "") + "_pretrain.pth";
+  std::string name = "dinov2-" + arch;
+  for (auto& ch : name) ch = ch == '_' ? '-' : ch;
+  return {name, "https://dl.fbaipublicfiles.com/dinov2/dinov2_" + base + "/" + file, "", file, "",
+          "DINOv2 " + description + " (Apache-2.0)"};
+}
+
 }  // namespace
 
 const std::vector<CatalogEntry>& model_catalog() {
@@ -27,6 +40,12 @@ const std::vector<CatalogEntry>& model_catalog() {
                "OpenCLIP ViT-B-16-plus-240, LAION-400M epoch 32: InCTRL's backbone (MIT)"),
       openclip("vit-b-16", "vit_b_16-laion400m_e32-55e67d44.pt", "ViT-B-16", "OpenCLIP ViT-B-16, LAION-400M epoch 32 (MIT)"),
       openclip("vit-l-14", "vit_l_14-laion400m_e32-3d133497.pt", "ViT-L-14", "OpenCLIP ViT-L-14, LAION-400M epoch 32 (MIT)"),
+      dinov2("vits14", "ViT-S/14, 21 M parameters: AnomalyDINO's backbone"),
+      dinov2("vitb14", "ViT-B/14, 86 M parameters"),
+      dinov2("vitl14", "ViT-L/14, 300 M parameters"),
+      dinov2("vits14_reg", "ViT-S/14 with 4 registers"),
+      dinov2("vitb14_reg", "ViT-B/14 with 4 registers"),
+      dinov2("vitl14_reg", "ViT-L/14 with 4 registers"),
   };
   return entries;
 }
@@ -49,7 +68,7 @@ std::string catalog_names() {
 
 std::string fetch_catalog_model(const CatalogEntry& e, const CatalogFetch& o) {
   const std::string dest = o.dest.empty() ? catalog_install_path(e, o.models_dir) : o.dest;
-  if (std::filesystem::is_regular_file(dest) && sha256_matches(file_sha256(dest), e.sha256)) {
+  if (std::filesystem::is_regular_file(dest) && (e.sha256.empty() || sha256_matches(file_sha256(dest), e.sha256))) {
     if (o.log) o.log(e.name + " is already installed: " + dest);
     return dest;
   }
@@ -61,10 +80,11 @@ std::string fetch_catalog_model(const CatalogEntry& e, const CatalogFetch& o) {
     DownloadOptions d;
     d.sha256 = e.sha256;
     d.progress = o.progress;
-    download_file(url, dest, d);
+    const std::string got = download_file(url, dest, d);
+    if (e.sha256.empty() && o.log) o.log(dest + ": sha256 " + got + " (the publisher gives no checksum to compare with)");
   } catch (const Error& err) {
     fail("could not fetch ", e.name, ": ", err.what(), "; to install it by hand, download ", e.url, " elsewhere and place it at ",
-         dest, " (its sha256 must start with ", e.sha256, "), or point --url at a mirror of that file");
+         dest, e.sha256.empty() ? "" : " (its sha256 must start with " + e.sha256 + ")", ", or point --url at a mirror of that file");
   }
   return dest;
 }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clip/clip_backbone.h"
+#include "dino/dino_backbone.h"
 #include "io/safetensors.h"
 #include "lite/fetch.h"
 #include "lite/lite_backbone.h"
@@ -28,7 +29,8 @@ std::string default_model_file() {
 
 // A lite backbone from a tfjs model.json or a gad lite file; `w` keeps any head keys of the file.
 std::unique_ptr<Backbone> load_lite(const ModelFiles& files, const std::string& path, Weights& w) {
-  if (!files.config.empty()) fail("--config: applies to CLIP models only, not to the lite model ", path);
+  if (!files.config.empty()) fail("--config: applies to CLIP and DINOv2 models only, not to the lite model ", path);
+  if (files.resolution) fail("--resolution: applies to DINOv2 models only, not to the lite model ", path);
   LiteTaps taps;
   if (!files.lite_taps.empty()) taps.patch = files.lite_taps;
   if (ends_with(path, ".json")) return std::make_unique<LiteBackbone>(TfjsModel::load_tfjs(path), taps);
@@ -71,6 +73,13 @@ LoadedModel load_model(const ModelFiles& named) {
   } else {
     if (!files.lite_taps.empty()) fail("--lite-taps: applies to lite models only, not to ", path);
     w = Weights::load(path);
+    if (is_dino_weights(w)) {
+      if (!files.heads.empty() && files.heads != "none") fail("--heads: InCTRL heads need a CLIP or lite backbone, not DINOv2 (", path, ")");
+      m.backbone = std::make_unique<DinoBackbone>(dino_config(w, files.config), w, files.resolution ? files.resolution : 448);
+      w.check_all_taken();
+      return m;
+    }
+    if (files.resolution) fail("--resolution: applies to DINOv2 models only, not to ", path);
     m.backbone = std::make_unique<ClipBackbone>(load_clip_config(files.config.empty() ? kDefaultClipConfig : files.config), w);
   }
   const int64_t D = m.backbone->embed_dim(), P = m.backbone->num_patches();

@@ -21,6 +21,7 @@ struct ModelFiles {
   // model file has some; "lite" = the heads shipped for the lite model (assets/heads).
   std::string heads;
   std::vector<std::string> lite_taps;  // lite backbone patch taps; empty = block_12_add
+  int resolution = 0;                  // DINOv2: smaller edge in px (0 = 448, AnomalyDINO's default)
 };
 
 struct LoadedModel {

@@ -1,0 +1,197 @@
+#include "dino/dino_backbone.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace gad {
+namespace {
+
+struct Dense {
+  at::Tensor weight, bias, weight_bf16, bias_bf16;
+  at::Tensor operator()(const at::Tensor& x) const {
+    return weight_bf16.defined() ? at::linear(x.to(at::kBFloat16), weight_bf16, bias_bf16).to(at::kFloat)
+                                 : at::linear(x, weight, bias);
+  }
+  void use_bf16(bool on) {
+    weight_bf16 = on ? weight.to(at::kBFloat16) : at::Tensor();
+    bias_bf16 = on ? bias.to(at::kBFloat16) : at::Tensor();
+  }
+};
+
+struct Norm {
+  at::Tensor weight, bias;
+  at::Tensor operator()(const at::Tensor& x) const { return at::layer_norm(x, {weight.size(0)}, weight, bias, 1e-6); }
+};
+
+struct Block {
+  Norm norm1, norm2;
+  Dense qkv, proj, fc1, fc2;
+  at::Tensor ls1, ls2;
+};
+
+Norm load_norm(Weights& w, const std::string& p, int64_t d) { return {w.take(p + ".weight", {d}), w.take(p + ".bias", {d})}; }
+
+Dense load_dense(Weights& w, const std::string& p, int64_t out, int64_t in) {
+  return {w.take(p + ".weight", {out, in}), w.take(p + ".bias", {out}), {}, {}};
+}
+
+int64_t block_count(const Weights& w) {
+  int64_t n = 0;
+  while (w.has("blocks." + std::to_string(n) + ".norm1.weight")) ++n;
+  return n;
+}
+
+}  // namespace
+
+struct DinoBackbone::Weights_ {
+  at::Tensor patch_w, patch_b, patch_w_bf16, cls, pos, registers;
+  std::vector<Block> blocks;
+  Norm norm;
+};
+
+bool is_dino_weights(const Weights& w) {
+  return w.has("cls_token") && w.has("pos_embed") && w.has("patch_embed.proj.weight") && !w.has("visual.conv1.weight");
+}
+
+DinoConfig dino_config(const Weights& w, const std::string& config_json) {
+  const auto& t = w.all();
+  auto shape = [&](const std::string& key) {
+    auto it = t.find(key);
+    if (it == t.end()) fail(w.source(), ": missing key '", key, "' (not a DINOv2 checkpoint?)");
+    return it->second.sizes().vec();
+  };
+  if (w.has("blocks.0.mlp.w12.weight") || w.has("blocks.0.mlp.w3.weight"))
+    fail(w.source(), ": a SwiGLU DINOv2 model (ViT-g/14) is not supported; use dinov2_vit{s,b,l}14[_reg]");
+  DinoConfig c;
+  const auto cls = shape("cls_token");
+  if (cls.size() != 3 || cls[0] != 1 || cls[1] != 1) fail(w.source(), ": key 'cls_token' has shape ", shape_string(cls), ", expected [1,1,D]");
+  c.embed_dim = cls[2];
+  if (c.embed_dim % 64 != 0) fail(w.source(), ": embed dim ", c.embed_dim, " is not a multiple of 64 (heads = embed / 64); give --config");
+  c.heads = c.embed_dim / 64;
+  c.depth = block_count(w);
+  if (c.depth == 0) fail(w.source(), ": no transformer blocks (blocks.0.*)");
+  c.patch = shape("patch_embed.proj.weight").back();
+  c.mlp_hidden = shape("blocks.0.mlp.fc1.weight")[0];
+  const auto pos = shape("pos_embed");
+  const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(pos.size() == 3 ? pos[1] - 1 : 0))));
+  if (pos.size() != 3 || side * side + 1 != pos[1]) fail(w.source(), ": key 'pos_embed' has shape ", shape_string(pos), ", expected [1,1+M*M,D]");
+  c.pos_side = side;
+  if (w.has("register_tokens")) c.registers = shape("register_tokens")[1];
+  // The hub's rule: plain models keep the historical +0.1 scale-factor offset, _reg models
+  // interpolate to the exact size with antialias.
+  c.antialias = c.registers > 0;
+  c.interpolate_offset = c.registers > 0 ? 0.0 : 0.1;
+  if (config_json.empty()) return c;
+  try {
+    const auto j = nlohmann::json::parse(read_file_text(config_json));
+    for (const char* key : {"embed_dim", "depth", "num_register_tokens", "patch_size"}) {
+      const int64_t from_file = std::string(key) == "embed_dim" ? c.embed_dim : std::string(key) == "depth" ? c.depth
+                                : std::string(key) == "patch_size" ? c.patch : c.registers;
+      if (j.contains(key) && j[key].get<int64_t>() != from_file)
+        fail(config_json, ": ", key, " = ", j[key].get<int64_t>(), " but ", w.source(), " has ", from_file);
+    }
+    if (j.contains("ffn_layer") && j["ffn_layer"] != "mlp") fail(config_json, ": ffn_layer ", j["ffn_layer"].dump(), " is not supported (mlp only)");
+    c.heads = j.value("num_heads", c.heads);
+    c.antialias = j.value("interpolate_antialias", c.antialias);
+    c.interpolate_offset = j.value("interpolate_offset", c.interpolate_offset);
+  } catch (const nlohmann::json::exception& e) {
+    fail(config_json, ": not a DINOv2 config (", e.what(), ")");
+  }
+  if (c.heads <= 0 || c.embed_dim % c.heads != 0) fail(config_json, ": num_heads ", c.heads, " does not divide ", c.embed_dim);
+  return c;
+}
+
+DinoBackbone::DinoBackbone(const DinoConfig& cfg, Weights& w, int resolution)
+    : cfg_(cfg), resolution_(resolution), w_(std::make_unique<Weights_>()) {
+  const int64_t D = cfg.embed_dim, H = cfg.mlp_hidden;
+  w_->patch_w = w.take("patch_embed.proj.weight", {D, 3, cfg.patch, cfg.patch});
+  w_->patch_b = w.take("patch_embed.proj.bias", {D});
+  w_->cls = w.take("cls_token", {1, 1, D});
+  w_->pos = w.take("pos_embed", {1, 1 + cfg.pos_side * cfg.pos_side, D});
+  if (cfg.registers) w_->registers = w.take("register_tokens", {1, cfg.registers, D});
+  w.ignore("mask_token");  // used only for masked training
+  for (int64_t i = 0; i < cfg.depth; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    Block b;
+    b.norm1 = load_norm(w, p + "norm1", D);
+    b.norm2 = load_norm(w, p + "norm2", D);
+    b.qkv = load_dense(w, p + "attn.qkv", 3 * D, D);
+    b.proj = load_dense(w, p + "attn.proj", D, D);
+    b.fc1 = load_dense(w, p + "mlp.fc1", H, D);
+    b.fc2 = load_dense(w, p + "mlp.fc2", D, H);
+    b.ls1 = w.take(p + "ls1.gamma", {D});
+    b.ls2 = w.take(p + "ls2.gamma", {D});
+    w_->blocks.push_back(std::move(b));
+  }
+  w_->norm = load_norm(w, "norm", D);
+  std::map<std::string, at::Tensor> mine;
+  for (const auto& [k, t] : w.all())
+    if (k != "mask_token") mine[k] = t;
+  fingerprint_ = gad::fingerprint(mine);
+}
+
+DinoBackbone::~DinoBackbone() = default;
+
+std::string DinoBackbone::description() const {
+  std::ostringstream o;
+  o << "DINOv2 ViT (embed " << cfg_.embed_dim << ", depth " << cfg_.depth << ", heads " << cfg_.heads << ", "
+    << cfg_.registers << " registers, patch " << cfg_.patch << "; smaller edge " << resolution_ << " px)";
+  return o.str();
+}
+
+PixelTensor DinoBackbone::preprocess(const Image& image) const {
+  return dino_preprocess(image, resolution_, static_cast<int>(cfg_.patch));
+}
+
+void DinoBackbone::set_precision(Precision p) {
+  precision_ = p;
+  const bool bf16 = p == Precision::BF16;
+  for (auto& b : w_->blocks)
+    for (Dense* d : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) d->use_bf16(bf16);
+  w_->patch_w_bf16 = bf16 ? w_->patch_w.to(at::kBFloat16) : at::Tensor();
+}
+
+Features DinoBackbone::encode_impl(const at::Tensor& pixels) const {
+  const int64_t B = pixels.size(0), D = cfg_.embed_dim, P = cfg_.patch;
+  const int64_t gh = pixels.size(2) / P, gw = pixels.size(3) / P, M = cfg_.pos_side;
+  at::Tensor x = w_->patch_w_bf16.defined()
+                     ? at::conv2d(pixels.to(at::kBFloat16), w_->patch_w_bf16, w_->patch_b.to(at::kBFloat16), P).to(at::kFloat)
+                     : at::conv2d(pixels, w_->patch_w, w_->patch_b, P);
+  x = at::cat({w_->cls.expand({B, 1, D}), x.flatten(2).transpose(1, 2)}, 1);
+  // interpolate_pos_encoding (dinov2 vision_transformer.py), with (gh, gw) = (w0, h0) there.
+  at::Tensor pos = w_->pos;
+  if (gh * gw != M * M || gh != gw) {
+    at::Tensor grid = pos.slice(1, 1).reshape({1, M, M, D}).permute({0, 3, 1, 2});
+    if (cfg_.interpolate_offset != 0) {
+      const double sy = (gh + cfg_.interpolate_offset) / M, sx = (gw + cfg_.interpolate_offset) / M;
+      const auto oh = static_cast<int64_t>(std::floor(M * sy)), ow = static_cast<int64_t>(std::floor(M * sx));
+      grid = cfg_.antialias ? at::_upsample_bicubic2d_aa(grid, {oh, ow}, false, sy, sx)
+                            : at::upsample_bicubic2d(grid, {oh, ow}, false, sy, sx);
+    } else {
+      grid = cfg_.antialias ? at::_upsample_bicubic2d_aa(grid, {gh, gw}, false) : at::upsample_bicubic2d(grid, {gh, gw}, false);
+    }
+    TORCH_CHECK(grid.size(2) == gh && grid.size(3) == gw, "DINOv2 position embedding: interpolated to ", grid.sizes());
+    pos = at::cat({pos.slice(1, 0, 1), grid.permute({0, 2, 3, 1}).reshape({1, gh * gw, D})}, 1);
+  }
+  x = x + pos;
+  if (cfg_.registers) x = at::cat({x.slice(1, 0, 1), w_->registers.expand({B, cfg_.registers, D}), x.slice(1, 1)}, 1);
+  const int64_t T = x.size(1), Dh = D / cfg_.heads;
+  for (const Block& b : w_->blocks) {
+    at::Tensor qkv = b.qkv(b.norm1(x)).view({B, T, 3, cfg_.heads, Dh}).permute({2, 0, 3, 1, 4});
+    at::Tensor attn = at::softmax(at::matmul(qkv[0] * (1.0 / std::sqrt(static_cast<double>(Dh))), qkv[1].transpose(-2, -1)), -1);
+    x = x + b.ls1 * b.proj(at::matmul(attn, qkv[2]).transpose(1, 2).reshape({B, T, D}));
+    x = x + b.ls2 * b.fc2(at::gelu(b.fc1(b.norm2(x))));
+  }
+  x = w_->norm(x);
+  Features f;
+  f.global = x.select(1, 0).contiguous();
+  f.taps = {x.slice(1, 1 + cfg_.registers).contiguous()};
+  f.grid_h = gh;
+  f.grid_w = gw;
+  return f;
+}
+
+}  // namespace gad
