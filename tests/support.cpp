@@ -1,5 +1,10 @@
 #include "support.h"
 
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <fstream>
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -26,6 +31,19 @@ std::string temp_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
+}
+
+CliResult run_cli(const std::string& args, const std::string& env) {
+  static int calls = 0;
+  const std::string dir = temp_dir("cli-" + std::to_string(calls++));
+  const int status = std::system((env + " " + GAD_CLI + " " + args + " >" + dir + "/out 2>" + dir + "/err").c_str());
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  CliResult r{WEXITSTATUS(status), slurp(dir + "/out"), slurp(dir + "/err")};
+  std::filesystem::remove_all(dir);
+  return r;
 }
 
 }  // namespace gad::test

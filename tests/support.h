@@ -21,4 +21,12 @@ double max_abs_diff(const at::Tensor& a, const at::Tensor& b);
 // A fresh empty directory under the system temp dir, removed by the caller if wanted.
 std::string temp_dir(const std::string& name);
 
+// Runs the gad binary with `args` (a shell command line; `env` is put in front, e.g.
+// "GAD_MODELS_DIR=/tmp/x") and returns its exit status, stdout and stderr.
+struct CliResult {
+  int status;
+  std::string out, err;
+};
+CliResult run_cli(const std::string& args, const std::string& env = "");
+
 }  // namespace gad::test

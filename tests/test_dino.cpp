@@ -149,3 +149,42 @@ TEST(Dino, BrokenFilesAreOneLineErrors) {
 
 }  // namespace
 }  // namespace gad
+
+namespace gad {
+namespace {
+
+// The command line: `inspect --dump` writes pixel_values and patch_tokens; a set built without a
+// class name scores like the official code and remembers its scorer; the lite model takes the
+// same scorer; mistakes are one line.
+TEST(AnomalyDinoCli, InspectRefsAndScore) {
+  const std::string dir = test::temp_dir("dino-cli");
+  const std::string model = "--model " + dino("tiny/model.pth") + " --resolution 224 --precision fp32";
+  test::CliResult r = test::run_cli("inspect " + model + " " + image("mt_break_348629.jpg") + " --dump " + dir + "/d.safetensors");
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto dump = test::load_tensors(dir + "/d.safetensors");
+  auto want = test::load_tensors(dino("tiny/features/mt_break_348629_S224.safetensors"));
+  EXPECT_LE(test::max_abs_diff(dump["0.pixel_values"], want["pixel_values"]), 1e-6);
+  EXPECT_LT(test::max_abs_diff(dump["0.patch_tokens"], want["patch_tokens"]), 1e-4);
+
+  r = test::run_cli("refs build " + model + " " + image("mt_fray_331149.jpg") + " -o " + dir + "/set.gadref");
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = test::run_cli("score " + model + " --refs " + dir + "/set.gadref " + image("mt_break_348629.jpg"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NEAR(nlohmann::json::parse(r.out)["score"].get<double>(), 0.17978794872760773, 1e-4);  // case k1
+  EXPECT_NE(r.err.find("scorer anomalydino"), std::string::npos) << r.err;
+  r = test::run_cli("score " + model + " --scorer inctrl --refs " + dir + "/set.gadref " + image("mt_break_348629.jpg"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("built for the anomalydino scorer"), std::string::npos) << r.err;
+
+  // The lite CNN with the same scorer and rotated references; maps written.
+  r = test::run_cli("score --scorer anomalydino --rotate examples/tiles/test --ref-images examples/tiles/train/good --maps " + dir + "/maps");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 12);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/maps/001.png"));
+  r = test::run_cli("score --rotate examples/tiles/test --ref-images examples/tiles/train/good --class tile");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("--rotate: applies to --scorer anomalydino only"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace gad

@@ -81,21 +81,8 @@ TEST(ReferenceSetFile, RefusesAnotherModel) {
   }
 }
 
-struct CliRun {
-  int status;
-  std::string out, err;
-};
-
-CliRun cli(const std::string& args) {
-  std::string dir = test::temp_dir("cli");
-  std::string cmd = std::string(GAD_CLI) + " " + args + " >" + dir + "/out 2>" + dir + "/err";
-  int status = std::system(cmd.c_str());
-  auto slurp = [](const std::string& p) {
-    std::ifstream in(p);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
-  return {WEXITSTATUS(status), slurp(dir + "/out"), slurp(dir + "/err")};
-}
+using CliRun = test::CliResult;
+CliRun cli(const std::string& args) { return test::run_cli(args); }
 
 const std::string kModelArgs = "--model " + kTiny + " --config " + kTinyConfig + " --precision fp32";
 

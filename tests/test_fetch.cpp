@@ -72,21 +72,14 @@ int refused_port() {
   return ntohs(a.sin_port);
 }
 
-struct CliResult {
-  int status;
-  std::string err;
-};
-
-CliResult gad_cli(const std::string& args, const std::string& dir, const std::string& env = "") {
-  const int s = std::system((env + " " + GAD_CLI + " " + args + " >" + dir + "/out 2>" + dir + "/err").c_str());
-  return {WEXITSTATUS(s), read_file_text(dir + "/err")};
-}
+using test::CliResult;
+using test::run_cli;
 
 std::string sha(const std::string& s) { return sha256_hex(reinterpret_cast<const uint8_t*>(s.data()), s.size()); }
 
 size_t files_in(const std::string& dir) {
   size_t n = 0;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) n += e.path().filename() != "out" && e.path().filename() != "err";
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
   return n;
 }
 
@@ -106,12 +99,12 @@ TEST(Fetch, RightHashInstallsTheExactBytes) {
   const std::string dir = test::temp_dir("fetch-ok"), out = dir + "/model.bin";
   for (const std::string& hash : {sha(server.body()), sha(server.body()).substr(0, 8)}) {  // full hash and prefix
     std::filesystem::remove(out);
-    CliResult r = gad_cli("models fetch " + server.url("/redirect") + " --sha256 " + hash + " -o " + out, dir);
+    CliResult r = run_cli("models fetch " + server.url("/redirect") + " --sha256 " + hash + " -o " + out);
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(read_file_text(out), server.body());
   }
   // Again: the installed file is recognised and nothing is downloaded.
-  CliResult again = gad_cli("models fetch " + server.url("/model.bin") + " --sha256 " + sha(server.body()) + " -o " + out, dir);
+  CliResult again = run_cli("models fetch " + server.url("/model.bin") + " --sha256 " + sha(server.body()) + " -o " + out);
   EXPECT_EQ(again.status, 0);
   EXPECT_NE(again.err.find("already installed"), std::string::npos) << again.err;
 }
@@ -131,19 +124,19 @@ TEST(Fetch, FailuresLeaveNoFileAndSayWhich) {
   for (const auto& c : cases) {
     SCOPED_TRACE(c.url);
     const std::string dir = test::temp_dir("fetch-bad");
-    expect_clean_failure(gad_cli("models fetch " + c.url + " --sha256 " + c.hash + " -o " + dir + "/model.bin", dir), c.needle, dir);
+    expect_clean_failure(run_cli("models fetch " + c.url + " --sha256 " + c.hash + " -o " + dir + "/model.bin"), c.needle, dir);
   }
 }
 
 TEST(Fetch, NamedModelFromAMirrorIsCheckedAgainstItsPinnedHash) {
   FetchServer server;  // serves bytes that are not the release file
   const std::string dir = test::temp_dir("fetch-named");
-  CliResult r = gad_cli("models fetch vit-b-16-plus-240 --url " + server.url("/model.bin") + " -o " + dir + "/clip.pt", dir);
+  CliResult r = run_cli("models fetch vit-b-16-plus-240 --url " + server.url("/model.bin") + " -o " + dir + "/clip.pt");
   expect_clean_failure(r, "sha256 mismatch", dir);
   EXPECT_NE(r.err.find("expected 699c4b84"), std::string::npos) << r.err;
   // Offline: one line saying what was tried, from where, and how to place the file by hand.
   const std::string offline = "http://127.0.0.1:" + std::to_string(refused_port()) + "/vit.pt";
-  r = gad_cli("models fetch vit-b-16-plus-240 --url " + offline + " -o " + dir + "/clip.pt", dir);
+  r = run_cli("models fetch vit-b-16-plus-240 --url " + offline + " -o " + dir + "/clip.pt");
   expect_clean_failure(r, "could not fetch vit-b-16-plus-240: " + offline, dir);
   EXPECT_NE(r.err.find("place it at " + dir + "/clip.pt"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("vit_b_16_plus_240-laion400m_e32-699c4b84.pt"), std::string::npos) << r.err;
@@ -151,12 +144,12 @@ TEST(Fetch, NamedModelFromAMirrorIsCheckedAgainstItsPinnedHash) {
 
 TEST(Fetch, CommandLineMistakesAreOneLine) {
   const std::string dir = test::temp_dir("fetch-usage");
-  expect_clean_failure(gad_cli("models fetch http://127.0.0.1:9/x.pt -o " + dir + "/x.pt", dir), "give --sha256", dir);
-  expect_clean_failure(gad_cli("models fetch http://127.0.0.1:9/x.pt --sha256 xyz -o " + dir + "/x.pt", dir),
+  expect_clean_failure(run_cli("models fetch http://127.0.0.1:9/x.pt -o " + dir + "/x.pt"), "give --sha256", dir);
+  expect_clean_failure(run_cli("models fetch http://127.0.0.1:9/x.pt --sha256 xyz -o " + dir + "/x.pt"),
                        "expected 8 to 64 hex digits", dir);
-  expect_clean_failure(gad_cli("models fetch no-such-model", dir), "available: lite, vit-b-16-plus-240", dir);
-  expect_clean_failure(gad_cli("score --model vit-l-14 --ref-images examples/tiles/train/good --class tile examples/tiles/test",
-                               dir, "GAD_MODELS_DIR=" + dir + "/models"),
+  expect_clean_failure(run_cli("models fetch no-such-model"), "available: lite, vit-b-16-plus-240", dir);
+  expect_clean_failure(run_cli("score --model vit-l-14 --ref-images examples/tiles/train/good --class tile examples/tiles/test",
+                               "GAD_MODELS_DIR=" + dir + "/models"),
                        "--model vit-l-14: not installed (looked for " + dir + "/models/vit_l_14", dir);
 }
 
