@@ -1,20 +1,13 @@
 #include "data/fetch_data.h"
 
-
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <map>
 #include <set>
-#include <vector>
 
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/npm_package.h"
-
-extern char** environ;
 
 namespace fs = std::filesystem;
 

@@ -207,8 +207,6 @@ void Engine::load_references(const std::string& path) {
 
 void Engine::save_references(const std::string& path) const { impl_->require_refs().save(path); }
 
-bool Engine::has_references() const { return impl_->refs != nullptr; }
-
 std::string Engine::references_summary() const {
   const auto& r = impl_->require_refs();
   std::ostringstream o;
@@ -347,10 +345,6 @@ std::shared_ptr<const RefHandle> Engine::references_from_bytes(const std::string
   auto h = std::make_shared<RefHandle>();
   h->set = ReferenceSet::load(tmp.path, *impl_->model.backbone);  // tensors are copied out of the mapping
   return h;
-}
-
-RefHandleInfo Engine::reference_info(const RefHandle& refs) {
-  return {refs.set.class_name, refs.set.backbone_fingerprint, refs.set.k(), refs.set.text_prior.defined()};
 }
 
 std::vector<ScoreRecord> Engine::score_images(const RefHandle& refs, const std::vector<Image>& images,

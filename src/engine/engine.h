@@ -46,12 +46,6 @@ struct ImageSource {
   std::string name, sha256;  // recorded in the set's metadata only; never opened
 };
 
-struct RefHandleInfo {
-  std::string class_name, fingerprint;
-  int64_t k = 0;
-  bool text_prior = false;
-};
-
 struct InspectRecord {
   std::string path;
   int width = 0, height = 0;
@@ -75,7 +69,6 @@ class Engine {
   void build_references_from_prompts(const std::string& prompt_file, const std::string& class_name);
   void load_references(const std::string& path);
   void save_references(const std::string& path) const;
-  bool has_references() const;
   std::string references_summary() const;
   // Calibration of the current set: the threshold it carries (saved with it), and the final score
   // of each reference against a set of the other K − 1 (needs K >= 2; from the stored features,
@@ -100,7 +93,6 @@ class Engine {
   // The .gadref (safetensors) bytes of a handle, and back (checks the model fingerprint).
   std::string serialize_references(const RefHandle& refs) const;
   std::shared_ptr<const RefHandle> references_from_bytes(const std::string& bytes) const;
-  static RefHandleInfo reference_info(const RefHandle& refs);
   // Scores decoded images against `refs` in batches of `batch`; records in input order, `path`
   // set from `names` (when given).
   std::vector<ScoreRecord> score_images(const RefHandle& refs, const std::vector<Image>& images,

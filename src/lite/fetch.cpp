@@ -1,29 +1,21 @@
 #include "lite/fetch.h"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-#include <zlib.h>
-
 #include <algorithm>
-#include <cerrno>
+#include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <map>
-#include <set>
+#include <optional>
 
 #include "io/safetensors.h"
 #include "lite/tfjs_model.h"
+#include "util/base64.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/npm_package.h"
-
-extern char** environ;
 
 namespace gad {
 namespace {
@@ -351,33 +343,6 @@ std::string umd_exported_string(const std::string& js, const std::string& source
   return JsLiteral(js, p, source).string();
 }
 
-std::vector<uint8_t> base64_decode(const std::string& text, const std::string& source) {
-  std::vector<uint8_t> out;
-  out.reserve(text.size() / 4 * 3);
-  uint32_t acc = 0;
-  int bits = 0;
-  size_t pad = 0;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    int v = -1;
-    if (c >= 'A' && c <= 'Z') v = c - 'A';
-    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') v = c - '0' + 52;
-    else if (c == '+') v = 62;
-    else if (c == '/') v = 63;
-    else if (c == '=') { ++pad; continue; }
-    if (v < 0 || pad > 0) fail(source, ": invalid base64 at character ", i);
-    acc = acc << 6 | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<uint8_t>(acc >> bits & 0xFF));
-    }
-  }
-  if (pad > 2 || bits >= 6) fail(source, ": invalid base64 length");
-  return out;
-}
-
 std::string default_models_dir() {
   if (const char* d = std::getenv("GAD_MODELS_DIR"); d && *d) return d;
   const char* home = std::getenv("HOME");
@@ -393,7 +358,9 @@ std::string install_lite_from_tarball(const std::string& tgz_path, const std::st
   auto files = read_tgz_members(tgz_path, {kModelMember, kShardMember, kLicenseMember});
   const std::string json_text = umd_exported_json(files[kModelMember], kModelMember);
   check_sha256(std::string(kModelMember) + " (decoded model.json)", sha256_of(json_text), kModelJsonSha);
-  const std::vector<uint8_t> shard = base64_decode(umd_exported_string(files[kShardMember], kShardMember), kShardMember);
+  const std::optional<std::string> decoded = base64_decode(umd_exported_string(files[kShardMember], kShardMember));
+  if (!decoded) fail(kShardMember, ": the exported string is not valid base64");
+  const std::vector<uint8_t> shard(decoded->begin(), decoded->end());
   check_sha256(std::string(kShardMember) + " (decoded shard)", sha256_hex(shard.data(), shard.size()), kShardSha);
   check_sha256(kLicenseMember, sha256_of(files[kLicenseMember]), kLicenseSha);
   log_to(options, "verified " + std::string(kPackage) + " (tarball, model.json, shard, LICENSE sha256)");

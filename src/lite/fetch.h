@@ -48,7 +48,6 @@ std::vector<InstalledModel> installed_models(const std::string& models_dir);
 // `source` names the module in errors.
 std::string umd_exported_json(const std::string& js, const std::string& source);
 std::string umd_exported_string(const std::string& js, const std::string& source);
-std::vector<uint8_t> base64_decode(const std::string& text, const std::string& source);
 // ECMAScript Number::toString for finite doubles ("1e-7", "0.5", "123", "1.5e+21").
 std::string js_number_string(double v);
 
