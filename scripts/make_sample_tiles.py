@@ -3,7 +3,9 @@
 
 Normal tiles: a woven texture (two crossed sinusoid families) with random phase, slight rotation,
 brightness drift and sensor noise. Defective tiles add one defect: a dark scratch, a bright spot,
-a missing-thread band or a stain. Deterministic (seeded). Needs python3-pil and python3-numpy.
+a missing-thread band or a stain. validation/good holds normals for `gad refs calibrate` (neither
+references nor test images). Deterministic (seeded; new tiles are drawn after the old ones, so
+adding some leaves the others unchanged). Needs python3-pil and python3-numpy.
 """
 import math
 import os
@@ -36,9 +38,12 @@ def add_defect(img, x, y, kind, rng):
         img[(x - cx) ** 2 + (y - cy) ** 2 < 12 ** 2] = 235
     elif kind == "band":
         img[(np.abs(y - cy) < 5) & (np.abs(x - cx) < 60)] = 128
-    else:  # stain
+    else:  # stain: the soaked patch is darker and hides most of the weave, with a soft rim.
+        # (A smooth brightness dip alone, without the texture change, is invisible to the lite
+        # model: its features respond to texture, not to slow shading.)
         r2 = ((x - cx) / 25) ** 2 + ((y - cy) / 14) ** 2
-        img -= 60 * np.exp(-r2)
+        inside = 1 / (1 + np.exp((np.sqrt(r2) - 1) * 8))
+        img = img * (1 - inside) + (93 + (img - 128) * 0.25) * inside
     return img
 
 
@@ -48,7 +53,7 @@ def save(img, path):
 
 def main():
     rng = np.random.default_rng(2024)
-    for sub in ("train/good", "test/good", "test/defect"):
+    for sub in ("train/good", "test/good", "test/defect", "validation/good"):
         os.makedirs(os.path.join(OUT, sub), exist_ok=True)
     for i in range(8):
         save(texture(rng)[0], os.path.join(OUT, "train/good", f"{i:03d}.png"))
@@ -57,6 +62,8 @@ def main():
     for i, kind in enumerate(["scratch", "spot", "band", "stain", "scratch", "spot"]):
         img, x, y = texture(rng)
         save(add_defect(img, x, y, kind, rng), os.path.join(OUT, "test/defect", f"{i:03d}_{kind}.png"))
+    for i in range(9):
+        save(texture(rng)[0], os.path.join(OUT, "validation/good", f"{i:03d}.png"))
 
 
 if __name__ == "__main__":
