@@ -1,23 +1,24 @@
 #include "support.h"
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
-
-#include <cstdlib>
-#include <fstream>
-
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "model/weights.h"
+#include "util/fs.h"
 
 namespace gad::test {
 
 std::map<std::string, at::Tensor> load_tensors(const std::string& path) {
+  // The engine's own loader maps every dtype (F16/BF16/F64 become float32, integers keep theirs).
+  const Weights weights = Weights::load(path);
   std::map<std::string, at::Tensor> out;
-  for (const auto& [name, raw] : read_safetensors(path).tensors) {
-    at::ScalarType st = raw.dtype == DType::I64 ? at::kLong : raw.dtype == DType::U8 ? at::kByte : at::kFloat;
-    std::vector<int64_t> shape(raw.shape.begin(), raw.shape.end());
-    out[name] = at::from_blob(const_cast<uint8_t*>(raw.data), shape, st).clone();
-  }
+  for (const auto& [name, t] : weights.all()) out[name] = t.clone();
   return out;
 }
 
@@ -44,6 +45,25 @@ CliResult run_cli(const std::string& args, const std::string& env) {
   CliResult r{WEXITSTATUS(status), slurp(dir + "/out"), slurp(dir + "/err")};
   std::filesystem::remove_all(dir);
   return r;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::vector<std::vector<std::string>> python_csv_rows(const std::string& path) {
+  const std::string dir = temp_dir("python-csv");
+  std::ofstream(dir + "/read.py") << "import csv, json, sys\n"
+                                     "with open(sys.argv[1], newline='', encoding='utf-8') as f:\n"
+                                     "    json.dump(list(csv.reader(f, strict=True)), sys.stdout)\n";
+  const std::string cmd = "/usr/bin/python3 " + dir + "/read.py " + shell_quote(path) + " >" + dir + "/rows.json 2>" +
+                          dir + "/err";
+  const int rc = std::system(cmd.c_str());
+  EXPECT_EQ(rc, 0) << "Python's csv module rejects " << path << ": " << read_file_text(dir + "/err");
+  if (rc != 0) return {};
+  return nlohmann::json::parse(read_file_text(dir + "/rows.json")).get<std::vector<std::vector<std::string>>>();
 }
 
 }  // namespace gad::test

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "io/safetensors.h"
 
@@ -13,7 +14,8 @@ namespace gad::test {
 inline std::string shared(const std::string& rel) { return std::string(GAD_SHARED_DIR) + "/" + rel; }
 inline std::string inctrl_fixture(const std::string& rel) { return shared("fixtures/inctrl/" + rel); }
 
-// Loads every tensor of a safetensors file as float32 (integers keep their dtype), copied.
+// Loads every tensor of a safetensors file (or torch archive) as float32 (integers keep their
+// dtype), copied.
 std::map<std::string, at::Tensor> load_tensors(const std::string& path);
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b);
@@ -28,5 +30,12 @@ struct CliResult {
   std::string out, err;
 };
 CliResult run_cli(const std::string& args, const std::string& env = "");
+
+// `s` as one single-quoted POSIX shell word.
+std::string shell_quote(const std::string& s);
+
+// The rows of a CSV file as Python's csv module (strict mode) reads them: gad's CSVs checked by a
+// real parser, not by the code that wrote them. Fails the calling test when Python rejects the file.
+std::vector<std::vector<std::string>> python_csv_rows(const std::string& path);
 
 }  // namespace gad::test

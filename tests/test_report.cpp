@@ -37,6 +37,18 @@ TEST(Report, LabelsFromFoldersOrCsv) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(dir + "/bad.csv:2"), std::string::npos) << e.what();
   }
+  // RFC 4180: a path with ',' or '"' is quoted; unquoted, it is a row with too many fields.
+  std::ofstream(dir + "/q.csv") << "\"Part, rev B/a \"\"q\"\".png\",defect\r\n";
+  EXPECT_EQ(report_labels({"Part, rev B/a \"q\".png"}, dir + "/q.csv"), (std::vector<int>{1}));
+  std::ofstream(dir + "/unquoted.csv") << "path,label\nPart, rev B/a.png,1\n";
+  try {
+    report_labels({"q/a.png"}, dir + "/unquoted.csv");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir + "/unquoted.csv:2: expected 2 fields (path,label), got 3 (quote paths"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 HtmlReport sixty_images(std::optional<double> threshold) {

@@ -211,7 +211,15 @@ TEST_F(TrainTask, LossFallsAndValidationAurocRises) {
   Weights w = Weights::load(options("learn").out);
   InctrlHeads::load(w, model_->backbone->embed_dim(), model_->backbone->num_patches());
   w.check_all_taken();
-  EXPECT_TRUE(fs::exists(dir_ + "/learn.checkpoints/train_log.csv"));
+  // One CSV row per epoch, read by a real CSV parser.
+  const auto log = test::python_csv_rows(dir_ + "/learn.checkpoints/train_log.csv");
+  ASSERT_EQ(log.size(), 1u + 3);
+  EXPECT_EQ(log[0], (std::vector<std::string>{"epoch", "train_loss", "val_auroc", "val_auprc", "val_patch_auroc", "seconds"}));
+  for (size_t i = 1; i < log.size(); ++i) {
+    ASSERT_EQ(log[i].size(), 6u);
+    EXPECT_EQ(log[i][0], std::to_string(i));
+    EXPECT_NEAR(std::stod(log[i][2]), e[i - 1].val_auroc, 1e-5);
+  }
 }
 
 TEST_F(TrainTask, SameSeedGivesBitIdenticalHeadsForAnyThreadCount) {

@@ -9,6 +9,7 @@
 #include "clip/clip_backbone.h"
 #include "inctrl/heads.h"
 #include "model/load_model.h"
+#include "model/weights.h"
 #include "support.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -111,6 +112,38 @@ TEST(Weights, HalfPrecisionFilesLoadAsFloat) {
     at::Tensor want = Weights::load(kTinyModel).take("visual.proj", {64, 640});
     EXPECT_LT(test::max_abs_diff(got, want), d == DType::F16 ? 2e-3 : 2e-2);
     EXPECT_NO_THROW(load_model({path, kTinyConfig, ""}));
+  }
+}
+
+TEST(TestSupport, LoadTensorsKeepsTheValuesOfEveryDtype) {
+  // Fixture tensors stored as F16/BF16/F64/I32 must come back as their values, not as their bytes
+  // reinterpreted as float32. The values are exact in every dtype, so the comparison is exact.
+  const at::Tensor values = at::tensor({0.5, -1.25, 3.0, 96.0}, at::kDouble);
+  std::vector<at::Tensor> keep;
+  RawTensorList list;
+  for (at::ScalarType st : {at::kHalf, at::kBFloat16, at::kDouble, at::kFloat}) {
+    keep.push_back(values.to(st).contiguous());
+    list.emplace_back(std::string("t_") + c10::toString(st), raw_view(keep.back()));
+  }
+  const at::Tensor ints = values.to(at::kInt).contiguous();
+  RawTensor r;
+  r.dtype = DType::I32;
+  r.shape = {4};
+  r.data = static_cast<const uint8_t*>(ints.data_ptr());
+  r.nbytes = ints.nbytes();
+  list.emplace_back("t_int", r);
+  const std::string path = test::temp_dir("dtypes") + "/t.safetensors";
+  write_safetensors(path, list);
+  const auto got = test::load_tensors(path);
+  ASSERT_EQ(got.size(), 5u);
+  for (const auto& [name, t] : got) {
+    if (name == "t_int") {
+      EXPECT_EQ(t.scalar_type(), at::kInt);
+      EXPECT_TRUE(at::equal(t, ints)) << name;
+    } else {
+      EXPECT_EQ(t.scalar_type(), at::kFloat) << name;
+      EXPECT_TRUE(at::equal(t, values.to(at::kFloat))) << name << ": " << t;
+    }
   }
 }
 

@@ -5,8 +5,10 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <set>
 #include <iostream>
+#include <optional>
+#include <set>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "cli/command_line.h"
@@ -17,6 +19,7 @@
 #include "engine/engine.h"
 #include "engine/score_json.h"
 #include "eval/calibration.h"
+#include "eval/metrics.h"
 #include "image/image.h"
 #include "maps/anomaly_map.h"
 #include "report/html_report.h"
@@ -25,6 +28,7 @@
 #include "model/catalog.h"
 #include "serve/server.h"
 #include "util/allocator.h"
+#include "util/csv.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/image_list.h"
@@ -277,40 +281,75 @@ void write_score_report(const ReportArgs& a, const std::vector<gad::ReportImage>
   write_bytes(a.path, gad::render_html_report(report, std::cref(thumbs)));
 }
 
+// Names of the first few images, for a one-line summary.
+std::string first_paths(const std::vector<std::string>& paths) {
+  std::string out;
+  for (size_t i = 0; i < paths.size() && i < 5; ++i) out += (i ? ", " : "") + paths[i];
+  if (paths.size() > 5) out += " and " + std::to_string(paths.size() - 5) + " more";
+  return out;
+}
+
+// The verdict `gad score` ends with on stderr: with a threshold, how many images of each known
+// label it flags (and which anomalous ones it misses, which normal ones it flags); with both
+// labels known, the AUROC. Empty when there is nothing to say beyond the per-image lines.
+std::string score_summary(const std::vector<gad::ReportImage>& images, const std::optional<gad::Threshold>& t) {
+  int count[3] = {0, 0, 0}, flagged[3] = {0, 0, 0};  // by label + 1: unknown, normal, anomalous
+  std::vector<std::string> missed, false_alarms;
+  std::vector<int> labels;
+  std::vector<double> scores;
+  for (const auto& im : images) {
+    const bool hit = t && im.score > t->value;
+    ++count[im.label + 1];
+    flagged[im.label + 1] += hit;
+    if (im.label == 1 && t && !hit) missed.push_back(im.path);
+    if (im.label == 0 && hit) false_alarms.push_back(im.path);
+    if (im.label >= 0) labels.push_back(im.label), scores.push_back(im.score);
+  }
+  std::ostringstream s;
+  const bool both = count[1] > 0 && count[2] > 0;
+  if (t) {
+    if (count[1] + count[2] == 0) {
+      s << flagged[0] << " of " << count[0] << " images flagged anomalous";
+    } else {
+      s << flagged[2] << " of " << count[2] << " anomalous images flagged, " << flagged[1] << " of " << count[1] << " normal";
+      if (count[0]) s << ", " << flagged[0] << " of " << count[0] << " unlabelled";
+    }
+    s << " (score > " << gad::csv_number(t->value, "%.4g") << ")";
+  }
+  if (both) s << (t ? "; " : "") << "AUROC " << gad::csv_number(gad::roc_auc(labels, scores), "%.3f");
+  if (both && !t) s << " (no threshold: `gad refs calibrate` to flag images)";
+  if (!missed.empty()) s << "; missed: " << first_paths(missed);
+  if (!false_alarms.empty()) s << "; false alarms: " << first_paths(false_alarms);
+  return s.str();
+}
+
 int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queries, int batch,
               const std::string& csv_path, const MapArgs& maps, const ReportArgs& report, const std::string& command) {
   if (!refs.given()) gad::fail("score: give --refs FILE, --ref-images ... --class NAME or --prompts FILE --class NAME");
-  if (report.path.empty() && !report.labels.empty()) gad::fail("--labels: only used with --report FILE");
   auto paths = gad::expand_image_args(queries, "queries");
   gad::Engine engine(m.options);
   log_line(engine.describe());
   maps.check(engine.has_heads());
   refs.apply(engine);
   log_line("references: " + engine.references_summary());
-  std::string csv = std::string("path,score,s_patch,s_img,s_text,s_hol,") + (engine.threshold() ? "anomalous," : "") + "ms\n";
+  gad::CsvTable csv(gad::score_csv_header(engine.threshold().has_value()));
   std::set<std::string> map_names;
   if (!maps.dir.empty()) std::filesystem::create_directories(maps.dir);
-  const std::vector<int> labels = report.path.empty() ? std::vector<int>() : gad::report_labels(paths, report.labels);
-  std::vector<gad::ReportImage> report_images;
+  const std::vector<int> labels = gad::report_labels(paths, report.labels);
+  std::vector<gad::ReportImage> scored;
   gad::Thumbnails thumbs(maps.sigma);
   engine.score(paths, batch, [&](const gad::ScoreRecord& r) {
-    if (!report.path.empty()) {
-      report_images.push_back({r.path, r.score, labels[report_images.size()]});
-      thumbs.add(r.path, maps.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry);
-    }
+    scored.push_back({r.path, r.score, labels[scored.size()]});
+    if (!report.path.empty()) thumbs.add(r.path, maps.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry);
     std::cout << record_json(r).dump() << "\n" << std::flush;
-    char line[256];
-    std::snprintf(line, sizeof line, ",%.9g,%.9g,%.9g,%.9g,%.9g,%s%.3f\n", r.score, r.s_patch, r.s_img, r.s_text, r.s_hol,
-                  r.threshold ? (r.score > *r.threshold ? "true," : "false,") : "", r.ms);
-    csv += r.path + line;
+    csv.add_row(gad::score_csv_row(r));
     if (!maps.dir.empty()) write_maps(maps, r, map_names);
   });
-  if (!csv_path.empty())  // written only after every image scored: no partial files
-    gad::write_file_atomically(csv_path, [&](std::FILE* f) { std::fwrite(csv.data(), 1, csv.size(), f); });
-  if (!report.path.empty()) {
-    write_score_report(report, report_images, thumbs, engine, command);
-    log_line("wrote " + report.path);
-  }
+  if (!csv_path.empty()) write_bytes(csv_path, csv.text());  // only after every image scored: no partial files
+  if (!report.path.empty()) write_score_report(report, scored, thumbs, engine, command);
+  std::string summary = score_summary(scored, engine.threshold());
+  if (!report.path.empty()) summary += (summary.empty() ? "wrote " : "; report: ") + report.path;
+  if (!summary.empty()) log_line(summary);
   return 0;
 }
 
@@ -406,8 +445,9 @@ int main(int argc, char** argv) {
   ReportArgs report;
   score->add_option("--report", report.path, "write one self-contained HTML report: score histogram, ROC/PR when labels\n"
                                              "are known, overlay thumbnails sorted by score with the threshold");
-  score->add_option("--labels", report.labels, "labels for the report: CSV of path,label (0/1); default: from folder\n"
-                                               "names (.../test/good/ normal, .../test/<other>/ anomalous)");
+  score->add_option("--labels", report.labels, "labels for the report and the closing summary: CSV of path,label (0/1);\n"
+                                               "default: from folder names (.../test/good/ normal, .../test/<other>/\n"
+                                               "anomalous)");
   score->add_option("--report-thumbnails", report.thumbnails, "thumbnails shown from each end of the score order (default 24)");
   score->add_option("--map-kind", maps.kind, "patch (default): the patch residual M; holistic: M + s_text + s_img, the\n"
                                              "InCTRL head input (needs heads)")

@@ -19,6 +19,7 @@
 #include "data/mvtec_layout.h"
 #include "data/synthetic_anomaly.h"
 #include "image/image.h"
+#include "util/csv.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/image_list.h"
@@ -58,9 +59,9 @@ namespace {
 // ---- small helpers ------------------------------------------------------------------------------
 
 std::string trim(const std::string& s) {
-  size_t b = s.find_first_not_of(" \t\r\n\"");
+  size_t b = s.find_first_not_of(" \t\r\n");
   if (b == std::string::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r\n\"");
+  size_t e = s.find_last_not_of(" \t\r\n");
   return s.substr(b, e - b + 1);
 }
 
@@ -69,13 +70,12 @@ std::string lower(std::string s) {
   return s;
 }
 
-std::vector<std::string> split_char(const std::string& line, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  std::istringstream in(line);
-  while (std::getline(in, cur, sep)) out.push_back(trim(cur));
-  if (!line.empty() && line.back() == sep) out.push_back("");
-  return out;
+// The records of a CSV file (RFC 4180, util/csv.h), fields trimmed of surrounding spaces.
+std::vector<CsvRecord> read_csv_trimmed(const std::string& path) {
+  std::vector<CsvRecord> rows = read_csv_file(path);
+  for (auto& r : rows)
+    for (auto& f : r.fields) f = trim(f);
+  return rows;
 }
 
 std::vector<std::string> split_ws(const std::string& line) {
@@ -288,36 +288,36 @@ Item file_item(const std::string& key, const std::string& name, const std::strin
 // naming file / defect_probability / cell_type columns.
 void convert_elpv(const std::string& src, Staging& st, const ConvertOptions& o) {
   const std::string labels = (fs::path(src) / "labels.csv").string();
-  auto lines = read_lines(labels);
+  std::vector<CsvRecord> rows;
+  const auto lines = read_lines(labels);
+  const bool csv = lines[0].second.find(',') != std::string::npos;
+  if (csv) rows = read_csv_trimmed(labels);
+  else
+    for (const auto& [no, line] : lines) rows.push_back({no, split_ws(line)});
   int col_file = 0, col_prob = 1, col_type = 2;
-  bool csv = false;
   size_t first = 0;
-  {
-    const std::string& head = lines[0].second;
-    if (head.find(',') != std::string::npos) {
-      csv = true;
-      auto cols = split_char(head, ',');
-      double dummy;
-      if (cols.size() >= 2 && !parse_double(cols[1], dummy)) {  // header row
-        first = 1;
-        col_file = col_prob = col_type = -1;
-        for (size_t i = 0; i < cols.size(); ++i) {
-          const std::string c = lower(cols[i]);
-          if (c == "file" || c == "path" || c == "image" || c == "filename") col_file = static_cast<int>(i);
-          if (c == "defect_probability" || c == "probability" || c == "prob") col_prob = static_cast<int>(i);
-          if (c == "cell_type" || c == "type") col_type = static_cast<int>(i);
-        }
-        if (col_file < 0 || col_prob < 0 || col_type < 0)
-          fail(labels, ":", lines[0].first, ": header needs file, defect_probability and cell_type columns");
+  if (csv) {
+    const auto& cols = rows[0].fields;
+    double dummy;
+    if (cols.size() >= 2 && !parse_double(cols[1], dummy)) {  // header row
+      first = 1;
+      col_file = col_prob = col_type = -1;
+      for (size_t i = 0; i < cols.size(); ++i) {
+        const std::string c = lower(cols[i]);
+        if (c == "file" || c == "path" || c == "image" || c == "filename") col_file = static_cast<int>(i);
+        if (c == "defect_probability" || c == "probability" || c == "prob") col_prob = static_cast<int>(i);
+        if (c == "cell_type" || c == "type") col_type = static_cast<int>(i);
       }
+      if (col_file < 0 || col_prob < 0 || col_type < 0)
+        fail(labels, ":", rows[0].line, ": header needs file, defect_probability and cell_type columns");
     }
   }
   std::vector<Item> normals;
   std::set<std::string> seen;
   const int need = std::max({col_file, col_prob, col_type}) + 1;
-  for (size_t i = first; i < lines.size(); ++i) {
-    const auto& [no, line] = lines[i];
-    auto f = csv ? split_char(line, ',') : split_ws(line);
+  for (size_t i = first; i < rows.size(); ++i) {
+    const size_t no = rows[i].line;
+    const auto& f = rows[i].fields;
     if (static_cast<int>(f.size()) < need)
       fail(labels, ":", no, ": expected ", need, " fields (file, defect probability, cell type), got ", f.size());
     const std::string file = f[col_file], type = lower(f[col_type]);
@@ -346,7 +346,7 @@ void convert_elpv(const std::string& src, Staging& st, const ConvertOptions& o) 
 
 void convert_headct(const std::string& src, Staging& st, const ConvertOptions& o) {
   const std::string labels = (fs::path(src) / "labels.csv").string();
-  auto lines = read_lines(labels);
+  const auto rows = read_csv_trimmed(labels);
   std::string img_dir;
   for (const char* d : {"head_ct/head_ct", "head_ct", "."}) {
     std::error_code ec;
@@ -357,12 +357,12 @@ void convert_headct(const std::string& src, Staging& st, const ConvertOptions& o
   }
   if (img_dir.empty()) fail(src, ": no head_ct/head_ct/NNN.png images");
   long dummy;
-  const size_t first = parse_long(split_char(lines[0].second, ',')[0], dummy) ? 0 : 1;
+  const size_t first = parse_long(rows[0].fields[0], dummy) ? 0 : 1;
   std::vector<Item> normals;
   std::set<long> seen;
-  for (size_t i = first; i < lines.size(); ++i) {
-    const auto& [no, line] = lines[i];
-    auto f = split_char(line, ',');
+  for (size_t i = first; i < rows.size(); ++i) {
+    const size_t no = rows[i].line;
+    const auto& f = rows[i].fields;
     if (f.size() < 2) fail(labels, ":", no, ": expected 2 fields (id, hemorrhage), got ", f.size());
     long id = 0, label = 0;
     if (!parse_long(f[0], id) || id < 0) fail(labels, ":", no, ": bad id '", f[0], "'");
@@ -688,8 +688,8 @@ void convert_cifar10(const std::string& src, Staging& st, const ConvertOptions& 
 
 void convert_visa(const std::string& src, Staging& st, const ConvertOptions& o) {
   const std::string csv = (fs::path(src) / "split_csv" / "1cls.csv").string();
-  auto lines = read_lines(csv);
-  auto head = split_char(lines[0].second, ',');
+  const auto rows = read_csv_trimmed(csv);
+  const auto& head = rows[0].fields;
   int c_obj = -1, c_split = -1, c_label = -1, c_image = -1, c_mask = -1;
   for (size_t i = 0; i < head.size(); ++i) {
     const std::string h = lower(head[i]);
@@ -700,11 +700,11 @@ void convert_visa(const std::string& src, Staging& st, const ConvertOptions& o) 
     if (h == "mask") c_mask = static_cast<int>(i);
   }
   if (c_obj < 0 || c_split < 0 || c_label < 0 || c_image < 0)
-    fail(csv, ":", lines[0].first, ": header needs object, split, label, image (and mask) columns");
+    fail(csv, ":", rows[0].line, ": header needs object, split, label, image (and mask) columns");
   const int need = std::max({c_obj, c_split, c_label, c_image}) + 1;
-  for (size_t i = 1; i < lines.size(); ++i) {
-    const auto& [no, line] = lines[i];
-    auto f = split_char(line, ',');
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const size_t no = rows[i].line;
+    const auto& f = rows[i].fields;
     if (static_cast<int>(f.size()) < need) fail(csv, ":", no, ": expected ", need, " fields, got ", f.size());
     const std::string obj = f[c_obj], split = lower(f[c_split]), label = lower(f[c_label]), image = f[c_image];
     if (obj.empty() || obj.find('/') != std::string::npos || obj[0] == '.') fail(csv, ":", no, ": bad object '", obj, "'");

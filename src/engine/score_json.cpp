@@ -1,6 +1,9 @@
 #include "engine/score_json.h"
 
 #include <cmath>
+#include <optional>
+
+#include "util/csv.h"
 
 namespace gad {
 
@@ -14,6 +17,26 @@ nlohmann::ordered_json score_json(const ScoreRecord& r) {
   if (r.threshold) j["anomalous"] = r.score > *r.threshold;
   j["ms"] = std::round(r.ms * 100) / 100;
   return j;
+}
+
+std::vector<std::string> score_csv_header(bool calibrated) {
+  std::vector<std::string> h = {"path", "score", "s_patch", "s_img", "s_text", "s_hol"};
+  if (calibrated) h.push_back("anomalous");
+  h.push_back("ms");
+  return h;
+}
+
+std::vector<std::string> score_csv_row(const ScoreRecord& r) {
+  auto when = [](bool present, double v) { return present ? std::optional<double>(v) : std::nullopt; };
+  std::vector<std::string> row = {r.path,
+                                  csv_number(r.score),
+                                  csv_number(r.s_patch),
+                                  csv_number(when(r.has_heads, r.s_img)),
+                                  csv_number(when(r.has_text, r.s_text)),
+                                  csv_number(when(r.has_heads, r.s_hol))};
+  if (r.threshold) row.push_back(r.score > *r.threshold ? "true" : "false");
+  row.push_back(csv_number(r.ms, "%.3f"));
+  return row;
 }
 
 }  // namespace gad

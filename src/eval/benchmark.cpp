@@ -10,6 +10,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <sstream>
 
 #include "data/mvtec_layout.h"
@@ -25,6 +26,7 @@
 #include "methods/anomalydino.h"
 #include "methods/method.h"
 #include "model/runtime.h"
+#include "util/csv.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/image_list.h"
@@ -269,31 +271,30 @@ std::vector<ReportTable> report_tables(const BenchOptions& o, const std::vector<
 
 struct Outputs {
   std::vector<Result> results;
-  std::string scores_csv = "dataset,category,method,k,draw,path,label,score\n";
+  CsvTable scores_csv{{"dataset", "category", "method", "k", "draw", "path", "label", "score"}};
   std::vector<ReportSection> report_sections;  // one per finished category (--report)
 };
 
 void write_outputs(const BenchOptions& o, const Outputs& out, const std::string& model_line, const char* precision,
                    int threads, size_t finished, size_t total) {
-  std::ostringstream csv;
   const bool pixel = std::any_of(out.results.begin(), out.results.end(), [](const Result& r) { return r.aupro >= 0; });
-  csv << "dataset,category,scorer,K,draw,AUROC,AUPRC,n_normal,n_anomalous,ms_per_image"
-      << (pixel ? ",pixel_AUROC,AUPRO" : "") << "\n";
+  std::vector<std::string> header = {"dataset", "category", "scorer",      "K",           "draw",
+                                     "AUROC",   "AUPRC",    "n_normal", "n_anomalous", "ms_per_image"};
+  if (pixel) header.insert(header.end(), {"pixel_AUROC", "AUPRO"});
+  CsvTable csv(header);
   for (const auto& r : out.results) {
-    char buf[200];
-    std::snprintf(buf, sizeof buf, ",%d,%d,%.10f,%.10f,%d,%d,%.3f", r.k, r.draw, r.auroc, r.auprc, r.n_normal,
-                  r.n_anomalous, r.ms_per_image);
-    csv << r.dataset << "," << r.category << "," << r.method << buf;
-    if (pixel && r.aupro >= 0) {
-      std::snprintf(buf, sizeof buf, ",%.10f,%.10f", r.pixel_auroc, r.aupro);
-      csv << buf;
-    } else if (pixel) {
-      csv << ",,";
-    }
-    csv << "\n";
+    std::vector<std::string> row = {r.dataset,  r.category, r.method, std::to_string(r.k), std::to_string(r.draw),
+                                    csv_number(r.auroc, "%.10f"), csv_number(r.auprc, "%.10f"),
+                                    std::to_string(r.n_normal), std::to_string(r.n_anomalous),
+                                    csv_number(r.ms_per_image, "%.3f")};
+    const bool has_pixel = r.aupro >= 0;
+    if (pixel)
+      row.insert(row.end(), {csv_number(has_pixel ? std::optional<double>(r.pixel_auroc) : std::nullopt, "%.10f"),
+                             csv_number(has_pixel ? std::optional<double>(r.aupro) : std::nullopt, "%.10f")});
+    csv.add_row(row);
   }
-  write_text(o.out_dir + "/results.csv", csv.str());
-  write_text(o.out_dir + "/scores.csv", out.scores_csv);
+  write_text(o.out_dir + "/results.csv", csv.text());
+  write_text(o.out_dir + "/scores.csv", out.scores_csv.text());
   std::ostringstream md;
   md << "# gad bench\n\n"
      << "- command: `" << o.command_line << "`\n"
@@ -547,12 +548,9 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
           out.results.back().pixel_auroc = px.auroc;
           out.results.back().aupro = px.aupro;
         }
-        for (size_t i = 0; i < sc.size(); ++i) {
-          char buf[64];
-          std::snprintf(buf, sizeof buf, ",%d,%.9g\n", c.labels[i], sc[i]);
-          out.scores_csv += c.dataset + "," + c.name + "," + methods[m]->name() + "," + std::to_string(run.k) + "," +
-                            std::to_string(run.draw) + "," + c.test[i] + buf;
-        }
+        for (size_t i = 0; i < sc.size(); ++i)
+          out.scores_csv.add_row({c.dataset, c.name, methods[m]->name(), std::to_string(run.k), std::to_string(run.draw),
+                                  c.test[i], std::to_string(c.labels[i]), csv_number(sc[i])});
       }
     for (int k : o.ks) {
       std::vector<PlotSeries> roc, pr;

@@ -8,6 +8,7 @@
 
 #include "eval/metrics.h"
 #include "util/base64.h"
+#include "util/csv.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -148,18 +149,17 @@ std::vector<int> report_labels(const std::vector<std::string>& paths, const std:
   std::vector<int> out;
   if (!labels_csv.empty()) {
     std::map<std::string, int> by_path, by_name;
-    std::istringstream in(read_file_text(labels_csv));
-    std::string line;
-    for (int n = 1; std::getline(in, line); ++n) {
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.empty()) continue;
-      const size_t comma = line.rfind(',');
-      if (comma == std::string::npos) fail(labels_csv, ":", n, ": expected 'path,label'");
-      const std::string path = line.substr(0, comma), v = line.substr(comma + 1);
+    const std::vector<CsvRecord> rows = read_csv_file(labels_csv);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const CsvRecord& row = rows[i];
+      if (row.fields.size() != 2)
+        fail(labels_csv, ":", row.line, ": expected 2 fields (path,label), got ", row.fields.size(),
+             row.fields.size() > 2 ? " (quote paths that contain ',')" : "");
+      const std::string &path = row.fields[0], &v = row.fields[1];
       int label = v == "0" || v == "normal" || v == "good" ? 0 : v == "1" || v == "anomalous" || v == "defect" ? 1 : -2;
       if (label == -2) {
-        if (n == 1) continue;  // a header
-        fail(labels_csv, ":", n, ": label '", v, "' is not 0/1, normal/anomalous or good/defect");
+        if (i == 0) continue;  // a header
+        fail(labels_csv, ":", row.line, ": label '", v, "' is not 0/1, normal/anomalous or good/defect");
       }
       by_path[path] = label;
       by_name[std::filesystem::path(path).filename().string()] = label;

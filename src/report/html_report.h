@@ -52,8 +52,9 @@ struct HtmlReport {
 using ThumbnailFn = std::function<std::string(const ReportImage&, int max_side)>;
 std::string render_html_report(const HtmlReport& report, const ThumbnailFn& thumbnail);
 
-// Labels for `gad score --report`: from a CSV of path,label (label 0/1, normal/anomalous or
-// good/defect; a header line is allowed; paths compared as given, then by file name), else from
+// Labels for `gad score`'s report and summary: from a CSV (RFC 4180) of path,label (label 0/1,
+// normal/anomalous or good/defect; a header line is allowed; paths compared as given, then by
+// file name), else from
 // the MVTec layout: .../test/good/... = 0, .../test/<other>/... = 1, anything else unknown (-1).
 std::vector<int> report_labels(const std::vector<std::string>& paths, const std::string& labels_csv);
 

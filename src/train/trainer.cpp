@@ -17,6 +17,7 @@
 #include "train/episode.h"
 #include "train/feature_cache.h"
 #include "train/training_data.h"
+#include "util/csv.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/image_list.h"
@@ -347,12 +348,11 @@ class Trainer {
     const int epoch = s.history.back().epoch;
     save_optimiser(epoch_file(ckpt_dir_, epoch, ".optim"), s.optimiser);
     save_heads(epoch_file(ckpt_dir_, epoch, ""), s.heads, metadata(s.history, epoch));  // last: marks it complete
-    std::ostringstream csv;
-    csv << "epoch,train_loss,val_auroc,val_auprc,val_patch_auroc,seconds\n";
+    CsvTable csv({"epoch", "train_loss", "val_auroc", "val_auprc", "val_patch_auroc", "seconds"});
     for (const auto& st : s.history)
-      csv << st.epoch << ',' << st.train_loss << ',' << st.val_auroc << ',' << st.val_auprc << ',' << patch_baseline_
-          << ',' << st.seconds << '\n';
-    write_file_atomically(ckpt_dir_ + "/train_log.csv", [&](std::FILE* f) { std::fputs(csv.str().c_str(), f); });
+      csv.add_row({std::to_string(st.epoch), csv_number(st.train_loss, "%.6g"), csv_number(st.val_auroc, "%.6g"),
+                   csv_number(st.val_auprc, "%.6g"), csv_number(patch_baseline_, "%.6g"), csv_number(st.seconds, "%.6g")});
+    write_file_atomically(ckpt_dir_ + "/train_log.csv", [&](std::FILE* f) { std::fputs(csv.text().c_str(), f); });
   }
 
   // Loads the latest complete checkpoint; returns its epoch (0 when there is none).
