@@ -3,6 +3,7 @@
 // keeps only finished categories.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -256,6 +257,20 @@ TEST(Bench, PromptSetsGiveTheScoresOfScoringWithThePromptFile) {
     EXPECT_NE(std::string(e.what()).find(dir + "/prompts/2/tinycat.pt"), std::string::npos) << e.what();
   }
 }
+
+#ifdef GAD_BENCH
+TEST(GadBench, BadArgumentsAreOneLineErrorsBeforeAnyMeasurement) {
+  const std::string dir = test::temp_dir("gad-bench-args");
+  for (const std::string args : {"--bogus 1", "--threads", "--reps x", "--k 0", "--lite /nonexistent", "--config Nope"}) {
+    const int status = std::system((std::string(GAD_BENCH) + " " + args + " >" + dir + "/out 2>" + dir + "/err").c_str());
+    EXPECT_NE(WEXITSTATUS(status), 0) << args;
+    const std::string err = read_file_text(dir + "/err");
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_EQ(err.rfind("gad_bench: ", 0), 0u) << err;
+    EXPECT_EQ(read_file_text(dir + "/out"), "") << args;  // nothing measured, nothing printed
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace gad
