@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/weights.h"
+#include "util/error.h"
 #include "util/fs.h"
 
 namespace gad::test {
@@ -45,6 +46,15 @@ CliResult run_cli(const std::string& args, const std::string& env) {
   CliResult r{WEXITSTATUS(status), slurp(dir + "/out"), slurp(dir + "/err")};
   std::filesystem::remove_all(dir);
   return r;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no gad::Error>";
 }
 
 std::string shell_quote(const std::string& s) {

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -30,6 +31,9 @@ struct CliResult {
   std::string out, err;
 };
 CliResult run_cli(const std::string& args, const std::string& env = "");
+
+// The message of the gad::Error that f() throws, or "<no gad::Error>".
+std::string error_of(const std::function<void()>& f);
 
 // `s` as one single-quoted POSIX shell word.
 std::string shell_quote(const std::string& s);

@@ -24,14 +24,7 @@ const std::vector<std::string> kNasty = {
     "plain", "a,b \"q\".png", "Part, rev B/x.png", " leading and trailing ", "\xC3\xBCn\xC3\xAF c\xC3\xB6" "d\xC3\xA9 \xE6\xA4\x9C.png",
     "two\nlines", "cr\rlf\r\n", "\"", "", "'single'"};
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no gad::Error>";
-}
+using test::error_of;
 
 TEST(Csv, QuotesOnlyFieldsThatNeedIt) {
   EXPECT_EQ(csv_field("a b.png"), "a b.png");

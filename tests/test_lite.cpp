@@ -50,15 +50,7 @@ double tolerance_excess(const at::Tensor& a, const at::Tensor& b) {
   return ((a64 - b64).abs() - (2e-4 + 1e-4 * b64.abs())).max().item<double>();
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no gad::Error>";
-}
+using test::error_of;
 
 TEST(LiteTfjs, EveryTapMatchesTfjsGoldens) {
   std::map<std::string, double> worst, worst_ratio;
