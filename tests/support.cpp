@@ -54,7 +54,7 @@ std::string error_of(const std::function<void()>& f) {
   } catch (const Error& e) {
     return e.what();
   }
-  return "<no gad::Error>";
+  return "(no error)";
 }
 
 std::string shell_quote(const std::string& s) {

@@ -32,7 +32,7 @@ struct CliResult {
 };
 CliResult run_cli(const std::string& args, const std::string& env = "");
 
-// The message of the gad::Error that f() throws, or "<no gad::Error>".
+// The message of the gad::Error that f() throws, or "(no error)".
 std::string error_of(const std::function<void()>& f);
 
 // `s` as one single-quoted POSIX shell word.

@@ -33,14 +33,7 @@ c10::Dict<std::string, at::Tensor> state_dict(const std::string& safetensors, co
   return d;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 double k2_case_score(const LoadedModel& m) {
   InctrlScorer scorer(*m.backbone, m.heads);
