@@ -88,14 +88,6 @@ TEST(Csv, PythonReadsWhatGadWritesAndGadReadsWhatPythonWrites) {
     EXPECT_EQ(back[i].fields, (std::vector<std::string>{kNasty[i], std::to_string(i)})) << i;
 }
 
-// Runs the gad binary; returns its exit status, stdout and stderr in `out`/`err`.
-int run_gad(const std::string& args, const std::string& dir, std::string* out = nullptr, std::string* err = nullptr) {
-  const int status = std::system((std::string(GAD_CLI) + " " + args + " >" + dir + "/out 2>" + dir + "/err").c_str());
-  if (out) *out = read_file_text(dir + "/out");
-  if (err) *err = read_file_text(dir + "/err");
-  return WEXITSTATUS(status);
-}
-
 TEST(Csv, ScoreCsvAndLabelsFromTheCliWithNamesThatNeedQuoting) {
   const std::string dir = test::temp_dir("csv-score");
   const std::string images = dir + "/Part, rev B \"7\" \xC3\xBC";
@@ -104,19 +96,19 @@ TEST(Csv, ScoreCsvAndLabelsFromTheCliWithNamesThatNeedQuoting) {
   fs::copy_file("examples/tiles/test/good/000.png", normal);
   fs::copy_file("examples/tiles/test/defect/001_spot.png", defect);
   const std::string model = "--model " + kLiteModel, refs = test::shell_quote(dir + "/r.gadref");
-  ASSERT_EQ(run_gad("refs build " + model + " --class tile examples/tiles/train/good -o " + refs, dir), 0);
+  ASSERT_EQ(test::run_cli("refs build " + model + " --class tile examples/tiles/train/good -o " + refs).status, 0);
 
   // Without calibration: no "anomalous" column; a model without heads leaves s_img/s_text/s_hol empty.
-  std::string out, err;
   const std::string csv = dir + "/s.csv";
-  ASSERT_EQ(run_gad("score " + model + " --refs " + refs + " " + test::shell_quote(images) + " --csv " +
-                        test::shell_quote(csv), dir, &out, &err), 0) << err;
+  test::CliResult r = test::run_cli("score " + model + " --refs " + refs + " " + test::shell_quote(images) + " --csv " +
+                                    test::shell_quote(csv));
+  ASSERT_EQ(r.status, 0) << r.err;
   auto rows = test::python_csv_rows(csv);
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_EQ(rows[0], (std::vector<std::string>{"path", "score", "s_patch", "s_img", "s_text", "s_hol", "ms"}));
   EXPECT_EQ(rows[1][0], defect);  // sorted: "a,b ..." before "n 1,..."
   EXPECT_EQ(rows[2][0], normal);
-  std::istringstream lines(out);
+  std::istringstream lines(r.out);
   for (size_t i = 1; i < rows.size(); ++i) {
     ASSERT_EQ(rows[i].size(), 7u) << i;
     std::string line;
@@ -129,8 +121,8 @@ TEST(Csv, ScoreCsvAndLabelsFromTheCliWithNamesThatNeedQuoting) {
 
   // Calibrated, with labels from a CSV that Python wrote (the folder names say nothing): the
   // "anomalous" column and the closing summary on stderr.
-  ASSERT_EQ(run_gad("refs calibrate " + model + " --refs " + refs + " --normals examples/tiles/validation/good --far 0.1",
-                    dir, nullptr, &err), 0) << err;
+  r = test::run_cli("refs calibrate " + model + " --refs " + refs + " --normals examples/tiles/validation/good --far 0.1");
+  ASSERT_EQ(r.status, 0) << r.err;
   std::ofstream(dir + "/labels.py") << "import csv, sys\n"
                                        "with open(sys.argv[1], 'w', newline='', encoding='utf-8') as f:\n"
                                        "    csv.writer(f).writerows([['path', 'label'], [sys.argv[2], 'normal'], "
@@ -138,9 +130,10 @@ TEST(Csv, ScoreCsvAndLabelsFromTheCliWithNamesThatNeedQuoting) {
   const std::string labels = dir + "/labels, \"both\".csv";
   ASSERT_EQ(std::system(("/usr/bin/python3 " + dir + "/labels.py " + test::shell_quote(labels) + " " +
                          test::shell_quote(normal) + " " + test::shell_quote(defect)).c_str()), 0);
-  ASSERT_EQ(run_gad("score " + model + " --refs " + refs + " " + test::shell_quote(images) + " --csv " +
-                        test::shell_quote(csv) + " --labels " + test::shell_quote(labels),
-                    dir, &out, &err), 0) << err;
+  r = test::run_cli("score " + model + " --refs " + refs + " " + test::shell_quote(images) + " --csv " +
+                    test::shell_quote(csv) + " --labels " + test::shell_quote(labels));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string& err = r.err;
   rows = test::python_csv_rows(csv);
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_EQ(rows[0][6], "anomalous");
