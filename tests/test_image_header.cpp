@@ -26,10 +26,10 @@ struct Sample {
   int type;
 };
 
-const std::vector<Sample> kSamples = {{".png", "PNG", CV_8UC3},  {".png", "PNG", CV_16UC1}, {".jpg", "JPEG", CV_8UC3},
-                                      {".jpg", "JPEG", CV_8UC1}, {".bmp", "BMP", CV_8UC3},  {".tiff", "TIFF", CV_8UC3},
-                                      {".tiff", "TIFF", CV_16UC3}, {".ppm", "PNM", CV_8UC3}, {".pgm", "PNM", CV_8UC1},
-                                      {".webp", "WebP", CV_8UC3}};
+const std::vector<Sample> kSamples = {
+    {".png", "PNG", CV_8UC3}, {".png", "PNG", CV_16UC1},  {".jpg", "JPEG", CV_8UC3},   {".jpg", "JPEG", CV_8UC1},
+    {".bmp", "BMP", CV_8UC3}, {".tiff", "TIFF", CV_8UC3}, {".tiff", "TIFF", CV_16UC3}, {".ppm", "PNM", CV_8UC3},
+    {".pgm", "PNM", CV_8UC1}, {".webp", "WebP", CV_8UC3}};
 
 TEST(ImageHeader, ReadsTheDimensionsOpenCvWrote) {
   for (const auto& s : kSamples) {
