@@ -94,8 +94,11 @@ struct Engine::Impl {
   std::unique_ptr<InctrlScorer> scorer;
   std::unique_ptr<ReferenceSet> refs;
   int threads = 0;
+  int64_t max_pixels = kDefaultMaxPixels;
 
-  PixelTensor load_pixels(const std::string& path) const { return model.backbone->preprocess(decode_image(path)); }
+  PixelTensor load_pixels(const std::string& path) const {
+    return model.backbone->preprocess(decode_image(path, max_pixels));
+  }
 
   const ReferenceSet& require_refs() const {
     if (!refs) fail("no reference set: give --refs FILE or --ref-images ... --class NAME");
@@ -105,6 +108,8 @@ struct Engine::Impl {
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   impl_->threads = configure_threads(options.threads);
+  if (options.max_pixels < 1) fail("--max-pixels: must be at least 1 (got ", options.max_pixels, ")");
+  impl_->max_pixels = options.max_pixels;
   Precision precision = parse_precision(options.precision);
   impl_->model = load_model(options.files);
   impl_->model.backbone->set_precision(precision);
@@ -223,7 +228,7 @@ std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths
   };
   for (size_t i = 0; i < paths.size(); ++i) {
     double t0 = now_ms();
-    Image img = decode_image(paths[i]);
+    Image img = decode_image(paths[i], impl_->max_pixels);
     PixelTensor px = bb.preprocess(img);
     at::Tensor pixels = stack_pixels({px});
     Features f = bb.encode(pixels);
@@ -254,17 +259,15 @@ std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths
 
 std::string Engine::fingerprint() const { return impl_->model.backbone->fingerprint(); }
 
-std::shared_ptr<const RefHandle> Engine::build_reference_handle(const std::vector<Image>& images,
+PixelTensor Engine::preprocess(const Image& image) const { return impl_->model.backbone->preprocess(image); }
+
+std::shared_ptr<const RefHandle> Engine::build_reference_handle(const std::vector<PixelTensor>& pixels,
                                                                 const std::vector<ImageSource>& sources,
                                                                 const std::string& class_name) {
-  if (images.empty()) fail("reference set: K must be at least 1 (no reference images given)");
+  if (pixels.empty()) fail("reference set: K must be at least 1 (no reference images given)");
   at::NoGradGuard no_grad;
-  std::vector<PixelTensor> pixels;
   std::vector<ReferenceSource> srcs;
-  for (size_t i = 0; i < images.size(); ++i) {
-    pixels.push_back(impl_->model.backbone->preprocess(images[i]));
-    if (i < sources.size()) srcs.push_back({sources[i].name, sources[i].sha256});
-  }
+  for (size_t i = 0; i < pixels.size() && i < sources.size(); ++i) srcs.push_back({sources[i].name, sources[i].sha256});
   auto h = std::make_shared<RefHandle>();
   h->set = ReferenceSet::build(*impl_->model.backbone, pixels, srcs, class_name);
   return h;
@@ -291,23 +294,38 @@ RefHandleInfo Engine::reference_info(const RefHandle& refs) {
   return {refs.set.class_name, refs.set.backbone_fingerprint, refs.set.k(), refs.set.text_prior.defined()};
 }
 
-std::vector<ScoreRecord> Engine::score_images(const RefHandle& refs, const std::vector<Image>& images,
-                                              const std::vector<std::string>& names, int batch) {
+std::shared_ptr<const RefHandle> Engine::with_threshold(const RefHandle& refs, const Threshold& t) {
+  auto h = std::make_shared<RefHandle>(refs);
+  h->set.threshold = t;
+  return h;
+}
+
+size_t Engine::memory_bytes(const RefHandle& refs) {
+  const ReferenceSet& s = refs.set;
+  size_t bytes = 0;
+  for (const auto* list : {&s.banks, &s.banks_bf16})
+    for (const auto& t : *list) bytes += t.nbytes();
+  for (const auto& t : {s.globals, s.text_prior})
+    if (t.defined()) bytes += t.nbytes();
+  return bytes;
+}
+
+std::vector<ScoreRecord> Engine::score_pixels(const RefHandle& refs, const std::vector<PixelTensor>& pixels, int batch) {
   if (batch < 1) fail("batch: must be at least 1 (got ", batch, ")");
   const Backbone& bb = *impl_->model.backbone;
   at::NoGradGuard no_grad;
   std::vector<ScoreRecord> out;
-  for (size_t start = 0; start < images.size(); start += batch) {
-    size_t end = std::min(images.size(), start + batch);
+  for (size_t start = 0; start < pixels.size(); start += batch) {
+    size_t end = std::min(pixels.size(), start + batch);
     double t0 = now_ms();
-    std::vector<PixelTensor> pixels;
-    for (size_t i = start; i < end; ++i) pixels.push_back(bb.preprocess(images[i]));
-    InctrlScores s = impl_->scorer->score(refs.set, bb.encode(stack_pixels(pixels)));
+    const bool whole = start == 0 && end == pixels.size();  // the usual case: no copy
+    const std::vector<PixelTensor> part =
+        whole ? std::vector<PixelTensor>() : std::vector<PixelTensor>(pixels.begin() + start, pixels.begin() + end);
+    InctrlScores s = impl_->scorer->score(refs.set, bb.encode(stack_pixels(whole ? pixels : part)));
     double ms = (now_ms() - t0) / static_cast<double>(end - start);
     for (size_t i = start; i < end; ++i) {
-      const auto b = static_cast<int64_t>(i - start);
-      out.push_back(make_record(s, refs.set, b, i < names.size() ? names[i] : std::string(), ms, bb.grid()));
-      out.back().geometry = pixels[i - start].geometry;
+      out.push_back(make_record(s, refs.set, static_cast<int64_t>(i - start), std::string(), ms, bb.grid()));
+      out.back().geometry = pixels[i].geometry;
     }
   }
   return out;

@@ -16,4 +16,8 @@ nlohmann::ordered_json score_json(const ScoreRecord& r) {
   return j;
 }
 
+nlohmann::ordered_json threshold_json(const Threshold& t) {
+  return {{"threshold", t.value}, {"far", t.far}, {"method", t.method}, {"n", t.n}};
+}
+
 }  // namespace gad
