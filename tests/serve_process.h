@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -38,11 +39,13 @@ class ServerProcess {
  public:
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
-  ServerProcess(const std::string& db, const std::vector<std::string>& extra = {}) {
+  // Starts `gad serve` (the lite model unless `extra` gives another --model) and waits until it
+  // is ready, or only until it is bound when `wait_ready` is false.
+  ServerProcess(const std::string& db, const std::vector<std::string>& extra = {}, bool wait_ready = true) {
     dir_ = temp_dir("serve-log");
     err_ = dir_ + "/stderr";
-    std::vector<std::string> args = {GAD_CLI,     "serve", "--model", kLiteModel, "--precision", "fp32",
-                                     "--threads", "2",     "--db",    db,         "--port",      "0"};
+    std::vector<std::string> args = {GAD_CLI, "serve", "--precision", "fp32", "--threads", "2", "--db", db, "--port", "0"};
+    if (std::find(extra.begin(), extra.end(), "--model") == extra.end()) args.insert(args.end(), {"--model", kLiteModel});
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = fork();
     if (pid_ == 0) {
@@ -60,7 +63,8 @@ class ServerProcess {
     while (std::chrono::steady_clock::now() < deadline) {
       std::string log = slurp(err_);
       auto at = log.find(marker);
-      if (at != std::string::npos && log.find("gad: ready\n") != std::string::npos) {
+      if (at != std::string::npos && log.find('\n', at) != std::string::npos &&
+          (!wait_ready || log.find("gad: ready\n") != std::string::npos)) {
         port_ = std::stoi(log.substr(at + marker.size()));
         return;
       }

@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "serve/store.h"
@@ -65,6 +67,17 @@ json score_raw(httplib::Client& c, const std::string& id, const std::string& byt
   EXPECT_EQ(r->status, want) << r->body;
   return json::parse(r->body, nullptr, false);
 }
+
+// A server (extra flags) with one registered set of the first `k` sample images.
+struct ServerWithSet {
+  ServerProcess server;
+  httplib::Client client;
+  std::string id;
+  ServerWithSet(const std::string& name, const std::vector<std::string>& extra, size_t k)
+      : server(test::temp_dir(name) + "/refs.sqlite", extra),
+        client(server.client()),
+        id(server.port() > 0 ? register_paths(client, slice(0, k)) : "") {}
+};
 
 // A listening TCP socket on a free loopback port, as another program would hold it.
 struct PortHolder {
@@ -188,13 +201,39 @@ TEST(ServeLifecycle, SigtermAndSigintWhenIdleExitZero) {
   }
 }
 
-TEST(ServeLifecycle, DrainPastTheTimeoutExitsOneAfterTheTimeout) {
-  const std::string db = test::temp_dir("serve-drain") + "/refs.sqlite";
-  ServerProcess server(db, {"--drain-timeout", "0.5", "--batch-wait-ms", "4000", "--batch", "8"});
+TEST(ServeLifecycle, HealthzSaysReadyOnlyOnceTheModelIsLoaded) {
+  // The model file is a FIFO: loading blocks until the test writes the real model.json into it.
+  const std::string dir = test::temp_dir("serve-loading");
+  const std::string model_dir = std::filesystem::path(test::kLiteModel).parent_path().string();
+  std::filesystem::create_symlink(model_dir + "/group1-shard1of1", dir + "/group1-shard1of1");
+  ASSERT_EQ(mkfifo((dir + "/model.json").c_str(), 0600), 0);
+  ServerProcess server(dir + "/refs.sqlite", {"--model", dir + "/model.json"}, /*wait_ready=*/false);
   ASSERT_GT(server.port(), 0);
   auto c = server.client();
-  const std::string id = register_paths(c, slice(0, 1));
-  ASSERT_FALSE(id.empty());
+  auto health = c.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+  EXPECT_EQ(json::parse(health->body)["status"], "loading");
+  auto reg = c.Post("/v1/refsets", image_form(slice(0, 1), "cell"));
+  ASSERT_TRUE(reg);
+  EXPECT_EQ(reg->status, 503) << reg->body;
+  EXPECT_EQ(reg->get_header_value("Retry-After"), "1");
+  std::ofstream(dir + "/model.json", std::ios::binary) << slurp(test::kLiteModel);  // unblocks the load
+  int status = 0;
+  for (int i = 0; i < 600 && status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto h = c.Get("/healthz");
+    status = h ? h->status : -1;
+  }
+  EXPECT_EQ(status, 200) << server.log();
+  EXPECT_FALSE(register_paths(c, slice(0, 1)).empty());
+}
+
+TEST(ServeLifecycle, DrainPastTheTimeoutExitsOneAfterTheTimeout) {
+  ServerWithSet served("serve-drain", {"--drain-timeout", "0.5", "--batch-wait-ms", "4000", "--batch", "8"}, 1);
+  ASSERT_FALSE(served.id.empty());
+  auto& server = served.server;
+  const std::string& id = served.id;
   std::thread inflight([&] {
     auto cc = server.client();
     cc.Post(("/v1/refsets/" + id + "/score").c_str(), slurp(elpv_files()[5]), "image/png");
@@ -211,12 +250,9 @@ TEST(ServeLifecycle, DrainPastTheTimeoutExitsOneAfterTheTimeout) {
 }
 
 TEST(ServeLimits, PixelBombsAreRefusedFromTheHeaderWithoutTheMemory) {
-  const std::string db = test::temp_dir("serve-bomb") + "/refs.sqlite";
-  ServerProcess server(db);
-  ASSERT_GT(server.port(), 0);
-  auto c = server.client();
-  const std::string id = register_paths(c, slice(0, 2));
-  ASSERT_FALSE(id.empty());
+  ServerWithSet s("serve-bomb", {}, 2);
+  ASSERT_FALSE(s.id.empty());
+  auto& [server, c, id] = s;
   score_raw(c, id, slurp(elpv_files()[10]));  // warm: first batches allocate
   const std::string bomb = png_bomb(20000, 20000);
   ASSERT_LT(bomb.size(), 4096u);
@@ -242,6 +278,7 @@ TEST(ServeLimits, PixelBombsAreRefusedFromTheHeaderWithoutTheMemory) {
   ASSERT_TRUE(cal);
   EXPECT_EQ(cal->status, 413) << cal->body;
   EXPECT_LT(server.rss_mb() - rss0, 50.0) << "RSS " << rss0 << " -> " << server.rss_mb() << " MB";
+  std::printf("RSS around 7 pixel bombs: %.1f -> %.1f MB\n", rss0, server.rss_mb());
   auto metrics = c.Get("/metrics");
   ASSERT_TRUE(metrics);
   EXPECT_NE(metrics->body.find("gad_rejected_requests_total{reason=\"too_many_pixels\"} 7"), std::string::npos)
@@ -353,12 +390,9 @@ TEST(ServeCalibration, CalibrateEndpointStoresTheCliThresholdAndScoresSayAnomalo
 }
 
 TEST(ServeSlowClients, FortyEightStalledClientsDoNotDelayANormalRequest) {
-  const std::string db = test::temp_dir("serve-stall") + "/refs.sqlite";
-  ServerProcess server(db, {"--read-timeout", "2"});
-  ASSERT_GT(server.port(), 0);
-  auto c = server.client();
-  const std::string id = register_paths(c, slice(0, 2));
-  ASSERT_FALSE(id.empty());
+  ServerWithSet s("serve-stall", {"--read-timeout", "2", "--keep-alive", "1"}, 2);
+  ASSERT_FALSE(s.id.empty());
+  auto& [server, c, id] = s;
   const std::string png = slurp(elpv_files()[30]);
   score_raw(c, id, png);  // warm
   std::vector<int> stalled;
@@ -397,12 +431,9 @@ TEST(ServeSlowClients, FortyEightStalledClientsDoNotDelayANormalRequest) {
 }
 
 TEST(ServeLimits, HostileBodiesOnEveryRouteGet4xxAndTheServerStaysUp) {
-  const std::string db = test::temp_dir("serve-hostile") + "/refs.sqlite";
-  ServerProcess server(db, {"--max-body", "1MB"});
-  ASSERT_GT(server.port(), 0);
-  auto c = server.client();
-  const std::string id = register_paths(c, slice(0, 1));
-  ASSERT_FALSE(id.empty());
+  ServerWithSet s("serve-hostile", {"--max-body", "1MB", "--read-timeout", "2"}, 1);
+  ASSERT_FALSE(s.id.empty());
+  auto& [server, c, id] = s;
   const std::string png = slurp(elpv_files()[40]);
   const std::string boundary = "b0undaryXY";
   const std::string multipart_type = "multipart/form-data; boundary=" + boundary;
@@ -445,7 +476,9 @@ TEST(ServeLimits, HostileBodiesOnEveryRouteGet4xxAndTheServerStaysUp) {
     ASSERT_TRUE(huge);
     EXPECT_EQ(huge->status / 100, 4) << route << " huge header: " << huge->body;
   }
-  // A declared body beyond --max-body is refused from its Content-Length, before it is sent.
+  // A declared body beyond --max-body is refused without being stored: httplib discards what the
+  // client sends and answers 413 at its end, or after --read-timeout (2 s) of silence.
+  const auto t0 = std::chrono::steady_clock::now();
   int fd = connect_to(server.port());
   ASSERT_TRUE(send_all(fd,
                        "POST /v1/refsets HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: "
@@ -455,6 +488,7 @@ TEST(ServeLimits, HostileBodiesOnEveryRouteGet4xxAndTheServerStaysUp) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ASSERT_GT(recv(fd, buf, sizeof buf - 1, 0), 0);
   EXPECT_EQ(std::string(buf).substr(0, 12), "HTTP/1.1 413") << buf;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 4.0);
   close(fd);
   auto health = c.Get("/healthz");
   ASSERT_TRUE(health);

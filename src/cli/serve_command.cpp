@@ -83,7 +83,7 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
                   "recently used sets beyond it are dropped and reloaded from the database");
   cmd->add_option("--http-threads", o.http_threads, "connection threads (default 64); each open connection holds one");
   cmd->add_option("--read-timeout", o.read_timeout_s, "seconds a connection may stay silent mid-request (default 5)");
-  cmd->add_option("--keep-alive", o.keep_alive_s, "seconds an idle keep-alive connection is kept (default 5)");
+  cmd->add_option("--keep-alive", o.keep_alive_s, "seconds an idle keep-alive connection is kept (default 2)");
   cmd->add_option("--drain-timeout", a.drain_timeout_s,
                   "on SIGTERM/SIGINT: seconds to finish in-flight requests (default 30)");
   cmd->add_flag("--verbose", o.verbose, "log one line per request on stderr");

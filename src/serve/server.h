@@ -40,7 +40,7 @@ struct ServeOptions {
   double batch_wait_ms = 5;     // how long a worker waits to fill a batch
   int http_threads = 64;        // connection threads (keep-alive and stalled connections hold one each)
   int read_timeout_s = 5;       // a connection silent this long mid-request is dropped
-  int keep_alive_s = 5;         // an idle keep-alive connection is closed after this
+  int keep_alive_s = 2;         // an idle keep-alive connection is closed after this (it holds a thread)
   size_t cache_bytes = 0;       // in-memory reference-set cache; 0: a quarter of RAM
   bool verbose = false;         // one log line per request on stderr
 };
