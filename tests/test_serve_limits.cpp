@@ -458,6 +458,7 @@ TEST(ServeLimits, HostileBodiesOnEveryRouteGet4xxAndTheServerStaysUp) {
       {"zero-byte multipart body", "", multipart_type, 400},
       {"zero-byte JSON body", "", "application/json", 400},
       {"JSON, images not base64", json{{"class", "c"}, {"images", {"%%%"}}}.dump(), "application/json", 400},
+      {"JSON nested 200000 deep", std::string(200000, '['), "application/json", 400},
       {"JSON, far not a number", json{{"far", "x"}, {"images", {base64_encode(png)}}}.dump(), "application/json", 400},
       {"body over --max-body", std::string(2 << 20, 'x'), multipart_type, 413},
   };

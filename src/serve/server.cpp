@@ -159,9 +159,19 @@ struct Uploads {
   std::optional<std::string> far;
 };
 
+// No valid body nests deeper than 3 levels; refusing more as it is parsed keeps a "[[[[..." body
+// from building millions of levels (a 15 MB one took 950 MB before failing at its end).
+constexpr int kMaxJsonDepth = 8;
+
 json parse_json_body(const httplib::Request& req) {
   try {
-    return json::parse(req.body);
+    return json::parse(req.body, [](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxJsonDepth)
+        throw HttpError(400, "malformed_json", "JSON body nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+      return true;
+    });
+  } catch (const HttpError&) {
+    throw;
   } catch (const std::exception& e) {
     throw HttpError(400, "malformed_json", std::string("malformed JSON body: ") + e.what());
   }
