@@ -430,6 +430,54 @@ TEST(ServeSlowClients, FortyEightStalledClientsDoNotDelayANormalRequest) {
   EXPECT_EQ(score_raw(c, id, png)["results"].size(), 1u);
 }
 
+TEST(ServeSlowClients, EndlessAndTricklingHeadersAreCutOff) {
+  ServerWithSet s("serve-headers", {"--read-timeout", "1"}, 1);
+  ASSERT_FALSE(s.id.empty());
+  auto& [server, c, id] = s;
+  const double rss0 = server.rss_mb();
+  // Endless header lines, each under httplib's 8 KB line limit: the server stops reading and
+  // closes the connection (the client sees the end of the stream), its memory barely moves.
+  int fd = connect_to(server.port());
+  timeval one_second{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &one_second, sizeof one_second);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &one_second, sizeof one_second);
+  ASSERT_TRUE(send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n"));
+  std::string lines;
+  for (int i = 0; i < 100; ++i) lines += "X-Filler: " + std::string(1000, 'f') + "\r\n";
+  auto t0 = std::chrono::steady_clock::now();
+  size_t sent = 0;
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5) && send_all(fd, lines)) sent += lines.size();
+  const double cut_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  char byte;
+  EXPECT_EQ(recv(fd, &byte, 1, 0), 0) << "the server did not close the connection";
+  close(fd);
+  EXPECT_LT(cut_after, 5.0) << "the server still reads after " << sent / 1024 << " KB of headers";
+  EXPECT_LT(server.rss_mb() - rss0, 50.0);
+  // A header line every 300 ms: each read is within --read-timeout, the whole is not (2 s).
+  fd = connect_to(server.port());
+  ASSERT_TRUE(send_all(fd, "GET /healthz HTTP/1.1\r\n"));
+  t0 = std::chrono::steady_clock::now();
+  bool open = true;
+  while (open && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(8)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    open = send_all(fd, "X-Slow: 1\r\n");
+    char b;
+    if (open && recv(fd, &b, 1, MSG_DONTWAIT | MSG_PEEK) == 0) open = false;
+  }
+  const double trickled = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  close(fd);
+  EXPECT_FALSE(open);
+  EXPECT_GT(trickled, 1.5);
+  EXPECT_LT(trickled, 5.0);
+  std::printf("endless headers cut after %.2f s (%zu KB sent), trickled headers after %.1f s; RSS %.1f -> %.1f MB\n",
+              cut_after, sent / 1024, trickled, rss0, server.rss_mb());
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("reason=\"headers_too_large\"} 1"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("reason=\"headers_too_slow\"} 1"), std::string::npos) << metrics->body;
+  EXPECT_EQ(score_raw(c, id, slurp(elpv_files()[3]))["results"].size(), 1u);
+}
+
 TEST(ServeLimits, HostileBodiesOnEveryRouteGet4xxAndTheServerStaysUp) {
   ServerWithSet s("serve-hostile", {"--max-body", "1MB", "--read-timeout", "2"}, 1);
   ASSERT_FALSE(s.id.empty());

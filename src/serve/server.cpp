@@ -25,6 +25,7 @@
 #include "image/image.h"
 #include "maps/anomaly_map.h"
 #include "serve/http.h"
+#include "serve/connection_guard.h"
 #include "serve/http_error.h"
 #include "serve/metrics.h"
 #include "serve/model_queue.h"
@@ -382,6 +383,7 @@ struct Server::Impl {
   std::condition_variable http_cv;
   bool http_done = false, stop_sent = false;
   std::atomic<bool> draining{false}, http_failed{false};
+  std::unique_ptr<ConnectionGuard> guard;  // last: joined before the members it reports to
 
   Impl(const ServeOptions& options, Log l)
       : o(options),
@@ -431,6 +433,10 @@ struct Server::Impl {
   }
 
   void start() {
+    // Headers beyond what the 16 KB check could ever accept, or slower than two read timeouts.
+    guard = std::make_unique<ConnectionGuard>(port, 4 * kMaxHeaderBytes, std::max(2.0, 2.0 * o.read_timeout_s),
+                                              [this](const char* reason) { metrics.rejected(reason); });
+    guard->start();
     http = std::thread([this] {
       bool ok = false;
       try {
@@ -639,6 +645,7 @@ struct Server::Impl {
     svr.set_pre_routing_handler([this, expected_auth](const httplib::Request& req, httplib::Response& res) {
       t_request_start = Clock::now();
       t_request_started = true;
+      if (guard) guard->headers_done(req.remote_addr, req.remote_port);
       size_t header_bytes = 0;
       for (const auto& [k, v] : req.headers) header_bytes += k.size() + v.size() + 4;
       if (header_bytes > kMaxHeaderBytes) {
@@ -703,6 +710,7 @@ struct Server::Impl {
           t_request_started ? std::chrono::duration<double>(Clock::now() - t_request_start).count() : 0;
       t_request_started = false;
       metrics.observe(route_label(req.path), req.method, res.status, seconds);
+      if (guard) guard->request_done(req.remote_addr, req.remote_port);
       if (res.status >= 400) metrics.rejected(t_reject_reason.empty() ? httplib_reason(res.status) : t_reject_reason);
       t_reject_reason.clear();
       if (o.verbose)
