@@ -1,11 +1,11 @@
-// gad_bench — honest numbers for the CLIP and lite paths: cold start, image-tower and per-query
+// gad_bench — honest numbers for the CLIP, DINOv2 (AnomalyDINO) and lite paths: cold start, image-tower and per-query
 // times in fp32 and bf16, the reference code's "uncached" per-query cost, `gad train` step time,
 // and peak RSS. Random CLIP weights (speed does not depend on values). Prints Markdown: a line
 // naming the machine and the software, then one table per model with, per row, the number of
 // timed runs, their mean ± sample standard deviation and their minimum.
 //
 //   gad_bench [--config ViT-B-16-plus-240] [--threads 2] [--reps 3] [--k 8] [--keep-model FILE]
-//             [--lite FILE]
+//             [--lite FILE] [--models clip,dinov2,lite]
 // --keep-model leaves the random-weight model file behind (e.g. to measure `gad score` RSS).
 // The lite rows use the installed default lite model (or --lite FILE) and are skipped without it.
 //
@@ -32,11 +32,13 @@
 #include <string>
 
 #include "clip/clip_backbone.h"
+#include "dino/dino_backbone.h"
 #include "inctrl/heads.h"
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
 #include "io/safetensors.h"
 #include "lite/fetch.h"
+#include "methods/anomalydino.h"
 #include "model/load_model.h"
 #include "model/precision.h"
 #include "model/runtime.h"
@@ -184,9 +186,72 @@ void bench_training(const gad::Backbone& b, int image_size, int reps, int k) {
   row(what, "fp32", 16, t, steps);
 }
 
+// A random-weight DINOv2 ViT-S/14 (the real shapes: embed 384, 12 blocks, 6 heads, MLP 1536,
+// 37 x 37 position grid), built in memory.
+std::unique_ptr<gad::DinoBackbone> random_dino(int resolution) {
+  gad::Weights w("<random DINOv2 ViT-S/14>");
+  const int64_t D = 384, H = 1536;
+  auto rnd = [](at::IntArrayRef s) { return at::normal(0.0, 0.02, s); };
+  w.insert("cls_token", rnd({1, 1, D}));
+  w.insert("pos_embed", rnd({1, 1 + 37 * 37, D}));
+  w.insert("mask_token", rnd({1, D}));
+  w.insert("patch_embed.proj.weight", rnd({D, 3, 14, 14}));
+  w.insert("patch_embed.proj.bias", rnd({D}));
+  for (int i = 0; i < 12; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    for (const char* n : {"norm1", "norm2"}) {
+      w.insert(p + n + ".weight", at::ones({D}));
+      w.insert(p + n + ".bias", at::zeros({D}));
+    }
+    w.insert(p + "attn.qkv.weight", rnd({3 * D, D}));
+    w.insert(p + "attn.qkv.bias", rnd({3 * D}));
+    w.insert(p + "attn.proj.weight", rnd({D, D}));
+    w.insert(p + "attn.proj.bias", rnd({D}));
+    w.insert(p + "mlp.fc1.weight", rnd({H, D}));
+    w.insert(p + "mlp.fc1.bias", rnd({H}));
+    w.insert(p + "mlp.fc2.weight", rnd({D, H}));
+    w.insert(p + "mlp.fc2.bias", rnd({D}));
+    w.insert(p + "ls1.gamma", at::ones({D}));
+    w.insert(p + "ls2.gamma", at::ones({D}));
+  }
+  w.insert("norm.weight", at::ones({D}));
+  w.insert("norm.bias", at::zeros({D}));
+  return std::make_unique<gad::DinoBackbone>(gad::dino_config(w, ""), w, resolution);
+}
+
+// AnomalyDINO on ViT-S/14 at `size` x `size` (grid size/14 squared): the tower at batch 1 and 8,
+// one query (tower + 1-NN search + mean top 1 %) against K references, and the search alone, for
+// K = 1, 8, 64. The bank of K references is random (search time does not depend on the values).
+void bench_dino(int size, int reps) {
+  auto dino = random_dino(size);
+  auto images = random_images(8, size, 7);
+  for (gad::Precision p : {gad::Precision::FP32, gad::Precision::BF16}) {
+    dino->set_precision(p);
+    if (dino->precision() != p) continue;
+    const char* pn = gad::precision_name(p);
+    for (int batch : {1, 8}) {
+      at::Tensor px = gad::stack_pixels({images.begin(), images.begin() + batch});
+      row("image tower", pn, batch, time_runs(reps, [&] { dino->encode(px); }), batch);
+    }
+    const at::Tensor one = gad::stack_pixels({images[0]});
+    const gad::Features q = dino->encode(one);
+    for (int k : {1, 8, 64}) {
+      gad::Features refs{at::randn({k, 384}), {at::randn({1, k * q.taps[0].size(1), 384})}, 0, 0};
+      const gad::ReferenceSet set = gad::ReferenceSet::from_features(*dino, refs, {}, {}, "");
+      char what[96];
+      std::snprintf(what, sizeof what, "query, K = %d (%lld bank patches)", k, static_cast<long long>(set.banks[0].size(0)));
+      row(what, pn, 1, time_runs(reps, [&] { gad::mean_top1p(gad::anomalydino_distances(*dino, set, dino->encode(one))); }));
+      std::snprintf(what, sizeof what, "  search + score only, K = %d", k);
+      row(what, pn, 1, time_runs(reps, [&] { gad::mean_top1p(gad::anomalydino_distances(*dino, set, q)); }));
+    }
+  }
+}
+
 struct Args {
   std::string config = "ViT-B-16-plus-240", keep_model, lite;
+  std::string models = "clip,dinov2,lite";  // which tables to run
   int threads = 2, reps = 3, k = 8;
+  bool wants(const std::string& model) const { return ("," + models + ",").find("," + model + ",") != std::string::npos; }
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -209,7 +274,7 @@ Args parse_args(int argc, char** argv) {
   for (int i = 1; i < argc; i += 2) {
     const std::string opt = argv[i];
     const bool known = opt == "--config" || opt == "--threads" || opt == "--reps" || opt == "--k" ||
-                       opt == "--keep-model" || opt == "--lite";
+                       opt == "--keep-model" || opt == "--lite" || opt == "--models";
     if (!known) usage_error("unknown argument '" + opt + "'");
     if (i + 1 >= argc) usage_error(opt + ": missing value");
     const std::string v = argv[i + 1];
@@ -218,6 +283,7 @@ Args parse_args(int argc, char** argv) {
     else if (opt == "--reps") a.reps = positive_int(opt, v);
     else if (opt == "--k") a.k = positive_int(opt, v);
     else if (opt == "--keep-model") a.keep_model = v;
+    else if (opt == "--models") a.models = v;
     else a.lite = v;
   }
   return a;
@@ -305,6 +371,7 @@ int main(int argc, char** argv) {
               "ms per image (batch rows) or per step (training rows); peak RSS includes %.0f MB of loaded libraries\n",
               a.k, a.reps, rss_mb(self.ru_maxrss));
 
+  if (a.wants("clip")) {
   in_child("writing the random model", [&] { write_random_model(cfg, path); });
   table_header(a.config + ", random weights");
   const double clip_scoring = in_child("CLIP scoring rows", [&] {
@@ -320,6 +387,18 @@ int main(int argc, char** argv) {
   });
   print_rss(clip_scoring, clip_training);
   if (a.keep_model.empty()) std::filesystem::remove(path);
+  }
+
+  if (a.wants("dinov2")) {
+  table_header("DINOv2 ViT-S/14 + AnomalyDINO, random weights, 448 x 448 input (grid 32 x 32)");
+  const double dino_scoring = in_child("DINOv2 rows", [&] {
+    gad::configure_threads(a.threads);
+    at::NoGradGuard no_grad;
+    bench_dino(448, a.reps);
+  });
+  std::printf("\npeak RSS: %.0f MB (DINOv2 rows, a fresh process)\n", dino_scoring);
+  }
+  if (!a.wants("lite")) return 0;
 
   if (!std::filesystem::exists(lite)) {
     std::printf("\nlite: %s not installed (gad models fetch lite); skipped\n", lite.c_str());

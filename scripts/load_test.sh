@@ -3,11 +3,14 @@
 # model on a free port, registers one reference set, then runs wrk (POST one image per request)
 # at 1, 4 and 16 connections and prints throughput, p50/p99 latency and the server's RSS.
 #
-#   scripts/load_test.sh [--seconds 10] [--minutes M] [--gad build/gad] [--model FILE] [--image FILE]
-#                        [--workers N] [--threads N]
+#   scripts/load_test.sh [--seconds 10] [--soak-minutes M] [--gad build/gad] [--model FILE]
+#                        [--image FILE] [--workers N] [--threads N] [--cache-mb MB]
 #
-# --minutes M additionally runs 4 connections for M minutes and samples RSS every 30 s (the
-# "RSS stays flat" check). Needs wrk (apt install wrk) and curl.
+# --soak-minutes M (alias --minutes) then runs a soak: 4 connections for M minutes mixing scores
+# (against the first set and against sets registered during the soak), registrations (K = 2,
+# multipart) and deletes, 8:1:1 once ~80 sets are live; prints the server's RSS every 30 s, then req/s, p50/p99 and RSS
+# at start and end (the "RSS stays flat" check; --cache-mb defaults to 8 so the cache evicts).
+# Needs wrk (apt install wrk) and curl.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,16 +23,18 @@ SECONDS_PER_LEVEL=10
 MINUTES=0
 WORKERS=1
 THREADS=0
+CACHE_MB=8
 while [[ $# -gt 0 ]]; do
   case $1 in
     --seconds) SECONDS_PER_LEVEL=$2; shift 2 ;;
-    --minutes) MINUTES=$2; shift 2 ;;
+    --minutes|--soak-minutes) MINUTES=$2; shift 2 ;;
+    --cache-mb) CACHE_MB=$2; shift 2 ;;
     --gad) GAD=$2; shift 2 ;;
     --model) MODEL=$2; shift 2 ;;
     --image) IMAGE=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "load_test.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -45,12 +50,12 @@ cleanup() {
 trap cleanup EXIT
 
 "$GAD" serve --model "$MODEL" --db "$WORK/refs.sqlite" --host 127.0.0.1 --port 0 --workers "$WORKERS" \
-  --threads "$THREADS" 2>"$WORK/server.log" &
+  --threads "$THREADS" --cache-mb "$CACHE_MB" 2>"$WORK/server.log" &
 PID=$!
 PORT=
 for _ in $(seq 600); do
   PORT=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/server.log" | head -1)
-  [[ -n $PORT ]] && break
+  [[ -n $PORT ]] && grep -q '^gad: ready' "$WORK/server.log" && break  # bound, then model loaded
   kill -0 "$PID" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
   sleep 0.1
 done
@@ -94,18 +99,74 @@ done
 echo "RSS after warm-up: $((RSS0 / 1024)) MB; after the levels: $(( $(rss_kb) / 1024 )) MB"
 
 if [[ $MINUTES -gt 0 ]]; then
-  echo "long run: 4 connections for $MINUTES minute(s), RSS every 30 s"
-  END=$(( $(date +%s) + MINUTES * 60 ))
-  FIRST=$(rss_kb)
-  while [[ $(date +%s) -lt $END ]]; do
-    LEFT=$(( END - $(date +%s) ))
-    D=$(( LEFT < 30 ? LEFT : 30 ))
-    [[ $D -lt 1 ]] && break
-    LINE=$(wrk -t2 -c4 -d${D}s --timeout 30s -s "$WORK/post.lua" "$URL/v1/refsets/$ID/score" | grep '^RESULT')
-    echo "  t=+$(( MINUTES * 60 - (END - $(date +%s)) ))s rss=$(( $(rss_kb) / 1024 )) MB  $LINE"
+  cat >"$WORK/soak.lua" <<LUA
+-- Per wrk thread: 8 of 10 requests score (half against the first set, half against a random one
+-- of the sets this thread registered), 1 registers a K = 2 set, 1 deletes this thread's oldest set
+-- once it holds 40 (so ~80 sets live, more than an 8 MB cache holds: scores evict and reload).
+-- A score never targets the two oldest sets, which the next deletes may remove meanwhile.
+local function slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("*all")
+  f:close()
+  return data
+end
+local image = slurp("$IMAGE")
+local boundary = "gadsoakboundary"
+local function part(name, value, filename)
+  local disposition = 'form-data; name="' .. name .. '"' .. (filename and ('; filename="' .. filename .. '"') or "")
+  return "--" .. boundary .. "\r\nContent-Disposition: " .. disposition .. "\r\n\r\n" .. value .. "\r\n"
+end
+local register_body = part("class", "solar_cell") .. part("images", slurp("$IMAGES/cell0005.png"), "a.png") ..
+  part("images", slurp("$IMAGES/cell0006.png"), "b.png") .. "--" .. boundary .. "--\r\n"
+local first, mine, n = "$ID", {}, 0
+function request()
+  n = n + 1
+  local turn = n % 10
+  if turn == 3 then
+    return wrk.format("POST", "/v1/refsets", {["Content-Type"] = "multipart/form-data; boundary=" .. boundary},
+      register_body)
+  elseif turn == 8 and #mine > 40 then
+    return wrk.format("DELETE", "/v1/refsets/" .. table.remove(mine, 1))
+  end
+  local target = (turn % 2 == 0 and #mine > 2) and mine[math.random(3, #mine)] or first
+  return wrk.format("POST", "/v1/refsets/" .. target .. "/score", {["Content-Type"] = "image/png"}, image)
+end
+function response(status, headers, body)
+  if status == 201 then
+    local id = body:match('"id":"(%x+)"')
+    if id then table.insert(mine, id) end
+  end
+end
+function done(summary, latency, requests)
+  local s = summary.duration / 1e6
+  local bad = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.timeout
+  io.write(string.format("RESULT requests=%d seconds=%.2f rps=%.1f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f errors=%d\n",
+    summary.requests, s, summary.requests / s, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, bad))
+end
+LUA
+  metric() { curl -sf "$URL/metrics" | sed -n "s/^$1 //p"; }
+  echo "soak: 4 connections for $MINUTES minute(s), scores/registrations/deletes 8:1:1, --cache-mb $CACHE_MB"
+  START_RSS=$(rss_kb)
+  wrk -t2 -c4 -d$((MINUTES * 60))s --timeout 30s -s "$WORK/soak.lua" "$URL" >"$WORK/soak.out" &
+  WRK=$!
+  T0=$(date +%s)
+  NEXT=30
+  while kill -0 "$WRK" 2>/dev/null; do
+    sleep 1
+    T=$(( $(date +%s) - T0 ))
+    if (( T >= NEXT )) && kill -0 "$WRK" 2>/dev/null; then
+      NEXT=$(( NEXT + 30 ))
+      echo "  t=+${T}s rss=$(( $(rss_kb) / 1024 )) MB, sets stored $(metric gad_refsets)," \
+        "cached $(metric gad_cache_entries) ($(metric gad_cache_bytes) B), evictions $(metric gad_cache_evictions_total)"
+    fi
   done
-  LAST=$(rss_kb)
-  echo "long run RSS: start $((FIRST / 1024)) MB, end $((LAST / 1024)) MB, growth $(( (LAST - FIRST) / 1024 )) MB"
+  wait "$WRK"
+  END_RSS=$(rss_kb)
+  grep '^RESULT' "$WORK/soak.out" | sed 's/^RESULT/soak:/'
+  echo "soak RSS: start $((START_RSS / 1024)) MB, end $((END_RSS / 1024)) MB, growth $(( (END_RSS - START_RSS) / 1024 )) MB"
+  curl -sf "$URL/metrics" | grep -E '^gad_(rejected_requests_total|requests_total.*code="[45])' || true
 fi
 kill -TERM "$PID"
 wait "$PID" && echo "server stopped cleanly (SIGTERM)"

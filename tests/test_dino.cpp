@@ -188,3 +188,33 @@ TEST(AnomalyDinoCli, InspectRefsAndScore) {
 
 }  // namespace
 }  // namespace gad
+
+namespace gad {
+namespace {
+
+// The fast path keeps AnomalyDINO's scores within 0.01 of the reference on every case (the same
+// budget as InCTRL's bf16 path), or the CPU has no bf16 and both runs are fp32.
+TEST(AnomalyDino, Bf16StaysCloseToReference) {
+  double worst = 0;
+  for (const auto& model : kModels) {
+    const auto index = index_of(model);
+    for (const auto& c : index["cases"]) {
+      EngineOptions o = options(model, c["smaller_edge"], c["rotation"]);
+      o.precision = "bf16";
+      Engine engine(o);
+      std::vector<std::string> refs, queries;
+      for (const auto& r : c["refs"]) refs.push_back(image(r));
+      for (const auto& q : c["queries"]) queries.push_back(image(q));
+      engine.build_references(refs, "");
+      engine.score(queries, 1, [&](const ScoreRecord& r) {
+        const std::string name = r.path.substr(r.path.rfind('/') + 1);
+        worst = std::max(worst, std::abs(r.score - c["results"][name]["score"].get<double>()));
+      });
+    }
+  }
+  std::printf("bf16 AnomalyDINO vs reference: worst |score - reference| %.3g\n", worst);
+  EXPECT_LE(worst, 0.01);
+}
+
+}  // namespace
+}  // namespace gad

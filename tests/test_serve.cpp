@@ -22,6 +22,7 @@
 #include "util/base64.h"
 #include "serve/http.h"
 #include "serve/store.h"
+#include "serve_process.h"
 #include "support.h"
 
 namespace gad {
@@ -29,116 +30,13 @@ namespace {
 
 using json = nlohmann::json;
 
-const std::string kLiteModel = test::shared("fixtures/lite/mobilenet_v2/model.json");
-std::string elpv(int i) {
-  char name[64];
-  std::snprintf(name, sizeof name, "data/elpv_sample/images/cell%04d.png", i);
-  return test::shared(name);
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// The `gad serve` child process, on a free port (--port 0; the bound port is read from stderr).
-class ServerProcess {
- public:
-  ServerProcess(const ServerProcess&) = delete;
-  ServerProcess& operator=(const ServerProcess&) = delete;
-  ServerProcess(const std::string& db, const std::vector<std::string>& extra = {}) {
-    dir_ = test::temp_dir("serve-log");
-    err_ = dir_ + "/stderr";
-    std::vector<std::string> args = {GAD_CLI, "serve", "--model", kLiteModel, "--precision", "fp32", "--threads", "2",
-                                     "--db", db, "--port", "0"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      if (!std::freopen(err_.c_str(), "w", stderr)) _exit(126);
-      if (!std::freopen("/dev/null", "w", stdout)) _exit(126);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    const std::string marker = "listening on http://127.0.0.1:";
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::string log = slurp(err_);
-      auto at = log.find(marker);
-      if (at != std::string::npos && log.find('\n', at) != std::string::npos) {
-        port_ = std::stoi(log.substr(at + marker.size()));
-        return;
-      }
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        ADD_FAILURE() << "gad serve exited early: " << log;
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    ADD_FAILURE() << "gad serve did not start: " << slurp(err_);
-  }
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  int port() const { return port_; }
-  bool alive() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
-  std::string log() const { return slurp(err_); }
-  void signal(int sig) const { kill(pid_, sig); }
-  // Waits for the exit; returns the exit code (or 128 + signal).
-  int wait() {
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  httplib::Client client(const std::string& token = "") const {
-    httplib::Client c("127.0.0.1", port_);
-    c.set_connection_timeout(5, 0);
-    c.set_read_timeout(60, 0);
-    if (!token.empty()) c.set_bearer_token_auth(token.c_str());
-    return c;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-  std::string dir_, err_;
-};
-
-httplib::MultipartFormDataItems refset_form(const std::string& cls, const std::vector<int>& images) {
-  httplib::MultipartFormDataItems items;
-  items.push_back({"class", cls, "", ""});
-  for (int i : images) items.push_back({"images", slurp(elpv(i)), "cell" + std::to_string(i) + ".png", "image/png"});
-  return items;
-}
-
-std::string register_set(httplib::Client& c, const std::string& cls, const std::vector<int>& images) {
-  auto r = c.Post("/v1/refsets", refset_form(cls, images));
-  if (!r) return "";
-  EXPECT_EQ(r->status, 201) << r->body;
-  return r->status == 201 ? json::parse(r->body)["id"].get<std::string>() : "";
-}
-
-json post_json(httplib::Client& c, const std::string& path, const json& body, int want = 200) {
-  auto r = c.Post(path.c_str(), body.dump(), "application/json");
-  EXPECT_TRUE(r) << path;
-  if (!r) return json();
-  EXPECT_EQ(r->status, want) << r->body;
-  return json::parse(r->body);
-}
-
-std::vector<double> scores_of(const json& response) {
-  std::vector<double> out;
-  for (const auto& r : response["results"]) out.push_back(r["score"].get<double>());
-  return out;
-}
+using test::ServerProcess;
+using test::elpv;
+using test::post_json;
+using test::refset_form;
+using test::register_set;
+using test::scores_of;
+using test::slurp;
 
 TEST(Serve, RegisterScoreRestartGivesIdenticalScoresAndSigtermDrains) {
   const std::string db = test::temp_dir("serve-restart") + "/refs.sqlite";

@@ -13,6 +13,7 @@
 
 #include "cli/command_line.h"
 #include "cli/bench_command.h"
+#include "cli/serve_command.h"
 #include "cli/train_command.h"
 #include "data/convert.h"
 #include "data/fetch_data.h"
@@ -26,7 +27,6 @@
 #include "report/thumbnails.h"
 #include "lite/fetch.h"
 #include "model/catalog.h"
-#include "serve/server.h"
 #include "util/allocator.h"
 #include "util/csv.h"
 #include "util/error.h"
@@ -54,6 +54,8 @@ struct ModelArgs {
     app->add_option("--precision", options.precision,
                     "fp32 (reference-exact) | bf16 (fast; scores within ~0.01) | auto (default: bf16 if the CPU has "
                     "AVX512-BF16/AMX)");
+    app->add_option("--max-pixels", options.max_pixels, "largest image accepted, width x height (default 40000000); "
+                    "checked from the file header before decoding");
   }
 };
 
@@ -164,8 +166,7 @@ int run_refs_calibrate(ModelArgs& m, const RefArgs& refs, const CalibrateArgs& c
   engine.save_references(out);
   log_line("wrote " + out + ": threshold " + std::to_string(t.value) + " (far " + std::to_string(t.far) + ", " + t.method +
            ", n = " + std::to_string(t.n) + ")");
-  nlohmann::ordered_json j = {{"threshold", t.value}, {"far", t.far}, {"method", t.method}, {"n", t.n}};
-  std::cout << j.dump() << "\n";
+  std::cout << gad::threshold_json(t).dump() << "\n";
   return 0;
 }
 
@@ -243,11 +244,11 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 
 // Writes <stem>.png (overlay with colour bar) and the raw map (<stem>_map.png 16-bit or
 // <stem>_map.npy float32) for one result.
-void write_maps(const MapArgs& maps, const gad::ScoreRecord& r, std::set<std::string>& used) {
+void write_maps(const MapArgs& maps, const gad::ScoreRecord& r, std::set<std::string>& used, int64_t max_pixels) {
   std::string stem = std::filesystem::path(r.path).stem().string();
   for (int n = 2; used.count(stem); ++n) stem = std::filesystem::path(r.path).stem().string() + "_" + std::to_string(n);
   used.insert(stem);
-  gad::Image image = gad::decode_image(r.path);
+  gad::Image image = gad::decode_image(r.path, max_pixels);
   gad::ImageMap map = record_map(maps, r);
   write_bytes(maps.dir + "/" + stem + ".png", gad::overlay_png(image, map));
   if (maps.raw == "png16") write_bytes(maps.dir + "/" + stem + "_map.png", gad::map_png16(map));
@@ -343,7 +344,7 @@ int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queri
     if (!report.path.empty()) thumbs.add(r.path, maps.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry);
     std::cout << record_json(r).dump() << "\n" << std::flush;
     csv.add_row(gad::score_csv_row(r));
-    if (!maps.dir.empty()) write_maps(maps, r, map_names);
+    if (!maps.dir.empty()) write_maps(maps, r, map_names, m.options.max_pixels);
   });
   if (!csv_path.empty()) write_bytes(csv_path, csv.text());  // only after every image scored: no partial files
   if (!report.path.empty()) write_score_report(report, scored, thumbs, engine, command);
@@ -351,12 +352,6 @@ int run_score(ModelArgs& m, RefArgs& refs, const std::vector<std::string>& queri
   if (!report.path.empty()) summary += (summary.empty() ? "wrote " : "; report: ") + report.path;
   if (!summary.empty()) log_line(summary);
   return 0;
-}
-
-int run_serve(ModelArgs& m, gad::serve::ServeOptions& o, const std::string& max_body) {
-  o.engine = m.options;
-  o.max_body = gad::serve::parse_size(max_body);
-  return gad::serve::run_server(o, log_line);
 }
 
 int run_data_convert(const std::string& kind, const std::string& src, const std::string& dst,
@@ -484,20 +479,8 @@ int main(int argc, char** argv) {
                                                 "(API: GET /openapi.json)");
   model.add_to(serve_cmd);
   add_scorer_options(serve_cmd, model.options);
-  gad::serve::ServeOptions serve_opts;
-  std::string max_body = "20MB";
-  serve_cmd->add_option("--db", serve_opts.db, "SQLite database of reference sets (created if missing; WAL mode)")->required();
-  serve_cmd->add_option("--host", serve_opts.host, "address to bind (default 127.0.0.1, loopback only)");
-  serve_cmd->add_option("--port", serve_opts.port, "port (default 8080; 0: any free port, printed on stderr)");
-  serve_cmd->add_option("--token", serve_opts.token, "require 'Authorization: Bearer TOKEN' on every request");
-  serve_cmd->add_option("--max-body", max_body, "largest request body (default 20MB); larger: 413");
-  serve_cmd->add_option("--workers", serve_opts.workers, "model worker threads, one model copy each (default 1)");
-  serve_cmd->add_option("--queue", serve_opts.queue, "images queued or in the model at once (default 64); beyond: 429");
-  serve_cmd->add_option("--max-k", serve_opts.max_k, "most reference images per set (default 32)");
-  serve_cmd->add_option("--max-images", serve_opts.max_images, "most images per score request (default 32)");
-  serve_cmd->add_option("--batch", serve_opts.batch, "most images per forward pass (default 8)");
-  serve_cmd->add_option("--batch-wait-ms", serve_opts.batch_wait_ms, "how long to wait to fill a batch (default 5)");
-  serve_cmd->add_flag("--verbose", serve_opts.verbose, "log one line per request on stderr");
+  ServeArgs serve_args;
+  add_serve_options(serve_cmd, serve_args);
 
   auto* data_cmd = app.add_subcommand("data", "datasets: convert to the MVTec layout, fetch MNIST / Fashion-MNIST");
   data_cmd->require_subcommand(1);
@@ -543,7 +526,7 @@ int main(int argc, char** argv) {
     if (data_convert->parsed()) return run_data_convert(data_kind, data_src, data_dst, conv);
     if (data_fetch->parsed()) return run_data_fetch(data_what, data_dir);
     if (score->parsed()) return run_score(model, refs, images, batch, csv, maps, report, recorded_command(argc, argv));
-    if (serve_cmd->parsed()) return run_serve(model, serve_opts, max_body);
+    if (serve_cmd->parsed()) return run_serve(model.options, serve_args, log_line);
     if (bench->parsed()) return run_bench(model.options, bench_args, argc, argv);
     if (train->parsed()) return run_train(model.options, train_opts, argc, argv);
   } catch (const gad::Error& e) {

@@ -11,9 +11,9 @@ namespace {
 
 struct Dense {
   at::Tensor weight, bias, weight_bf16, bias_bf16;
-  at::Tensor operator()(const at::Tensor& x) const {
-    return weight_bf16.defined() ? at::linear(x.to(at::kBFloat16), weight_bf16, bias_bf16).to(at::kFloat)
-                                 : at::linear(x, weight, bias);
+  // x in the layer's precision (bf16 when the bf16 copies exist), result in the same.
+  at::Tensor apply(const at::Tensor& x) const {
+    return weight_bf16.defined() ? at::linear(x, weight_bf16, bias_bf16) : at::linear(x, weight, bias);
   }
   void use_bf16(bool on) {
     weight_bf16 = on ? weight.to(at::kBFloat16) : at::Tensor();
@@ -179,11 +179,17 @@ Features DinoBackbone::encode_impl(const at::Tensor& pixels) const {
   x = x + pos;
   if (cfg_.registers) x = at::cat({x.slice(1, 0, 1), w_->registers.expand({B, cfg_.registers, D}), x.slice(1, 1)}, 1);
   const int64_t T = x.size(1), Dh = D / cfg_.heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
+  // In bf16 mode every product, the softmax and the GELU run in bf16 (at 448 px the T x T
+  // attention is a third of the work); the residual stream and the LayerNorms stay float32.
+  const bool bf16 = precision_ == Precision::BF16;
+  auto in = [&](const at::Tensor& t) { return bf16 ? t.to(at::kBFloat16) : t; };
+  auto out = [&](const at::Tensor& t) { return bf16 ? t.to(at::kFloat) : t; };
   for (const Block& b : w_->blocks) {
-    at::Tensor qkv = b.qkv(b.norm1(x)).view({B, T, 3, cfg_.heads, Dh}).permute({2, 0, 3, 1, 4});
-    at::Tensor attn = at::softmax(at::matmul(qkv[0] * (1.0 / std::sqrt(static_cast<double>(Dh))), qkv[1].transpose(-2, -1)), -1);
-    x = x + b.ls1 * b.proj(at::matmul(attn, qkv[2]).transpose(1, 2).reshape({B, T, D}));
-    x = x + b.ls2 * b.fc2(at::gelu(b.fc1(b.norm2(x))));
+    at::Tensor qkv = b.qkv.apply(in(b.norm1(x))).view({B, T, 3, cfg_.heads, Dh}).permute({2, 0, 3, 1, 4});
+    at::Tensor attn = at::softmax(at::matmul(qkv[0] * scale, qkv[1].transpose(-2, -1)), -1);
+    x = x + b.ls1 * out(b.proj.apply(at::matmul(attn, qkv[2]).transpose(1, 2).reshape({B, T, D})));
+    x = x + b.ls2 * out(b.fc2.apply(at::gelu(b.fc1.apply(in(b.norm2(x))))));
   }
   x = w_->norm(x);
   Features f;

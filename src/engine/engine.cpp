@@ -87,28 +87,33 @@ struct Engine::Impl {
   int threads = 0;
   std::string new_set_scorer;  // inctrl | anomalydino
   bool rotate = false, explicit_scorer = false;
+  int64_t max_pixels = kDefaultMaxPixels;
 
   const Backbone& backbone() const { return *model.backbone; }
-  PixelTensor load_pixels(const std::string& path) const { return backbone().preprocess(decode_image(path)); }
+  PixelTensor load_pixels(const std::string& path) const { return backbone().preprocess(decode_image(path, max_pixels)); }
 
   const ReferenceSet& require_refs() const {
     if (!refs) fail("no reference set: give --refs FILE or --ref-images ... --class NAME");
     return *refs;
   }
 
-  // A new set from decoded reference images: each image's views (itself and, with rotate, its
-  // rotations by 45, ..., 315 degrees, AnomalyDINO's augment_image) encoded into the banks.
-  ReferenceSet build_set(const std::vector<Image>& images, const std::vector<ReferenceSource>& sources,
-                         const std::string& class_name) const {
-    if (images.empty()) fail("reference set: K must be at least 1 (no reference images given)");
-    const int views = rotate ? kAnomalyDinoRotations : 1;
-    std::vector<PixelTensor> pixels;
-    for (const Image& image : images)
-      for (int v = 0; v < views; ++v) pixels.push_back(backbone().preprocess(v ? rotate_image(image, 45.0 * v) : image));
+  // The preprocessed views of one reference image: itself and, with rotate, its rotations by
+  // 45, ..., 315 degrees (AnomalyDINO's augment_image).
+  std::vector<PixelTensor> reference_views(const Image& image) const {
+    std::vector<PixelTensor> views;
+    for (int v = 0; v < (rotate ? kAnomalyDinoRotations : 1); ++v)
+      views.push_back(backbone().preprocess(v ? rotate_image(image, 45.0 * v) : image));
+    return views;
+  }
+
+  // A new set from the views of its references (reference_views of each, in order).
+  ReferenceSet build_set_from_views(const std::vector<PixelTensor>& views, const std::vector<ReferenceSource>& sources,
+                                    const std::string& class_name) const {
+    if (views.empty()) fail("reference set: K must be at least 1 (no reference images given)");
     at::NoGradGuard no_grad;
-    ReferenceSet set = ReferenceSet::build(backbone(), pixels, sources, class_name, new_set_scorer == "inctrl");
+    ReferenceSet set = ReferenceSet::build(backbone(), views, sources, class_name, new_set_scorer == "inctrl");
     set.scorer = new_set_scorer;
-    set.views = views;
+    set.views = rotate ? kAnomalyDinoRotations : 1;
     return set;
   }
 
@@ -149,6 +154,8 @@ struct Engine::Impl {
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   impl_->threads = configure_threads(options.threads);
+  if (options.max_pixels < 1) fail("--max-pixels: must be at least 1 (got ", options.max_pixels, ")");
+  impl_->max_pixels = options.max_pixels;
   Precision precision = parse_precision(options.precision);
   impl_->model = load_model(options.files);
   impl_->model.backbone->set_precision(precision);
@@ -178,13 +185,13 @@ std::string Engine::describe() const {
 bool Engine::has_heads() const { return impl_->model.heads.has_value(); }
 
 void Engine::build_references(const std::vector<std::string>& image_paths, const std::string& class_name) {
-  std::vector<Image> images;
+  std::vector<PixelTensor> views;  // one full-resolution image decoded at a time
   std::vector<ReferenceSource> sources;
   for (const auto& p : image_paths) {
-    images.push_back(decode_image(p));
+    for (auto& v : impl_->reference_views(decode_image(p, impl_->max_pixels))) views.push_back(std::move(v));
     sources.push_back({p, file_sha256(p)});
   }
-  impl_->refs = std::make_unique<ReferenceSet>(impl_->build_set(images, sources, class_name));
+  impl_->refs = std::make_unique<ReferenceSet>(impl_->build_set_from_views(views, sources, class_name));
 }
 
 bool Engine::needs_class_name() const { return impl_->new_set_scorer == "inctrl"; }
@@ -288,7 +295,7 @@ std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths
   };
   for (size_t i = 0; i < paths.size(); ++i) {
     double t0 = now_ms();
-    Image img = decode_image(paths[i]);
+    Image img = decode_image(paths[i], impl_->max_pixels);
     PixelTensor px = bb.preprocess(img);
     at::Tensor pixels = stack_pixels({px});
     Features f = bb.encode(pixels);
@@ -320,13 +327,17 @@ std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths
 
 std::string Engine::fingerprint() const { return impl_->model.backbone->fingerprint(); }
 
-std::shared_ptr<const RefHandle> Engine::build_reference_handle(const std::vector<Image>& images,
+PixelTensor Engine::preprocess(const Image& image) const { return impl_->model.backbone->preprocess(image); }
+
+std::vector<PixelTensor> Engine::reference_views(const Image& image) const { return impl_->reference_views(image); }
+
+std::shared_ptr<const RefHandle> Engine::build_reference_handle(const std::vector<PixelTensor>& pixels,
                                                                 const std::vector<ImageSource>& sources,
                                                                 const std::string& class_name) {
   std::vector<ReferenceSource> srcs;
-  for (size_t i = 0; i < images.size() && i < sources.size(); ++i) srcs.push_back({sources[i].name, sources[i].sha256});
+  for (size_t i = 0; i < sources.size(); ++i) srcs.push_back({sources[i].name, sources[i].sha256});
   auto h = std::make_shared<RefHandle>();
-  h->set = impl_->build_set(images, srcs, class_name);
+  h->set = impl_->build_set_from_views(pixels, srcs, class_name);
   return h;
 }
 
@@ -347,18 +358,31 @@ std::shared_ptr<const RefHandle> Engine::references_from_bytes(const std::string
   return h;
 }
 
-std::vector<ScoreRecord> Engine::score_images(const RefHandle& refs, const std::vector<Image>& images,
-                                              const std::vector<std::string>& names, int batch) {
+std::shared_ptr<const RefHandle> Engine::with_threshold(const RefHandle& refs, const Threshold& t) {
+  auto h = std::make_shared<RefHandle>(refs);
+  h->set.threshold = t;
+  return h;
+}
+
+size_t Engine::memory_bytes(const RefHandle& refs) {
+  const ReferenceSet& s = refs.set;
+  size_t bytes = 0;
+  for (const auto* list : {&s.banks, &s.banks_bf16})
+    for (const auto& t : *list) bytes += t.nbytes();
+  for (const auto& t : {s.globals, s.text_prior})
+    if (t.defined()) bytes += t.nbytes();
+  return bytes;
+}
+
+std::vector<ScoreRecord> Engine::score_pixels(const RefHandle& refs, const std::vector<PixelTensor>& pixels, int batch) {
   if (batch < 1) fail("batch: must be at least 1 (got ", batch, ")");
   at::NoGradGuard no_grad;
   std::vector<ScoreRecord> out;
-  for (size_t start = 0; start < images.size(); start += batch) {
-    const size_t end = std::min(images.size(), start + batch);
+  for (size_t start = 0; start < pixels.size(); start += batch) {
+    const size_t end = std::min(pixels.size(), start + batch);
     const double t0 = now_ms();
-    std::vector<PixelTensor> pixels;
-    for (size_t i = start; i < end; ++i) pixels.push_back(impl_->backbone().preprocess(images[i]));
-    const std::vector<std::string> batch_names(names.begin() + std::min(names.size(), start), names.begin() + std::min(names.size(), end));
-    std::vector<ScoreRecord> records = impl_->score_batch(refs.set, pixels, batch_names);
+    std::vector<ScoreRecord> records =
+        impl_->score_batch(refs.set, {pixels.begin() + start, pixels.begin() + end}, {});
     const double ms = (now_ms() - t0) / static_cast<double>(end - start);
     for (auto& r : records) {
       r.ms = ms;

@@ -24,6 +24,7 @@ struct EngineOptions {
   // else inctrl). A loaded set keeps the scorer it was built with.
   std::string scorer = "auto";
   bool rotate = false;  // anomalydino: add each reference rotated by 45, 90, ..., 315 degrees
+  int64_t max_pixels = kDefaultMaxPixels;  // largest image decoded (width x height)
 };
 
 struct ScoreRecord {
@@ -87,16 +88,24 @@ class Engine {
   // Handle-based API (used by `gad serve`): none of these touch the current references above.
   // Each call is safe from one thread at a time per Engine.
   std::string fingerprint() const;  // of the backbone weights; reference sets record it
-  std::shared_ptr<const RefHandle> build_reference_handle(const std::vector<Image>& images,
+  // The backbone's input transform of one image; callers that hold many images keep only this
+  // (a few hundred KB) instead of the full-resolution pixels.
+  PixelTensor preprocess(const Image& image) const;
+  // The preprocessed views of one reference image (1, or 8 with `rotate`); build_reference_handle
+  // takes the views of every reference, in order.
+  std::vector<PixelTensor> reference_views(const Image& image) const;
+  std::shared_ptr<const RefHandle> build_reference_handle(const std::vector<PixelTensor>& pixels,
                                                           const std::vector<ImageSource>& sources,
                                                           const std::string& class_name);
   // The .gadref (safetensors) bytes of a handle, and back (checks the model fingerprint).
   std::string serialize_references(const RefHandle& refs) const;
   std::shared_ptr<const RefHandle> references_from_bytes(const std::string& bytes) const;
-  // Scores decoded images against `refs` in batches of `batch`; records in input order, `path`
-  // set from `names` (when given).
-  std::vector<ScoreRecord> score_images(const RefHandle& refs, const std::vector<Image>& images,
-                                        const std::vector<std::string>& names, int batch);
+  // A copy of `refs` carrying the threshold `t` (the tensors are shared, not copied).
+  static std::shared_ptr<const RefHandle> with_threshold(const RefHandle& refs, const Threshold& t);
+  // Bytes of tensor memory the set holds (fp32 and bf16 banks, globals, text prior).
+  static size_t memory_bytes(const RefHandle& refs);
+  // Scores preprocessed images against `refs` in batches of `batch`; records in input order.
+  std::vector<ScoreRecord> score_pixels(const RefHandle& refs, const std::vector<PixelTensor>& pixels, int batch);
 
   int64_t image_encodes() const;  // backbone image encodes so far (tests use it)
   int64_t text_encodes() const;

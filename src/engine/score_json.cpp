@@ -39,4 +39,8 @@ std::vector<std::string> score_csv_row(const ScoreRecord& r) {
   return row;
 }
 
+nlohmann::ordered_json threshold_json(const Threshold& t) {
+  return {{"threshold", t.value}, {"far", t.far}, {"method", t.method}, {"n", t.n}};
+}
+
 }  // namespace gad

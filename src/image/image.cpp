@@ -7,6 +7,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "image/header.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -105,10 +106,22 @@ Image from_mat(const cv::Mat& m, bool drop_alpha, const std::string& name) {
 
 }  // namespace
 
-Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name_for_errors) {
+std::string pixel_limit_problem(int64_t width, int64_t height, int64_t max_pixels) {
+  const ImageHeader h{"", width, height};
+  if (h.pixels() <= max_pixels) return "";
+  return std::to_string(width) + " x " + std::to_string(height) + " pixels is more than the limit of " +
+         std::to_string(max_pixels) + " (--max-pixels)";
+}
+
+Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name_for_errors, int64_t max_pixels) {
   const std::string& name = name_for_errors;
   if (n == 0) fail(name, ": empty file");
   if (n > static_cast<size_t>(INT_MAX)) fail(name, ": file too large to decode (", n, " bytes)");
+  const auto header = probe_image_header(data, n);
+  if (!header) fail(name, ": not a readable image (unknown format or header cut short; gad reads ", probed_formats(), ")");
+  if (header->width <= 0 || header->height <= 0) fail(name, ": image has zero width or height");
+  const std::string too_big = pixel_limit_problem(header->width, header->height, max_pixels);
+  if (!too_big.empty()) fail(name, ": ", too_big);
   cv::Mat decoded;
   try {
     // imdecode only reads the buffer; the const_cast is needed by the cv::Mat constructor.
@@ -121,12 +134,14 @@ Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name_
   if (is_jpeg(data, n) && !jpeg_reaches_eoi(data, n)) fail(name, ": truncated JPEG (no end-of-image marker)");
   if (decoded.cols <= 0 || decoded.rows <= 0) fail(name, ": image has zero width or height");
   if (decoded.dims != 2) fail(name, ": unsupported image layout (", decoded.dims, " dimensions)");
+  const std::string decoded_too_big = pixel_limit_problem(decoded.cols, decoded.rows, max_pixels);
+  if (!decoded_too_big.empty()) fail(name, ": ", decoded_too_big);  // a header that understated the size
   return from_mat(to_8bit(decoded, name), alpha_is_only_trns(data, n), name);
 }
 
-Image decode_image(const std::string& path) {
+Image decode_image(const std::string& path, int64_t max_pixels) {
   const std::vector<uint8_t> bytes = read_file_bytes(path);  // throws "<path>: cannot open (...)"
-  return decode_image_bytes(bytes.data(), bytes.size(), path);
+  return decode_image_bytes(bytes.data(), bytes.size(), path, max_pixels);
 }
 
 Image rotate_image(const Image& img, double degrees) {

@@ -43,12 +43,22 @@ struct Image {
   std::vector<uint8_t> pixels;  // HWC, row-major, RGB(A) order, size = width * height * channels
 };
 
+// The largest image (width x height) decoded unless the caller says otherwise (`--max-pixels`):
+// 40 MP is 160 MB as RGBA; the decoder's own limit (2^30 pixels) would allow 4 GB per image.
+constexpr int64_t kDefaultMaxPixels = 40'000'000;
+
 // Reads and decodes `path`. Throws gad::Error "<path>: <problem>" when the file is missing,
-// empty, corrupt, of an unsupported format or sample type, or has zero width/height.
-Image decode_image(const std::string& path);
+// empty, corrupt, of an unsupported format or sample type, has zero width/height, or declares
+// more than `max_pixels` pixels (decided from the header, before any pixel buffer exists; see
+// image/header.h for the formats).
+Image decode_image(const std::string& path, int64_t max_pixels = kDefaultMaxPixels);
 
 // Decodes an in-memory file; `name_for_errors` prefixes every error message.
-Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name_for_errors);
+Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name_for_errors,
+                         int64_t max_pixels = kDefaultMaxPixels);
+
+// The one-line reason an image of `pixels` pixels is refused, or "" when it is within the limit.
+std::string pixel_limit_problem(int64_t width, int64_t height, int64_t max_pixels);
 
 // `img` rotated by `degrees` (counter-clockwise) about its centre, same size, as AnomalyDINO's
 // rotate_image: cv2.getRotationMatrix2D((w/2, h/2), degrees, 1), warpAffine with bilinear

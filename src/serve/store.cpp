@@ -71,10 +71,26 @@ RefStore::~RefStore() {
   if (db_) sqlite3_close(db_);
 }
 
+namespace {
+
+// Runs `body` inside BEGIN IMMEDIATE ... COMMIT; any failure rolls back and rethrows.
+template <typename Body>
+void in_transaction(sqlite3* db, const std::string& path, Body body) {
+  exec(db, "BEGIN IMMEDIATE", path);
+  try {
+    body();
+    exec(db, "COMMIT", path);
+  } catch (...) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+}  // namespace
+
 void RefStore::insert(const RefRow& row, const std::string& blob) {
   std::lock_guard<std::mutex> lock(mutex_);
-  exec(db_, "BEGIN IMMEDIATE", path_);
-  try {
+  in_transaction(db_, path_, [&] {
     Stmt st(db_, "INSERT INTO refsets(id, class, k, created, fingerprint, blob) VALUES(?,?,?,?,?,?)", path_);
     st.text(1, row.id);
     st.text(2, row.class_name);
@@ -83,11 +99,20 @@ void RefStore::insert(const RefRow& row, const std::string& blob) {
     st.text(5, row.fingerprint);
     sqlite3_bind_blob64(st.s, 6, blob.data(), blob.size(), SQLITE_TRANSIENT);
     if (sqlite3_step(st.s) != SQLITE_DONE) fail(path_, ": sqlite insert: ", sqlite3_errmsg(db_));
-    exec(db_, "COMMIT", path_);
-  } catch (...) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
-  }
+  });
+}
+
+bool RefStore::update_blob(const std::string& id, const std::string& blob) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  bool found = false;
+  in_transaction(db_, path_, [&] {
+    Stmt st(db_, "UPDATE refsets SET blob = ? WHERE id = ?", path_);
+    sqlite3_bind_blob64(st.s, 1, blob.data(), blob.size(), SQLITE_TRANSIENT);
+    st.text(2, id);
+    if (sqlite3_step(st.s) != SQLITE_DONE) fail(path_, ": sqlite update: ", sqlite3_errmsg(db_));
+    found = sqlite3_changes(db_) > 0;
+  });
+  return found;
 }
 
 std::vector<RefRow> RefStore::list() {

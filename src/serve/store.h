@@ -30,6 +30,7 @@ class RefStore {
   RefStore& operator=(const RefStore&) = delete;
 
   void insert(const RefRow& row, const std::string& blob);  // one transaction
+  bool update_blob(const std::string& id, const std::string& blob);  // one transaction; false: no such set
   std::vector<RefRow> list();
   std::optional<RefRow> get(const std::string& id);
   std::optional<std::string> blob(const std::string& id);

@@ -11,5 +11,12 @@
 namespace gad {
 
 void tune_allocator();
+// For long-running services: at most a few malloc arenas (not one per HTTP thread) and freed memory
+// handed back to the system early, so a burst of requests does not stay resident. Call before
+// threads start.
+void tune_allocator_for_service();
+// Hands freed heap memory back to the system (also from the middle of the heap, which the trim
+// threshold never reaches); a service calls it when it falls idle.
+void release_free_memory();
 
 }  // namespace gad

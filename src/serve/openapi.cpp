@@ -1,0 +1,93 @@
+#include "serve/openapi.h"
+
+namespace gad::serve {
+
+const nlohmann::ordered_json& openapi_document() {
+  static const nlohmann::ordered_json doc = nlohmann::ordered_json::parse(R"JSON({
+  "openapi": "3.0.3",
+  "info": {"title": "gad serve", "version": ")JSON" GAD_VERSION R"JSON(",
+    "description": "Generalist anomaly detection (InCTRL) as a service. Register a reference set (K normal images + class name) once, then score images against it. Errors are {\"error\": message}. With --token every request needs 'Authorization: Bearer <token>'. Scores carry 'anomalous' (score > threshold) once the set is calibrated (POST /v1/refsets/{id}/calibrate, or gad refs calibrate before import). Limits (--max-body, --max-pixels, --max-images, --max-k) are checked before any image is decoded; image dimensions come from the file header."},
+  "components": {
+    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    "schemas": {
+      "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+      "RefSet": {"type": "object", "properties": {
+        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}, "class": {"type": "string"}, "k": {"type": "integer"},
+        "created": {"type": "string", "format": "date-time"}, "fingerprint": {"type": "string"}, "bytes": {"type": "integer"}}},
+      "ImagesJson": {"type": "object", "properties": {
+        "class": {"type": "string", "description": "class name (registration only)"},
+        "images": {"type": "array", "items": {"oneOf": [{"type": "string", "format": "byte"},
+          {"type": "object", "properties": {"name": {"type": "string"}, "data": {"type": "string", "format": "byte"}}}]}}}},
+      "ImagesMultipart": {"type": "object", "properties": {
+        "class": {"type": "string"}, "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
+      "Threshold": {"type": "object", "description": "the same rule and JSON as gad refs calibrate: the ceil((n+1)(1-far))-th smallest of n normal scores (split conformal)", "properties": {
+        "refset": {"type": "string"}, "threshold": {"type": "number"}, "far": {"type": "number"},
+        "method": {"type": "string", "enum": ["conformal-heldout"]}, "n": {"type": "integer"},
+        "warning": {"type": "string", "description": "only when n is too small for far"}}},
+      "CalibrateMultipart": {"type": "object", "properties": {
+        "far": {"type": "number", "default": 0.05}, "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
+      "CalibrateJson": {"type": "object", "properties": {
+        "far": {"type": "number", "default": 0.05}, "images": {"type": "array", "items": {"type": "string", "format": "byte"}}}},
+      "Score": {"type": "object", "properties": {
+        "index": {"type": "integer"}, "name": {"type": "string"}, "score": {"type": "number"}, "s_patch": {"type": "number"},
+        "anomalous": {"type": "boolean", "description": "score > the set's threshold; only when calibrated"},
+        "s_img": {"type": "number"}, "s_text": {"type": "number"}, "s_hol": {"type": "number"}, "ms": {"type": "number"},
+        "width": {"type": "integer"}, "height": {"type": "integer"},
+        "map_png": {"type": "string", "format": "byte", "description": "with ?map=1: residual map upsampled to the image size, 8-bit gray PNG (0..1 -> 0..255), base64"}}}
+    },
+    "responses": {
+      "Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    }
+  },
+  "security": [{"bearer": []}],
+  "paths": {
+    "/healthz": {"get": {"summary": "readiness: 200 {status: ok} once the model is loaded, 503 {status: loading} before", "responses": {"200": {"description": "ok"}, "503": {"description": "model still loading"}}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
+    "/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI 3 document"}}}},
+    "/v1/refsets": {
+      "get": {"summary": "list reference sets", "responses": {"200": {"description": "{refsets: [RefSet]}"}}},
+      "post": {"summary": "register a reference set (K images + class name); stored in one transaction",
+        "requestBody": {"required": true, "content": {
+          "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ImagesMultipart"}},
+          "application/json": {"schema": {"$ref": "#/components/schemas/ImagesJson"}}}},
+        "responses": {"201": {"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RefSet"}}}},
+          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
+          "413": {"$ref": "#/components/responses/Error"}, "415": {"$ref": "#/components/responses/Error"},
+          "429": {"$ref": "#/components/responses/Error"}, "503": {"$ref": "#/components/responses/Error"}}}},
+    "/v1/refsets/{id}": {
+      "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+      "get": {"summary": "one reference set", "responses": {"200": {"description": "RefSet"}, "404": {"$ref": "#/components/responses/Error"}}},
+      "delete": {"summary": "delete a reference set", "responses": {"200": {"description": "{deleted: id}"}, "404": {"$ref": "#/components/responses/Error"}}}},
+    "/v1/refsets/{id}/score": {
+      "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+        {"name": "map", "in": "query", "schema": {"type": "integer", "enum": [0, 1]}}],
+      "post": {"summary": "score one or several images",
+        "requestBody": {"required": true, "content": {
+          "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ImagesMultipart"}},
+          "application/json": {"schema": {"$ref": "#/components/schemas/ImagesJson"}},
+          "image/*": {"schema": {"type": "string", "format": "binary"}},
+          "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {"200": {"description": "{refset, results: [Score]}"},
+          "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+          "409": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"},
+          "415": {"$ref": "#/components/responses/Error"},
+          "429": {"description": "queue full; Retry-After header", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+          "503": {"$ref": "#/components/responses/Error"}}}},
+    "/v1/refsets/{id}/calibrate": {
+      "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+        {"name": "far", "in": "query", "schema": {"type": "number", "default": 0.05}, "description": "false-alarm rate in (0, 1); a far form/JSON field overrides it"}],
+      "post": {"summary": "score held-out normal images and store the conformal threshold in the set (one SQLite transaction); later scores carry anomalous",
+        "requestBody": {"required": true, "content": {
+          "multipart/form-data": {"schema": {"$ref": "#/components/schemas/CalibrateMultipart"}},
+          "application/json": {"schema": {"$ref": "#/components/schemas/CalibrateJson"}}}},
+        "responses": {"200": {"description": "stored", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Threshold"}}}},
+          "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"},
+          "409": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"},
+          "415": {"$ref": "#/components/responses/Error"}, "429": {"$ref": "#/components/responses/Error"},
+          "503": {"$ref": "#/components/responses/Error"}}}}
+  }
+})JSON");
+  return doc;
+}
+
+}  // namespace gad::serve

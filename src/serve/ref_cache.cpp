@@ -1,0 +1,67 @@
+#include "serve/ref_cache.h"
+
+namespace gad::serve {
+
+std::shared_ptr<const RefHandle> RefCache::get(const std::string& id) {
+  std::lock_guard<std::mutex> lock(m_);
+  auto it = index_.find(id);
+  if (it == index_.end()) {
+    ++misses_;
+    return nullptr;
+  }
+  ++hits_;
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->set;
+}
+
+uint64_t RefCache::generation() {
+  std::lock_guard<std::mutex> lock(m_);
+  return generation_;
+}
+
+void RefCache::put(const std::string& id, std::shared_ptr<const RefHandle> set, size_t bytes, uint64_t loaded_at) {
+  std::lock_guard<std::mutex> lock(m_);
+  if (loaded_at != generation_) return;
+  insert_locked(id, std::move(set), bytes);
+}
+
+void RefCache::replace(const std::string& id, std::shared_ptr<const RefHandle> set, size_t bytes) {
+  std::lock_guard<std::mutex> lock(m_);
+  ++generation_;
+  insert_locked(id, std::move(set), bytes);
+}
+
+void RefCache::erase(const std::string& id) {
+  std::lock_guard<std::mutex> lock(m_);
+  ++generation_;
+  erase_locked(id);
+}
+
+RefCache::Stats RefCache::stats() {
+  std::lock_guard<std::mutex> lock(m_);
+  return {cap_, bytes_, lru_.size(), hits_, misses_, evictions_};
+}
+
+void RefCache::insert_locked(const std::string& id, std::shared_ptr<const RefHandle> set, size_t bytes) {
+  erase_locked(id);
+  if (bytes > cap_) return;  // would evict everything and still not fit
+  lru_.push_front({id, std::move(set), bytes});
+  index_[id] = lru_.begin();
+  bytes_ += bytes;
+  while (bytes_ > cap_) {
+    bytes_ -= lru_.back().bytes;
+    index_.erase(lru_.back().id);
+    lru_.pop_back();
+    ++evictions_;
+  }
+}
+
+void RefCache::erase_locked(const std::string& id) {
+  auto it = index_.find(id);
+  if (it == index_.end()) return;
+  bytes_ -= it->second->bytes;
+  lru_.erase(it->second);
+  index_.erase(it);
+}
+
+}  // namespace gad::serve
