@@ -87,12 +87,12 @@ DinoConfig dino_config(const Weights& w, const std::string& config_json) {
   if (config_json.empty()) return c;
   try {
     const auto j = nlohmann::json::parse(read_file_text(config_json));
-    for (const char* key : {"embed_dim", "depth", "num_register_tokens", "patch_size"}) {
-      const int64_t from_file = std::string(key) == "embed_dim" ? c.embed_dim : std::string(key) == "depth" ? c.depth
-                                : std::string(key) == "patch_size" ? c.patch : c.registers;
+    // What the file's shapes fix, a config may only confirm.
+    const std::pair<const char*, int64_t> fixed[] = {
+        {"embed_dim", c.embed_dim}, {"depth", c.depth}, {"num_register_tokens", c.registers}, {"patch_size", c.patch}};
+    for (const auto& [key, from_file] : fixed)
       if (j.contains(key) && j[key].get<int64_t>() != from_file)
         fail(config_json, ": ", key, " = ", j[key].get<int64_t>(), " but ", w.source(), " has ", from_file);
-    }
     if (j.contains("ffn_layer") && j["ffn_layer"] != "mlp") fail(config_json, ": ffn_layer ", j["ffn_layer"].dump(), " is not supported (mlp only)");
     c.heads = j.value("num_heads", c.heads);
     c.antialias = j.value("interpolate_antialias", c.antialias);
