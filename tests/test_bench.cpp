@@ -11,11 +11,11 @@
 #include "clip/clip_backbone.h"
 #include "data/convert.h"
 #include "engine/engine.h"
-#include "eval/benchmark.h"
+#include "benchmark/benchmark.h"
 #include "image/image.h"
-#include "inctrl/prompts.h"
+#include "clip/prompts.h"
 #include "methods/method.h"
-#include "model/load_model.h"
+#include "engine/load_model.h"
 #include "support.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -234,18 +234,22 @@ TEST(Bench, PromptSetsGiveTheScoresOfScoringWithThePromptFile) {
   }
   ASSERT_EQ(bench.size(), 2u * 4);
   for (int k : {1, 2}) {
-    EngineOptions eo;
-    eo.files = o.files;
-    eo.precision = "fp32";
-    Engine engine(eo);
-    engine.build_references_from_prompts(dir + "/prompts/" + std::to_string(k) + "/tinycat.pt", "tinycat");
+    ModelOptions eo;
+    eo.model = o.files.model;
+    eo.config = o.files.config;
+    eo.heads = o.files.heads;
+    eo.precision = Precision::FP32;
+    Detector engine(eo);
+    const References set = engine.build_references_from_prompts(dir + "/prompts/" + std::to_string(k) + "/tinycat.pt", "tinycat");
     std::vector<std::string> queries;
     for (const auto& [folder, name] : files)
       if (folder != "train/good") queries.push_back(cat + "/" + folder + "/" + name);
-    engine.score(queries, 1, [&](const ScoreRecord& r) {
+    ScoreOptions one;
+    one.batch = 1;
+    for (const auto& r : engine.score(set, queries, one)) {
       ASSERT_TRUE(bench.count(std::to_string(k) + " " + r.path)) << r.path;
       EXPECT_NEAR(bench[std::to_string(k) + " " + r.path], r.score, 1e-6) << r.path;
-    });
+    }
   }
   // A category without a prompt file for some K is refused before any work, naming the file.
   std::filesystem::remove(dir + "/prompts/2/tinycat.pt");

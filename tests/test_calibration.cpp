@@ -10,7 +10,7 @@
 #include "data/convert.h"
 #include "engine/engine.h"
 #include "engine/score_json.h"
-#include "eval/calibration.h"
+#include "inctrl/calibration.h"
 #include "support.h"
 #include "util/error.h"
 #include "util/image_list.h"
@@ -45,36 +45,36 @@ TEST(Calibration, ConformalRankOnKnownScores) {
 
 TEST(Calibration, ThresholdRoundTripsAndOldSetsStayLoadable) {
   std::string dir = test::temp_dir("calib");
-  EngineOptions o;
-  o.files.model = kLite;
-  Engine engine(o);
-  engine.build_references(expand_image_args({"examples/tiles/train/good"}, "refs"), "tile");
-  engine.save_references(dir + "/plain.gadref");
-  Engine other(o);
-  other.load_references(dir + "/plain.gadref");
-  EXPECT_FALSE(other.threshold().has_value());  // uncalibrated sets load as before
-  ScoreRecord rec;
-  other.score({"examples/tiles/test/good/000.png"}, 1, [&](const ScoreRecord& r) { rec = r; });
+  ModelOptions o;
+  o.model = kLite;
+  Detector engine(o);
+  engine.build_references(expand_image_args({"examples/tiles/train/good"}, "refs"), "tile").save(dir + "/plain.gadref");
+  Detector other(o);
+  const References plain = other.load_references(dir + "/plain.gadref");
+  EXPECT_FALSE(plain.threshold().has_value());  // uncalibrated sets load as before
+  ScoreRecord rec = other.score(plain, std::vector<std::string>{"examples/tiles/test/good/000.png"})[0];
   EXPECT_FALSE(score_json(rec).contains("anomalous"));
 
-  std::vector<double> loo = other.leave_one_out_scores();
+  std::vector<double> loo = other.leave_one_out_scores(plain);
   ASSERT_EQ(loo.size(), 8u);
   for (double v : loo) EXPECT_TRUE(v > 0 && v < 1) << v;
-  other.set_threshold(conformal_threshold(loo, 0.2, "conformal-leave-one-out"));
-  other.save_references(dir + "/calibrated.gadref");
-  Engine third(o);
-  third.load_references(dir + "/calibrated.gadref");
-  ASSERT_TRUE(third.threshold().has_value());
-  EXPECT_EQ(third.threshold()->value, other.threshold()->value);
-  EXPECT_EQ(third.threshold()->method, "conformal-leave-one-out");
-  EXPECT_EQ(third.threshold()->n, 8);
-  third.score({"examples/tiles/test/good/000.png"}, 1, [&](const ScoreRecord& r) { rec = r; });
+  const References calibrated = plain.with_threshold(conformal_threshold(loo, 0.2, "conformal-leave-one-out"));
+  calibrated.save(dir + "/calibrated.gadref");
+  // Detector::calibrate without normals is the same leave-one-out rule.
+  EXPECT_EQ(other.calibrate(plain, std::vector<std::string>{}, 0.2).threshold()->value, calibrated.threshold()->value);
+  Detector third(o);
+  const References reloaded = third.load_references(dir + "/calibrated.gadref");
+  ASSERT_TRUE(reloaded.threshold().has_value());
+  EXPECT_EQ(reloaded.threshold()->value, calibrated.threshold()->value);
+  EXPECT_EQ(reloaded.threshold()->method, "conformal-leave-one-out");
+  EXPECT_EQ(reloaded.threshold()->n, 8);
+  rec = third.score(reloaded, std::vector<std::string>{"examples/tiles/test/good/000.png"})[0];
   ASSERT_TRUE(score_json(rec).contains("anomalous"));
-  EXPECT_EQ(score_json(rec)["anomalous"].get<bool>(), rec.score > third.threshold()->value);
+  EXPECT_EQ(score_json(rec)["anomalous"].get<bool>(), rec.score > reloaded.threshold()->value);
 
-  Engine one(o);
-  one.build_references({"examples/tiles/train/good/000.png"}, "tile");
-  EXPECT_THROW(one.leave_one_out_scores(), Error);
+  Detector one(o);
+  const References single = one.build_references(std::vector<std::string>{"examples/tiles/train/good/000.png"}, "tile");
+  EXPECT_THROW(one.leave_one_out_scores(single), Error);
 }
 
 // The acceptance protocol: K = 4 references from train/good; every other normal scored once.
@@ -92,14 +92,14 @@ TEST(Calibration, ElpvHeldOutFalseAlarmRateMatchesTheRequest) {
   std::vector<std::string> rest;
   for (const auto& p : train)
     if (std::find(refs.begin(), refs.end(), p) == refs.end()) rest.push_back(p);
-  EngineOptions o;
-  o.files.model = kLite;
-  o.precision = "fp32";
-  Engine engine(o);
-  engine.build_references(refs, "elpv");
+  ModelOptions o;
+  o.model = kLite;
+  o.precision = Precision::FP32;
+  Detector engine(o);
+  const References set = engine.build_references(refs, "elpv");
   auto scores_of = [&](const std::vector<std::string>& paths) {
     std::vector<double> s;
-    engine.score(paths, 8, [&](const ScoreRecord& r) { s.push_back(r.score); });
+    for (const auto& r : engine.score(set, paths)) s.push_back(r.score);
     return s;
   };
   const std::vector<double> rest_scores = scores_of(rest), test_scores = scores_of(test_good);

@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 
 #include "clip/clip_backbone.h"
-#include "inctrl/prompts.h"
-#include "model/load_model.h"
+#include "clip/prompts.h"
+#include "engine/load_model.h"
 #include "support.h"
 
 namespace gad {

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "eval/benchmark.h"
+#include "benchmark/benchmark.h"
 #include "support.h"
 #include "util/csv.h"
 #include "util/error.h"

@@ -13,7 +13,7 @@
 #include "engine/engine.h"
 #include "image/image.h"
 #include "maps/anomaly_map.h"
-#include "model/load_model.h"
+#include "engine/load_model.h"
 #include "support.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -27,11 +27,11 @@ const std::vector<std::string> kModels = {"tiny", "tiny_reg"};
 
 nlohmann::json index_of(const std::string& model) { return nlohmann::json::parse(read_file_text(dino(model + "/index.json"))); }
 
-EngineOptions options(const std::string& model, int resolution, bool rotate = false, const std::string& file = "model.pth") {
-  EngineOptions o;
-  o.files.model = dino(model + "/" + file);
-  o.files.resolution = resolution;
-  o.precision = "fp32";
+ModelOptions options(const std::string& model, int resolution, bool rotate = false, const std::string& file = "model.pth") {
+  ModelOptions o;
+  o.model = dino(model + "/" + file);
+  o.resolution = resolution;
+  o.precision = Precision::FP32;
   o.rotate = rotate;
   return o;
 }
@@ -39,7 +39,7 @@ EngineOptions options(const std::string& model, int resolution, bool rotate = fa
 TEST(Dino, PixelValuesAndTokensMatchTheOfficialModel) {
   for (const auto& model : kModels) {
     for (int S : {224, 448}) {
-      LoadedModel m = load_model(options(model, S).files);
+      LoadedModel m = load_model(model_files(options(model, S)));
       ASSERT_EQ(m.backbone->kind(), "dinov2");
       const auto index = index_of(model);
       for (const auto& f : index["features"]) {
@@ -62,7 +62,7 @@ TEST(Dino, PixelValuesAndTokensMatchTheOfficialModel) {
 
 TEST(Dino, SafetensorsCopyIsTheSameModel) {
   for (const auto& model : kModels) {
-    LoadedModel a = load_model(options(model, 224).files), b = load_model(options(model, 224, false, "model.safetensors").files);
+    LoadedModel a = load_model(model_files(options(model, 224))), b = load_model(model_files(options(model, 224, false, "model.safetensors")));
     EXPECT_EQ(a.backbone->fingerprint(), b.backbone->fingerprint());
     at::Tensor px = stack_pixels({a.backbone->preprocess(decode_image(image("headct_195.png")))});
     EXPECT_EQ(test::max_abs_diff(a.backbone->encode(px).taps[0], b.backbone->encode(px).taps[0]), 0.0);
@@ -75,12 +75,12 @@ TEST(AnomalyDino, EveryCaseMatchesTheOfficialCode) {
     const auto index = index_of(model);
     for (const auto& c : index["cases"]) {
       SCOPED_TRACE(model + " case " + c["name"].get<std::string>());
-      Engine engine(options(model, c["smaller_edge"], c["rotation"]));
+      Detector engine(options(model, c["smaller_edge"], c["rotation"]));
       std::vector<std::string> refs, queries;
       for (const auto& r : c["refs"]) refs.push_back(image(r));
       for (const auto& q : c["queries"]) queries.push_back(image(q));
-      engine.build_references(refs, "");  // AnomalyDINO needs no class name
-      engine.score(queries, 2, [&](const ScoreRecord& r) {
+      const References set = engine.build_references(refs, "");  // AnomalyDINO needs no class name
+      engine.score(set, queries, ScoreOptions{2}, [&](const ScoreRecord& r) {
         const std::string name = r.path.substr(r.path.rfind('/') + 1);
         const auto& want = c["results"][name];
         SCOPED_TRACE(name);
@@ -199,14 +199,14 @@ TEST(AnomalyDino, Bf16StaysCloseToReference) {
   for (const auto& model : kModels) {
     const auto index = index_of(model);
     for (const auto& c : index["cases"]) {
-      EngineOptions o = options(model, c["smaller_edge"], c["rotation"]);
-      o.precision = "bf16";
-      Engine engine(o);
+      ModelOptions o = options(model, c["smaller_edge"], c["rotation"]);
+      o.precision = Precision::BF16;
+      Detector engine(o);
       std::vector<std::string> refs, queries;
       for (const auto& r : c["refs"]) refs.push_back(image(r));
       for (const auto& q : c["queries"]) queries.push_back(image(q));
-      engine.build_references(refs, "");
-      engine.score(queries, 1, [&](const ScoreRecord& r) {
+      const References set = engine.build_references(refs, "");
+      engine.score(set, queries, ScoreOptions{1}, [&](const ScoreRecord& r) {
         const std::string name = r.path.substr(r.path.rfind('/') + 1);
         worst = std::max(worst, std::abs(r.score - c["results"][name]["score"].get<double>()));
       });

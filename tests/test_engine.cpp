@@ -20,16 +20,19 @@ const std::string kTiny = test::inctrl_fixture("tiny_model/model.safetensors");
 const std::string kTinyConfig = test::inctrl_fixture("tiny_model/config.json");
 std::string img(const std::string& name) { return test::inctrl_fixture("preprocess/" + name); }
 
-EngineOptions tiny_options() {
-  EngineOptions o;
-  o.files = {kTiny, kTinyConfig, ""};
-  o.precision = "fp32";
+ModelOptions tiny_options() {
+  ModelOptions o;
+  o.model = kTiny;
+  o.config = kTinyConfig;
+  o.precision = Precision::FP32;
   return o;
 }
 
-std::vector<double> scores(Engine& e, const std::vector<std::string>& paths, int batch = 2) {
+std::vector<double> scores(Detector& d, const References& refs, const std::vector<std::string>& paths, int batch = 2) {
   std::vector<double> out;
-  e.score(paths, batch, [&](const ScoreRecord& r) { out.push_back(r.score); });
+  ScoreOptions so;
+  so.batch = batch;
+  for (const auto& r : d.score(refs, paths, so)) out.push_back(r.score);
   return out;
 }
 
@@ -38,28 +41,27 @@ TEST(ReferenceSetFile, ReloadGivesIdenticalScoresAndEncodesOnlyQueries) {
   std::string path = test::temp_dir("refs") + "/set.gadref";
   std::vector<double> first;
   {
-    Engine e(tiny_options());
-    e.build_references({img("mt_break_348629.jpg"), img("cifar_cat_0000.jpg")}, "metal_nut");
-    EXPECT_EQ(e.image_encodes(), 2);
-    EXPECT_EQ(e.text_encodes(), 154 + 88);
-    e.save_references(path);
-    first = scores(e, queries);
+    Detector e(tiny_options());
+    const References refs = e.build_references({img("mt_break_348629.jpg"), img("cifar_cat_0000.jpg")}, "metal_nut");
+    EXPECT_EQ(image_encodes(e), 2);
+    EXPECT_EQ(text_encodes(e), 154 + 88);
+    refs.save(path);
+    first = scores(e, refs, queries);
   }
-  Engine e(tiny_options());
-  e.load_references(path);
-  std::vector<double> again = scores(e, queries);
+  Detector e(tiny_options());
+  const References loaded = e.load_references(path);
+  std::vector<double> again = scores(e, loaded, queries);
   ASSERT_EQ(again.size(), first.size());
   for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(again[i], first[i]) << queries[i];
-  EXPECT_EQ(e.image_encodes(), 3);  // the queries only
-  EXPECT_EQ(e.text_encodes(), 0);   // no text tower at all
+  EXPECT_EQ(image_encodes(e), 3);  // the queries only
+  EXPECT_EQ(text_encodes(e), 0);   // no text tower at all
 }
 
 TEST(ReferenceSetFile, RefusesAnotherModel) {
   std::string dir = test::temp_dir("othermodel");
   {
-    Engine e(tiny_options());
-    e.build_references({img("mt_break_348629.jpg")}, "elpv");
-    e.save_references(dir + "/set.gadref");
+    Detector e(tiny_options());
+    e.build_references({img("mt_break_348629.jpg")}, "elpv").save(dir + "/set.gadref");
   }
   // The same architecture with one backbone weight changed.
   SafetensorsContents c = read_safetensors(kTiny);
@@ -70,9 +72,9 @@ TEST(ReferenceSetFile, RefusesAnotherModel) {
       raw.data = static_cast<const uint8_t*>(changed.data_ptr());
     }
   write_safetensors(dir + "/other.safetensors", c.tensors);
-  EngineOptions o = tiny_options();
-  o.files.model = dir + "/other.safetensors";
-  Engine other(o);
+  ModelOptions o = tiny_options();
+  o.model = dir + "/other.safetensors";
+  Detector other(o);
   try {
     other.load_references(dir + "/set.gadref");
     FAIL() << "expected an error";

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "inctrl/scorer.h"
-#include "model/load_model.h"
+#include "engine/load_model.h"
 #include "support.h"
 #include "util/fs.h"
 

@@ -16,7 +16,7 @@
 #include "lite/fetch.h"
 #include "lite/lite_backbone.h"
 #include "lite/tfjs_model.h"
-#include "model/load_model.h"
+#include "engine/load_model.h"
 #include "support.h"
 #include "util/base64.h"
 #include "util/error.h"
@@ -344,14 +344,14 @@ std::vector<std::string> elpv_images(int label, size_t skip, size_t n) {
 }
 
 TEST(LiteEngine, ElpvDefectsScoreHigherThanNormals) {
-  EngineOptions o;
-  o.files.model = kModelJson;
-  o.threads = 2;
-  Engine engine(o);
-  engine.build_references(elpv_images(0, 0, 4), "elpv");
+  ModelOptions o;
+  o.model = kModelJson;
+  set_threads(2);
+  Detector engine(o);
+  const References set = engine.build_references(elpv_images(0, 0, 4), "elpv");
   auto mean_score = [&](const std::vector<std::string>& paths) {
     double sum = 0;
-    engine.score(paths, 8, [&](const ScoreRecord& r) {
+    engine.score(set, paths, ScoreOptions{8}, [&](const ScoreRecord& r) {
       EXPECT_TRUE(std::isfinite(r.score) && r.score >= 0 && r.score <= 1) << r.path << " " << r.score;
       EXPECT_EQ(r.grid, 14);
       sum += r.score;

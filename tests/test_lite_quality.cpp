@@ -39,13 +39,13 @@ Labelled elpv_sample() {
 }
 
 double auroc_for(const std::string& precision, const Labelled& d, int k) {
-  EngineOptions o;
-  o.files.model = test::shared("fixtures/lite/mobilenet_v2/model.json");
-  o.precision = precision;
-  Engine engine(o);
-  engine.build_references(draw_references(d.normals, k, 7), "elpv");
+  ModelOptions o;
+  o.model = test::shared("fixtures/lite/mobilenet_v2/model.json");
+  o.precision = precision == "bf16" ? Precision::BF16 : Precision::FP32;
+  Detector engine(o);
+  const References set = engine.build_references(draw_references(d.normals, k, 7), "elpv");
   std::vector<double> scores;
-  engine.score(d.queries, 8, [&](const ScoreRecord& r) { scores.push_back(r.score); });
+  for (const auto& r : engine.score(set, d.queries)) scores.push_back(r.score);
   return roc_auc(d.labels, scores);
 }
 

@@ -53,15 +53,17 @@ TEST(Maps, LiteFindsAPaintedDefectInANonSquareImage) {
   const cv::Point defect(70, 120);
   cv::circle(query, defect, 10, cv::Scalar(240), cv::FILLED);
   cv::imwrite(dir + "/query.png", query);
-  EngineOptions o;
-  o.files.model = test::shared("fixtures/lite/mobilenet_v2/model.json");
-  Engine engine(o);
-  engine.build_references({"examples/tiles/train/good/000.png", "examples/tiles/train/good/001.png",
+  ModelOptions o;
+  o.model = test::shared("fixtures/lite/mobilenet_v2/model.json");
+  Detector engine(o);
+  const References set = engine.build_references({"examples/tiles/train/good/000.png", "examples/tiles/train/good/001.png",
                            "examples/tiles/train/good/002.png", "examples/tiles/train/good/003.png"},
                           "tile");
-  ScoreRecord rec;
-  engine.score({dir + "/query.png"}, 1, [&](const ScoreRecord& r) { rec = r; });
+  ScoreOptions with_map;
+  with_map.map = MapKind::Patch;
+  const ScoreRecord rec = engine.score(set, std::vector<std::string>{dir + "/query.png"}, with_map)[0];
   ImageMap m = map_to_image(rec.residual_map, rec.grid, rec.geometry);
+  EXPECT_EQ(rec.map.values, m.values);  // ScoreOptions::map is the same map
   ASSERT_EQ(m.width, 256);
   ASSERT_EQ(m.height, 180);
   auto [mx, my] = argmax_xy(m);

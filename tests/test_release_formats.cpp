@@ -10,7 +10,7 @@
 
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
-#include "model/load_model.h"
+#include "engine/load_model.h"
 #include "support.h"
 #include "util/error.h"
 

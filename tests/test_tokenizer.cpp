@@ -144,7 +144,7 @@ TEST(Tokenizer, CorruptVocabularyIsAnErrorNamingTheFile) {
   expect_load_error(temp_file("plain.txt.gz", "\"bpe_simple_vocab_16e6.txt#version: 0.2\ni n\n"));
   expect_load_error(temp_file("empty.txt.gz", ""));
 
-  std::ifstream real(std::string(GAD_ASSET_DIR) + "/bpe_simple_vocab_16e6.txt.gz", std::ios::binary);
+  std::ifstream real(std::string(GAD_SOURCE_ASSETS) + "/bpe_simple_vocab_16e6.txt.gz", std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(real)), std::istreambuf_iterator<char>());
   ASSERT_GT(bytes.size(), 100000u);
   expect_load_error(temp_file("truncated.txt.gz", bytes.substr(0, bytes.size() / 2)));

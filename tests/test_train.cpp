@@ -9,7 +9,7 @@
 #include <random>
 
 #include "inctrl/heads.h"
-#include "model/load_model.h"
+#include "engine/load_model.h"
 #include "model/runtime.h"
 #include "support.h"
 #include "train/episode.h"

@@ -8,7 +8,7 @@
 
 #include "clip/clip_backbone.h"
 #include "inctrl/heads.h"
-#include "model/load_model.h"
+#include "engine/load_model.h"
 #include "model/weights.h"
 #include "support.h"
 #include "util/error.h"

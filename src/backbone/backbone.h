@@ -14,7 +14,7 @@
 
 #include "image/image.h"
 #include "image/preprocess.h"
-#include "model/precision.h"
+#include "backbone/precision.h"
 
 namespace gad {
 

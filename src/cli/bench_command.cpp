@@ -1,13 +1,26 @@
-#include "cli/bench_command.h"
-#include "cli/command_line.h"
+// `gad bench`: option parsing and Ctrl-C handling around gad::run_benchmark.
+#include "cli/cli.h"
 
 #include <csignal>
 #include <sstream>
 
-#include "eval/benchmark.h"
+#include "benchmark/benchmark.h"
+#include "engine/load_model.h"
 #include "util/error.h"
 
+namespace gad::cli {
+
 namespace {
+
+struct BenchArgs {
+  ModelArgs model;
+  std::vector<std::string> data;
+  std::string ks = "2,4,8", scorers = "inctrl,patch-knn,image-knn", out, draws_file, prompt_sets;
+  int draws = 3, batch = 8;
+  bool report = false;
+  uint64_t seed = 0;
+};
+
 
 // Set by SIGINT. A signal handler can only reach process-wide state, so this one flag is global;
 // the benchmark polls it between batches and keeps the categories it finished.
@@ -24,9 +37,8 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-}  // namespace
-
 void add_bench_options(CLI::App* cmd, BenchArgs& a) {
+  a.model.add_to(cmd);
   cmd->add_option("--data", a.data, "dataset roots in MVTec layout (<category>/train/good, test/good, test/<defect>)")
       ->required();
   cmd->add_option("--k", a.ks, "comma-separated K values (default 2,4,8)");
@@ -43,11 +55,11 @@ void add_bench_options(CLI::App* cmd, BenchArgs& a) {
                                       "every scorer and overlay thumbnails sorted by score (self-contained HTML)");
 }
 
-int run_bench(const gad::EngineOptions& model, const BenchArgs& a, int argc, char** argv) {
+int run_bench(BenchArgs& a, const std::string& command) {
   gad::BenchOptions o;
-  o.files = model.files;
-  o.precision = model.precision;
-  o.threads = model.threads;
+  o.files = model_files(a.model.resolve());
+  o.precision = a.model.precision;
+  o.threads = a.model.threads;
   o.roots = a.data;
   o.ks.clear();
   for (const auto& k : split(a.ks)) {
@@ -67,9 +79,20 @@ int run_bench(const gad::EngineOptions& model, const BenchArgs& a, int argc, cha
   if (!a.prompt_sets.empty()) o.draws = 1;
   o.batch = a.batch;
   o.report = a.report;
-  o.command_line = recorded_command(argc, argv);
+  o.command_line = command;
   std::signal(SIGINT, on_sigint);
   int finished = gad::run_benchmark(o, &interrupted);
   std::fprintf(stderr, "gad: wrote %s/summary.md (%d categor%s)\n", a.out.c_str(), finished, finished == 1 ? "y" : "ies");
   return interrupted.load() ? 130 : 0;
 }
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, Context& ctx) {
+  auto a = std::make_shared<BenchArgs>();
+  auto* cmd = app.add_subcommand("bench", "the generalist-AD benchmark: K-shot AUROC/AUPRC per category and scorer");
+  add_bench_options(cmd, *a);
+  cmd->callback([a, &ctx] { ctx.run = [a, &ctx] { return run_bench(*a, ctx.command); }; });
+}
+
+}  // namespace gad::cli

@@ -1,4 +1,6 @@
-#include "cli/serve_command.h"
+// `gad serve`: option parsing, signals and the server's lifecycle (serve/server.h).
+#include "cli/cli.h"
+#include "serve/server.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -9,11 +11,22 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <thread>
 
 #include "util/allocator.h"
 #include "util/error.h"
 
+namespace gad::cli {
 namespace {
+
+struct ServeArgs {
+  ModelArgs model;
+  gad::serve::ServeOptions options;
+  std::string max_body = "20MB";
+  double cache_mb = 0;  // 0: a quarter of RAM
+  double drain_timeout_s = 30;
+};
+
 
 // SIGTERM/SIGINT reach whichever thread the kernel picks — libraries start threads before main
 // (OpenBLAS) that no mask set here would cover — so the handler only writes the signal number to
@@ -64,9 +77,9 @@ class StopSignals {
 
 const char* signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a signal"; }
 
-}  // namespace
-
 void add_serve_options(CLI::App* cmd, ServeArgs& a) {
+  a.model.add_to(cmd);
+  a.model.add_scorer_options(cmd);
   auto& o = a.options;
   cmd->add_option("--db", o.db, "SQLite database of reference sets (created if missing; WAL mode)")->required();
   cmd->add_option("--host", o.host, "address to bind (default 127.0.0.1, loopback only)");
@@ -90,10 +103,14 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   cmd->add_flag("--verbose", o.verbose, "log one line per request on stderr");
 }
 
-int run_serve(const gad::EngineOptions& model, ServeArgs& a, const std::function<void(const std::string&)>& log) {
+int run_serve(ServeArgs& a) {
+  const auto log = log_line;
   gad::tune_allocator_for_service();  // before any thread: a long-running process must not hoard freed memory
   auto& o = a.options;
-  o.engine = model;
+  // Workers share the process's compute threads: by default each gets an equal part of the cores.
+  if (a.model.threads == 0 && o.workers > 1)
+    a.model.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.workers);
+  o.engine = a.model.resolve();
   o.max_body = gad::serve::parse_size(a.max_body);
   if (!(a.cache_mb >= 0) || !std::isfinite(a.cache_mb) || a.cache_mb > 1e9)
     gad::fail("--cache-mb: must be >= 0 (got ", a.cache_mb, ")");
@@ -125,3 +142,15 @@ int run_serve(const gad::EngineOptions& model, ServeArgs& a, const std::function
   log("stopped cleanly");
   return 0;
 }
+
+}  // namespace
+
+void add_serve_command(CLI::App& app, Context& ctx) {
+  auto a = std::make_shared<ServeArgs>();
+  auto* cmd = app.add_subcommand("serve", "REST service: keep reference sets in SQLite, score images over HTTP "
+                                          "(API: GET /openapi.json)");
+  add_serve_options(cmd, *a);
+  cmd->callback([a, &ctx] { ctx.run = [a] { return run_serve(*a); }; });
+}
+
+}  // namespace gad::cli

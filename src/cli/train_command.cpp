@@ -1,14 +1,24 @@
-#include "cli/train_command.h"
-#include "cli/command_line.h"
+// `gad train`: option parsing around gad::train_heads.
+#include "cli/cli.h"
+#include "train/trainer.h"
 
 #include <cstdio>
 
-#include "model/load_model.h"
-#include "model/precision.h"
-#include "model/runtime.h"
+#include "engine/load_model.h"
+#include "backbone/precision.h"
 #include "util/error.h"
 
-void add_train_options(CLI::App* cmd, gad::TrainOptions& o) {
+namespace gad::cli {
+namespace {
+
+struct TrainArgs {
+  ModelArgs model;
+  gad::TrainOptions options;
+};
+
+void add_train_options(CLI::App* cmd, TrainArgs& a) {
+  a.model.add_to(cmd);
+  gad::TrainOptions& o = a.options;
   cmd->add_option("--data", o.data,
                   "auxiliary data: MVTec-layout roots (normals = train/good + test/good, anomalies = test/<defect>) "
                   "and/or the reference's JSON lists (image_path, target, type)")
@@ -36,12 +46,14 @@ void add_train_options(CLI::App* cmd, gad::TrainOptions& o) {
   cmd->add_flag("!--no-progress", o.progress, "no progress bars");
 }
 
-int run_train(const gad::EngineOptions& model, gad::TrainOptions o, int argc, char** argv) {
-  o.log = [](const std::string& s) { std::fprintf(stderr, "gad: %s\n", s.c_str()); };
-  o.command = recorded_command(argc, argv);
-  const int threads = gad::configure_threads(model.threads);
-  gad::LoadedModel m = gad::load_model(model.files);
-  m.backbone->set_precision(gad::parse_precision(model.precision));
+int run_train(TrainArgs& a, const std::string& command) {
+  gad::TrainOptions o = a.options;
+  o.log = log_line;
+  o.command = command;
+  const ModelOptions model = a.model.resolve();
+  const int threads = a.model.threads_in_use;
+  gad::LoadedModel m = gad::load_model(model_files(model));
+  m.backbone->set_precision(resolve_precision(model.precision));
   o.log(m.backbone->description() + ", " + gad::precision_name(m.backbone->precision()) + ", " +
         std::to_string(threads) + " threads" + (m.heads ? " (the model's own heads are ignored: training new ones)" : ""));
   gad::TrainReport r = gad::train_heads(*m.backbone, o);
@@ -52,3 +64,14 @@ int run_train(const gad::EngineOptions& model, gad::TrainOptions o, int argc, ch
   std::printf("validation AUROC before training %.4f; of s_patch alone %.4f\n", r.initial_val_auroc, r.val_patch_auroc);
   return 0;
 }
+
+}  // namespace
+
+void add_train_command(CLI::App& app, Context& ctx) {
+  auto a = std::make_shared<TrainArgs>();
+  auto* cmd = app.add_subcommand("train", "train InCTRL's adapter and heads on auxiliary data (frozen backbone)");
+  add_train_options(cmd, *a);
+  cmd->callback([a, &ctx] { ctx.run = [a, &ctx] { return run_train(*a, ctx.command); }; });
+}
+
+}  // namespace gad::cli

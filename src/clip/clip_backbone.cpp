@@ -3,7 +3,7 @@
 #include <cstring>
 #include <sstream>
 
-#include "inctrl/prompts.h"
+#include "clip/prompts.h"
 
 namespace gad {
 namespace {

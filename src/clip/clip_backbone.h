@@ -9,7 +9,7 @@
 #include "clip/clip_model.h"
 #include "clip/config.h"
 #include "clip/tokenizer.h"
-#include "inctrl/prompts.h"
+#include "clip/prompts.h"
 
 namespace gad {
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "clip/config.h"
-#include "model/precision.h"
+#include "backbone/precision.h"
 #include "model/weights.h"
 
 namespace gad {

@@ -4,13 +4,14 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "util/assets.h"
 #include "util/error.h"
 #include "util/fs.h"
 
 namespace gad {
 namespace {
 
-std::string config_dir() { return std::string(GAD_ASSET_DIR) + "/configs"; }
+std::string config_dir() { return asset_path("configs"); }
 
 int positive(const std::string& src, const nlohmann::json& j, const char* key, int fallback = -1) {
   if (!j.contains(key)) {

@@ -26,11 +26,9 @@
 #include <unordered_map>
 
 #include "clip/html_entities.h"
+#include "util/assets.h"
 #include "util/error.h"
 
-#ifndef GAD_ASSET_DIR
-#error "GAD_ASSET_DIR must be defined by the build (see CMakeLists.txt)"
-#endif
 
 namespace gad {
 namespace {
@@ -419,7 +417,7 @@ Tokenizer Tokenizer::load(const std::string& bpe_gz_path) {
   return Tokenizer(std::move(impl));
 }
 
-Tokenizer Tokenizer::load_default() { return load(std::string(GAD_ASSET_DIR) + "/bpe_simple_vocab_16e6.txt.gz"); }
+Tokenizer Tokenizer::load_default() { return load(asset_path("bpe_simple_vocab_16e6.txt.gz")); }
 
 std::vector<int32_t> Tokenizer::encode(const std::string& utf8_text) const {
   std::vector<int32_t> ids;

@@ -1,6 +1,5 @@
 #include "engine/engine.h"
 
-#include <ATen/Parallel.h>
 
 #include <atomic>
 #include <chrono>
@@ -14,11 +13,16 @@
 #include "image/image.h"
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
-#include "methods/anomalydino.h"
+#include "dino/anomalydino.h"
+#include "backbone/precision.h"
 #include "io/safetensors.h"
-#include "model/runtime.h"
+#include "inctrl/calibration.h"
+#include "engine/load_model.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "maps/anomaly_map.h"
+#include <ATen/Parallel.h>
+#include <cstring>
 
 namespace gad {
 namespace {
@@ -80,22 +84,15 @@ struct RemoveOnExit {
 
 }  // namespace
 
-struct Engine::Impl {
+struct Detector::Impl {
   LoadedModel model;
   std::unique_ptr<InctrlScorer> scorer;
-  std::unique_ptr<ReferenceSet> refs;
-  int threads = 0;
   std::string new_set_scorer;  // inctrl | anomalydino
   bool rotate = false, explicit_scorer = false;
   int64_t max_pixels = kDefaultMaxPixels;
 
   const Backbone& backbone() const { return *model.backbone; }
   PixelTensor load_pixels(const std::string& path) const { return backbone().preprocess(decode_image(path, max_pixels)); }
-
-  const ReferenceSet& require_refs() const {
-    if (!refs) fail("no reference set: give --refs FILE or --ref-images ... --class NAME");
-    return *refs;
-  }
 
   // The preprocessed views of one reference image: itself and, with rotate, its rotations by
   // 45, ..., 315 degrees (AnomalyDINO's augment_image).
@@ -150,87 +147,216 @@ struct Engine::Impl {
     }
     return out;
   }
+
+  void check(const ScoreOptions& o) const {
+    if (o.batch < 1) fail("--batch: must be at least 1 (got ", o.batch, ")");
+    if (o.map == MapKind::Holistic && !model.heads)
+      fail("--map-kind holistic: this model has no InCTRL heads (the holistic map is M + s_text + s_img)");
+  }
+
+  // Per-image time and, when asked, the map in image pixels.
+  static void finish(std::vector<ScoreRecord>& records, const ScoreOptions& o, double ms) {
+    for (auto& r : records) {
+      r.ms = ms;
+      if (o.map == MapKind::None) continue;
+      r.map = map_to_image(o.map == MapKind::Holistic ? r.holistic_map : r.residual_map, r.grid, r.geometry, o.map_sigma);
+    }
+  }
 };
 
-Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
-  impl_->threads = configure_threads(options.threads);
-  if (options.max_pixels < 1) fail("--max-pixels: must be at least 1 (got ", options.max_pixels, ")");
-  impl_->max_pixels = options.max_pixels;
-  Precision precision = parse_precision(options.precision);
-  impl_->model = load_model(options.files);
-  impl_->model.backbone->set_precision(precision);
-  impl_->scorer = std::make_unique<InctrlScorer>(*impl_->model.backbone, impl_->model.heads);
-  const bool dino = impl_->model.backbone->kind() == "dinov2";
-  impl_->new_set_scorer = options.scorer == "auto" ? (dino ? "anomalydino" : "inctrl") : options.scorer;
-  if (impl_->new_set_scorer != "inctrl" && impl_->new_set_scorer != "anomalydino")
-    fail("--scorer: unknown scorer '", options.scorer, "' (inctrl, anomalydino or auto)");
-  if (impl_->new_set_scorer == "anomalydino" && impl_->model.heads)
-    fail("--scorer anomalydino: is training-free and uses no heads; drop --heads");
-  impl_->rotate = options.rotate;
-  if (options.rotate && impl_->new_set_scorer != "anomalydino") fail("--rotate: applies to --scorer anomalydino only");
-  impl_->explicit_scorer = options.scorer != "auto";
+namespace {
+
+std::string scorer_name(Scorer s, bool dino) {
+  if (s == Scorer::Auto) return dino ? "anomalydino" : "inctrl";
+  return s == Scorer::AnomalyDINO ? "anomalydino" : "inctrl";
 }
 
-Engine::~Engine() = default;
-
-std::string Engine::describe() const {
-  std::ostringstream o;
-  o << impl_->model.backbone->description() << " (fingerprint " << impl_->model.backbone->fingerprint() << "); heads: "
-    << (impl_->model.heads ? impl_->model.heads_source : "none (score = untrained patch residual)") << "; "
-    << impl_->threads << " thread(s), " << precision_name(impl_->model.backbone->precision())
-    << (impl_->model.backbone->precision() == Precision::BF16 ? " (CPU has AVX512-BF16/AMX)" : "");
-  return o.str();
+const ReferenceSet& set_of(const References& refs) {
+  if (refs.empty()) fail("reference set: empty (build or load one first)");
+  return refs.handle()->set;
 }
 
-bool Engine::has_heads() const { return impl_->model.heads.has_value(); }
+References wrap(ReferenceSet set) {
+  auto h = std::make_shared<RefHandle>();
+  h->set = std::move(set);
+  return References(std::move(h));
+}
 
-void Engine::build_references(const std::vector<std::string>& image_paths, const std::string& class_name) {
-  std::vector<PixelTensor> views;  // one full-resolution image decoded at a time
-  std::vector<ReferenceSource> sources;
-  for (const auto& p : image_paths) {
-    for (auto& v : impl_->reference_views(decode_image(p, impl_->max_pixels))) views.push_back(std::move(v));
-    sources.push_back({p, file_sha256(p)});
+// 8-bit interleaved pixels of an ImageView (16-bit samples keep their high byte, as decoding does).
+Image image_of(const ImageView& v, size_t index, int64_t max_pixels) {
+  const std::string name = v.name.empty() ? "image " + std::to_string(index) : v.name;
+  if (!v.data) fail(name, ": no pixel data");
+  if (v.width < 1 || v.height < 1) fail(name, ": width and height must be at least 1 (got ", v.width, "x", v.height, ")");
+  if (v.channels != 1 && v.channels != 3 && v.channels != 4) fail(name, ": channels must be 1, 3 or 4 (got ", v.channels, ")");
+  if (v.bits != 8 && v.bits != 16) fail(name, ": bits per sample must be 8 or 16 (got ", v.bits, ")");
+  if (static_cast<int64_t>(v.width) * v.height > max_pixels)
+    fail_as(ErrorKind::ResourceLimit, name, ": ", v.width, "x", v.height, " is more than the largest image accepted (",
+            max_pixels, " pixels)");
+  const size_t packed = static_cast<size_t>(v.width) * v.channels * (v.bits / 8);
+  const size_t stride = v.row_bytes ? v.row_bytes : packed;
+  if (stride < packed) fail(name, ": row_bytes ", stride, " is less than width x channels x bytes per sample (", packed, ")");
+  Image img;
+  img.width = v.width;
+  img.height = v.height;
+  img.channels = v.channels;
+  img.pixels.resize(static_cast<size_t>(v.width) * v.height * v.channels);
+  const auto* base = static_cast<const uint8_t*>(v.data);
+  const size_t row_values = static_cast<size_t>(v.width) * v.channels;
+  for (int y = 0; y < v.height; ++y) {
+    const uint8_t* src = base + static_cast<size_t>(y) * stride;
+    uint8_t* dst = img.pixels.data() + static_cast<size_t>(y) * row_values;
+    if (v.bits == 8) {
+      std::copy(src, src + row_values, dst);
+    } else {
+      for (size_t i = 0; i < row_values; ++i) {
+        uint16_t s;
+        std::memcpy(&s, src + 2 * i, 2);  // native byte order, as a uint16_t buffer holds it
+        dst[i] = static_cast<uint8_t>(s >> 8);
+      }
+    }
   }
-  impl_->refs = std::make_unique<ReferenceSet>(impl_->build_set_from_views(views, sources, class_name));
+  return img;
 }
 
-bool Engine::needs_class_name() const { return impl_->new_set_scorer == "inctrl"; }
+}  // namespace
 
-void Engine::build_references_from_prompts(const std::string& prompt_file, const std::string& class_name) {
-  const Backbone& bb = *impl_->model.backbone;
-  if (impl_->new_set_scorer != "inctrl" || bb.kind() == "dinov2")
-    fail("--prompts: InCTRL prompt files are preprocessed for CLIP or lite models and the inctrl scorer");
-  PromptFile prompts = read_prompt_file(prompt_file, bb.input_size());
-  at::NoGradGuard no_grad;
-  impl_->refs = std::make_unique<ReferenceSet>(ReferenceSet::build(bb, prompts.pixels, prompts.sources, class_name));
+const char* version() { return GAD_VERSION; }
+
+const char* error_kind_name(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::InvalidArgument: return "invalid argument";
+    case ErrorKind::NotFound: return "not found";
+    case ErrorKind::CorruptFile: return "corrupt file";
+    case ErrorKind::Unsupported: return "unsupported";
+    case ErrorKind::Io: return "I/O error";
+    case ErrorKind::ResourceLimit: return "resource limit";
+  }
+  return "error";
 }
 
-void Engine::load_references(const std::string& path) {
-  impl_->refs = std::make_unique<ReferenceSet>(ReferenceSet::load(path, *impl_->model.backbone));
-  if (impl_->explicit_scorer && impl_->refs->scorer != impl_->new_set_scorer)
-    fail(path, ": this set was built for the ", impl_->refs->scorer, " scorer, not ", impl_->new_set_scorer,
-         " (a set keeps its scorer; rebuild it with --scorer ", impl_->new_set_scorer, ")");
-}
+// ---- References ----
 
-void Engine::save_references(const std::string& path) const { impl_->require_refs().save(path); }
+int64_t References::k() const { return set_of(*this).k(); }
+std::string References::class_name() const { return set_of(*this).class_name; }
+std::string References::scorer() const { return set_of(*this).scorer; }
+std::optional<Threshold> References::threshold() const { return set_of(*this).threshold; }
 
-std::string Engine::references_summary() const {
-  const auto& r = impl_->require_refs();
+std::string References::summary() const {
+  const ReferenceSet& r = set_of(*this);
   std::ostringstream o;
   o << "class '" << r.class_name << "', K = " << r.k() << (r.text_prior.defined() ? ", text prior" : "") << ", scorer "
     << r.scorer << (r.views > 1 ? " with " + std::to_string(r.views) + " rotations per reference" : "");
   return o.str();
 }
 
-std::optional<Threshold> Engine::threshold() const { return impl_->require_refs().threshold; }
-
-void Engine::set_threshold(const Threshold& t) {
-  impl_->require_refs();
-  impl_->refs->threshold = t;
+size_t References::memory_bytes() const {
+  const ReferenceSet& s = set_of(*this);
+  size_t bytes = 0;
+  for (const auto* list : {&s.banks, &s.banks_bf16})
+    for (const auto& t : *list) bytes += t.nbytes();
+  for (const auto& t : {s.globals, s.text_prior})
+    if (t.defined()) bytes += t.nbytes();
+  return bytes;
 }
 
-std::vector<double> Engine::leave_one_out_scores() {
-  const ReferenceSet& refs = impl_->require_refs();
+void References::save(const std::string& path) const { set_of(*this).save(path); }
+
+std::string References::to_bytes() const {
+  RemoveOnExit tmp{temp_ref_path()};
+  save(tmp.path);
+  auto bytes = read_file_bytes(tmp.path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+References References::with_threshold(const Threshold& t) const {
+  auto h = std::make_shared<RefHandle>(*handle());  // the tensors are shared, not copied
+  set_of(*this);
+  h->set.threshold = t;
+  return References(std::move(h));
+}
+
+// ---- Detector ----
+
+Detector::Detector(const ModelOptions& options) : impl_(std::make_unique<Impl>()) {
+  if (options.max_pixels < 1) fail("--max-pixels: must be at least 1 (got ", options.max_pixels, ")");
+  impl_->max_pixels = options.max_pixels;
+  impl_->model = load_model(model_files(options));
+  impl_->model.backbone->set_precision(resolve_precision(options.precision));
+  impl_->scorer = std::make_unique<InctrlScorer>(*impl_->model.backbone, impl_->model.heads);
+  impl_->new_set_scorer = scorer_name(options.scorer, impl_->model.backbone->kind() == "dinov2");
+  if (impl_->new_set_scorer == "anomalydino" && impl_->model.heads)
+    fail("--scorer anomalydino: is training-free and uses no heads; drop --heads");
+  impl_->rotate = options.rotate;
+  if (options.rotate && impl_->new_set_scorer != "anomalydino") fail("--rotate: applies to --scorer anomalydino only");
+  impl_->explicit_scorer = options.scorer != Scorer::Auto;
+}
+
+Detector::~Detector() = default;
+Detector::Detector(Detector&&) noexcept = default;
+Detector& Detector::operator=(Detector&&) noexcept = default;
+
+std::string Detector::describe() const {
+  const Backbone& bb = impl_->backbone();
+  std::ostringstream o;
+  o << bb.description() << " (fingerprint " << bb.fingerprint() << "); heads: "
+    << (impl_->model.heads ? impl_->model.heads_source : "none (score = untrained patch residual)") << "; "
+    << at::get_num_threads() << " thread(s), " << precision_name(bb.precision())
+    << (bb.precision() == Precision::BF16 ? " (CPU has AVX512-BF16/AMX)" : "");
+  return o.str();
+}
+
+std::string Detector::fingerprint() const { return impl_->backbone().fingerprint(); }
+bool Detector::has_heads() const { return impl_->model.heads.has_value(); }
+bool Detector::needs_class_name() const { return impl_->new_set_scorer == "inctrl"; }
+int64_t Detector::max_pixels() const { return impl_->max_pixels; }
+
+References Detector::build_references(const std::vector<std::string>& paths, const std::string& class_name) {
+  std::vector<PixelTensor> views;  // one full-resolution image decoded at a time
+  std::vector<ReferenceSource> sources;
+  for (const auto& p : paths) {
+    for (auto& v : impl_->reference_views(decode_image(p, impl_->max_pixels))) views.push_back(std::move(v));
+    sources.push_back({p, file_sha256(p)});
+  }
+  return wrap(impl_->build_set_from_views(views, sources, class_name));
+}
+
+References Detector::build_references(const std::vector<ImageView>& images, const std::string& class_name) {
+  std::vector<PixelTensor> views;
+  std::vector<ReferenceSource> sources;
+  for (size_t i = 0; i < images.size(); ++i) {
+    for (auto& v : impl_->reference_views(image_of(images[i], i, impl_->max_pixels))) views.push_back(std::move(v));
+    sources.push_back({images[i].name.empty() ? "image " + std::to_string(i) : images[i].name, ""});
+  }
+  return wrap(impl_->build_set_from_views(views, sources, class_name));
+}
+
+References Detector::build_references_from_prompts(const std::string& prompt_file, const std::string& class_name) {
+  const Backbone& bb = impl_->backbone();
+  if (impl_->new_set_scorer != "inctrl" || bb.kind() == "dinov2")
+    fail("--prompts: InCTRL prompt files are preprocessed for CLIP or lite models and the inctrl scorer");
+  PromptFile prompts = read_prompt_file(prompt_file, bb.input_size());
+  at::NoGradGuard no_grad;
+  return wrap(ReferenceSet::build(bb, prompts.pixels, prompts.sources, class_name));
+}
+
+References Detector::load_references(const std::string& path) const {
+  References refs = wrap(ReferenceSet::load(path, impl_->backbone()));
+  if (impl_->explicit_scorer && refs.scorer() != impl_->new_set_scorer)
+    fail(path, ": this set was built for the ", refs.scorer(), " scorer, not ", impl_->new_set_scorer,
+         " (a set keeps its scorer; rebuild it with --scorer ", impl_->new_set_scorer, ")");
+  return refs;
+}
+
+References Detector::references_from_bytes(const std::string& bytes) const {
+  RemoveOnExit tmp{temp_ref_path()};
+  write_file_atomically(tmp.path, [&](std::FILE* f) {
+    if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) fail_as(ErrorKind::Io, tmp.path, ": write failed");
+  });
+  return wrap(ReferenceSet::load(tmp.path, impl_->backbone()));  // tensors are copied out of the mapping
+}
+
+std::vector<double> Detector::leave_one_out_scores(const References& references) {
+  const ReferenceSet& refs = set_of(references);
   const int64_t K = refs.k();
   if (K < 2) fail("leave-one-out calibration needs K >= 2 references (this set has K = ", K, "); give --normals");
   // It splits the banks into K equal blocks: InCTRL sets on a fixed grid only.
@@ -259,27 +385,105 @@ std::vector<double> Engine::leave_one_out_scores() {
   return scores;
 }
 
-void Engine::score(const std::vector<std::string>& paths, int batch,
-                   const std::function<void(const ScoreRecord&)>& on_record) {
-  if (batch < 1) fail("--batch: must be at least 1 (got ", batch, ")");
-  const ReferenceSet& refs = impl_->require_refs();
-  at::NoGradGuard no_grad;
-  for (size_t start = 0; start < paths.size(); start += batch) {
-    const size_t end = std::min(paths.size(), start + batch);
+References Detector::calibrate(const References& refs, const std::vector<std::string>& normal_paths, double far,
+                               std::string* warning) {
+  std::vector<double> scores;
+  if (normal_paths.empty()) {
+    scores = leave_one_out_scores(refs);
+  } else {
+    for (const auto& r : score(refs, normal_paths)) scores.push_back(r.score);
+  }
+  return refs.with_threshold(conformal_threshold(
+      scores, far, normal_paths.empty() ? "conformal-leave-one-out" : "conformal-heldout", warning));
+}
+
+References Detector::calibrate(const References& refs, const std::vector<ImageView>& normals, double far,
+                               std::string* warning) {
+  if (normals.empty()) return calibrate(refs, std::vector<std::string>{}, far, warning);
+  std::vector<double> scores;
+  for (const auto& r : score(refs, normals)) scores.push_back(r.score);
+  return refs.with_threshold(conformal_threshold(scores, far, "conformal-heldout", warning));
+}
+
+void Detector::score(const References& refs, const std::vector<std::string>& paths, const ScoreOptions& options,
+                     const std::function<void(const ScoreRecord&)>& on_result) {
+  impl_->check(options);
+  const ReferenceSet& set = set_of(refs);
+  for (size_t start = 0; start < paths.size(); start += options.batch) {
+    const size_t end = std::min(paths.size(), start + options.batch);
     const double t0 = now_ms();
     std::vector<PixelTensor> pixels;
     for (size_t i = start; i < end; ++i) pixels.push_back(impl_->load_pixels(paths[i]));
-    std::vector<ScoreRecord> records = impl_->score_batch(refs, pixels, {paths.begin() + start, paths.begin() + end});
-    const double ms = (now_ms() - t0) / static_cast<double>(end - start);
-    for (auto& r : records) {
-      r.ms = ms;
-      on_record(r);
-    }
+    std::vector<ScoreRecord> records = impl_->score_batch(set, pixels, {paths.begin() + start, paths.begin() + end});
+    impl_->finish(records, options, (now_ms() - t0) / static_cast<double>(end - start));
+    for (const auto& r : records) on_result(r);
   }
 }
 
-std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths, const std::string& dump_path) {
-  const Backbone& bb = *impl_->model.backbone;
+std::vector<ScoreRecord> Detector::score(const References& refs, const std::vector<std::string>& paths,
+                                         const ScoreOptions& options) {
+  std::vector<ScoreRecord> out;
+  score(refs, paths, options, [&](const ScoreRecord& r) { out.push_back(r); });
+  return out;
+}
+
+std::vector<ScoreRecord> Detector::score(const References& refs, const std::vector<ImageView>& images,
+                                         const ScoreOptions& options) {
+  impl_->check(options);
+  const ReferenceSet& set = set_of(refs);
+  std::vector<ScoreRecord> out;
+  for (size_t start = 0; start < images.size(); start += options.batch) {
+    const size_t end = std::min(images.size(), start + options.batch);
+    const double t0 = now_ms();
+    std::vector<PixelTensor> pixels;
+    std::vector<std::string> names;
+    for (size_t i = start; i < end; ++i) {
+      pixels.push_back(impl_->backbone().preprocess(image_of(images[i], i, impl_->max_pixels)));
+      names.push_back(images[i].name.empty() ? "image " + std::to_string(i) : images[i].name);
+    }
+    std::vector<ScoreRecord> records = impl_->score_batch(set, pixels, names);
+    impl_->finish(records, options, (now_ms() - t0) / static_cast<double>(end - start));
+    for (auto& r : records) out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// ---- Internal extensions (engine/engine.h) ----
+
+PixelTensor preprocess(const Detector& detector, const Image& image) { return detector.impl().backbone().preprocess(image); }
+
+std::vector<PixelTensor> reference_views(const Detector& detector, const Image& image) {
+  return detector.impl().reference_views(image);
+}
+
+References build_references(Detector& detector, const std::vector<PixelTensor>& views,
+                            const std::vector<ImageSource>& sources, const std::string& class_name) {
+  std::vector<ReferenceSource> srcs;
+  for (const auto& s : sources) srcs.push_back({s.name, s.sha256});
+  return wrap(detector.impl().build_set_from_views(views, srcs, class_name));
+}
+
+std::vector<ScoreRecord> score_pixels(Detector& detector, const References& refs, const std::vector<PixelTensor>& pixels,
+                                      int batch) {
+  ScoreOptions options;
+  options.batch = batch;
+  detector.impl().check(options);
+  const ReferenceSet& set = set_of(refs);
+  std::vector<ScoreRecord> out;
+  for (size_t start = 0; start < pixels.size(); start += batch) {
+    const size_t end = std::min(pixels.size(), start + batch);
+    const double t0 = now_ms();
+    std::vector<ScoreRecord> records = detector.impl().score_batch(set, {pixels.begin() + start, pixels.begin() + end}, {});
+    detector.impl().finish(records, options, (now_ms() - t0) / static_cast<double>(end - start));
+    for (auto& r : records) out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<InspectRecord> inspect(Detector& detector, const std::vector<std::string>& paths, const std::string& dump_path,
+                                   const References* refs) {
+  const Detector::Impl& impl = detector.impl();
+  const Backbone& bb = impl.backbone();
   at::NoGradGuard no_grad;
   std::vector<InspectRecord> records;
   std::vector<at::Tensor> keep_alive;  // dumped tensors must outlive the write
@@ -293,14 +497,14 @@ std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths
     r.nbytes = t.nbytes();
     dump.emplace_back(name, r);
   };
+  const ReferenceSet* set = refs && !refs->empty() && refs->scorer() == "inctrl" ? &set_of(*refs) : nullptr;
   for (size_t i = 0; i < paths.size(); ++i) {
     double t0 = now_ms();
-    Image img = decode_image(paths[i], impl_->max_pixels);
+    Image img = decode_image(paths[i], impl.max_pixels);
     PixelTensor px = bb.preprocess(img);
     at::Tensor pixels = stack_pixels({px});
     Features f = bb.encode(pixels);
-    InspectRecord rec{paths[i], img.width, img.height, f.global[0].norm().item<double>(), now_ms() - t0};
-    records.push_back(rec);
+    records.push_back({paths[i], img.width, img.height, f.global[0].norm().item<double>(), now_ms() - t0});
     if (dump_path.empty()) continue;
     const std::string p = std::to_string(i) + ".";
     add(p + "pixel_values", pixels[0]);
@@ -309,8 +513,8 @@ std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths
     for (const auto& t : f.taps) taps.push_back(t[0]);
     add(p + "tapped_tokens", at::stack(taps));
     if (bb.kind() == "dinov2") add(p + "patch_tokens", f.taps[0][0]);  // [h·w, D], AnomalyDINO's features
-    if (!impl_->refs || impl_->refs->scorer != "inctrl") continue;
-    InctrlScores s = impl_->scorer->score(*impl_->refs, f);
+    if (!set) continue;
+    InctrlScores s = impl.scorer->score(*set, f);
     add(p + "residual_map", s.residual_map[0]);
     add(p + "s_patch", s.s_patch[0]);
     if (s.s_text.defined()) add(p + "s_text", s.s_text[0]);
@@ -325,74 +529,7 @@ std::vector<InspectRecord> Engine::inspect(const std::vector<std::string>& paths
   return records;
 }
 
-std::string Engine::fingerprint() const { return impl_->model.backbone->fingerprint(); }
-
-PixelTensor Engine::preprocess(const Image& image) const { return impl_->model.backbone->preprocess(image); }
-
-std::vector<PixelTensor> Engine::reference_views(const Image& image) const { return impl_->reference_views(image); }
-
-std::shared_ptr<const RefHandle> Engine::build_reference_handle(const std::vector<PixelTensor>& pixels,
-                                                                const std::vector<ImageSource>& sources,
-                                                                const std::string& class_name) {
-  std::vector<ReferenceSource> srcs;
-  for (size_t i = 0; i < sources.size(); ++i) srcs.push_back({sources[i].name, sources[i].sha256});
-  auto h = std::make_shared<RefHandle>();
-  h->set = impl_->build_set_from_views(pixels, srcs, class_name);
-  return h;
-}
-
-std::string Engine::serialize_references(const RefHandle& refs) const {
-  RemoveOnExit tmp{temp_ref_path()};
-  refs.set.save(tmp.path);
-  auto bytes = read_file_bytes(tmp.path);
-  return std::string(bytes.begin(), bytes.end());
-}
-
-std::shared_ptr<const RefHandle> Engine::references_from_bytes(const std::string& bytes) const {
-  RemoveOnExit tmp{temp_ref_path()};
-  write_file_atomically(tmp.path, [&](std::FILE* f) {
-    if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) fail(tmp.path, ": write failed");
-  });
-  auto h = std::make_shared<RefHandle>();
-  h->set = ReferenceSet::load(tmp.path, *impl_->model.backbone);  // tensors are copied out of the mapping
-  return h;
-}
-
-std::shared_ptr<const RefHandle> Engine::with_threshold(const RefHandle& refs, const Threshold& t) {
-  auto h = std::make_shared<RefHandle>(refs);
-  h->set.threshold = t;
-  return h;
-}
-
-size_t Engine::memory_bytes(const RefHandle& refs) {
-  const ReferenceSet& s = refs.set;
-  size_t bytes = 0;
-  for (const auto* list : {&s.banks, &s.banks_bf16})
-    for (const auto& t : *list) bytes += t.nbytes();
-  for (const auto& t : {s.globals, s.text_prior})
-    if (t.defined()) bytes += t.nbytes();
-  return bytes;
-}
-
-std::vector<ScoreRecord> Engine::score_pixels(const RefHandle& refs, const std::vector<PixelTensor>& pixels, int batch) {
-  if (batch < 1) fail("batch: must be at least 1 (got ", batch, ")");
-  at::NoGradGuard no_grad;
-  std::vector<ScoreRecord> out;
-  for (size_t start = 0; start < pixels.size(); start += batch) {
-    const size_t end = std::min(pixels.size(), start + batch);
-    const double t0 = now_ms();
-    std::vector<ScoreRecord> records =
-        impl_->score_batch(refs.set, {pixels.begin() + start, pixels.begin() + end}, {});
-    const double ms = (now_ms() - t0) / static_cast<double>(end - start);
-    for (auto& r : records) {
-      r.ms = ms;
-      out.push_back(std::move(r));
-    }
-  }
-  return out;
-}
-
-int64_t Engine::image_encodes() const { return impl_->model.backbone->image_encodes(); }
-int64_t Engine::text_encodes() const { return impl_->model.backbone->text_encodes(); }
+int64_t image_encodes(const Detector& detector) { return detector.impl().backbone().image_encodes(); }
+int64_t text_encodes(const Detector& detector) { return detector.impl().backbone().text_encodes(); }
 
 }  // namespace gad

@@ -19,6 +19,8 @@ nlohmann::ordered_json score_json(const ScoreRecord& r) {
   return j;
 }
 
+std::string to_json(const ScoreRecord& r) { return score_json(r).dump(); }
+
 std::vector<std::string> score_csv_header(bool calibrated) {
   std::vector<std::string> h = {"path", "score", "s_patch", "s_img", "s_text", "s_hol"};
   if (calibrated) h.push_back("anomalous");

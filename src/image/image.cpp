@@ -75,13 +75,13 @@ cv::Mat to_8bit(const cv::Mat& m, const std::string& name) {
     }
     return out;
   }
-  fail(name, ": unsupported sample type (only 8- and 16-bit integer images are supported)");
+  fail_as(ErrorKind::Unsupported, name, ": unsupported sample type (only 8- and 16-bit integer images are supported)");
 }
 
 // Copies an 8-bit OpenCV matrix (gray, BGR or BGRA) into an Image in RGB(A) order.
 Image from_mat(const cv::Mat& m, bool drop_alpha, const std::string& name) {
   const int cn = m.channels();
-  if (cn != 1 && cn != 3 && cn != 4) fail(name, ": unsupported channel count ", cn);
+  if (cn != 1 && cn != 3 && cn != 4) fail_as(ErrorKind::Unsupported, name, ": unsupported channel count ", cn);
   Image img;
   img.width = m.cols;
   img.height = m.rows;
@@ -115,27 +115,27 @@ std::string pixel_limit_problem(int64_t width, int64_t height, int64_t max_pixel
 
 Image decode_image_bytes(const uint8_t* data, size_t n, const std::string& name_for_errors, int64_t max_pixels) {
   const std::string& name = name_for_errors;
-  if (n == 0) fail(name, ": empty file");
-  if (n > static_cast<size_t>(INT_MAX)) fail(name, ": file too large to decode (", n, " bytes)");
+  if (n == 0) fail_as(ErrorKind::CorruptFile, name, ": empty file");
+  if (n > static_cast<size_t>(INT_MAX)) fail_as(ErrorKind::ResourceLimit, name, ": file too large to decode (", n, " bytes)");
   const auto header = probe_image_header(data, n);
-  if (!header) fail(name, ": not a readable image (unknown format or header cut short; gad reads ", probed_formats(), ")");
-  if (header->width <= 0 || header->height <= 0) fail(name, ": image has zero width or height");
+  if (!header) fail_as(ErrorKind::CorruptFile, name, ": not a readable image (unknown format or header cut short; gad reads ", probed_formats(), ")");
+  if (header->width <= 0 || header->height <= 0) fail_as(ErrorKind::CorruptFile, name, ": image has zero width or height");
   const std::string too_big = pixel_limit_problem(header->width, header->height, max_pixels);
-  if (!too_big.empty()) fail(name, ": ", too_big);
+  if (!too_big.empty()) fail_as(ErrorKind::ResourceLimit, name, ": ", too_big);
   cv::Mat decoded;
   try {
     // imdecode only reads the buffer; the const_cast is needed by the cv::Mat constructor.
     const cv::Mat buffer(1, static_cast<int>(n), CV_8U, const_cast<uint8_t*>(data));
     decoded = cv::imdecode(buffer, cv::IMREAD_UNCHANGED);
   } catch (const cv::Exception& e) {
-    fail(name, ": cannot decode image (", e.err, ")");
+    fail_as(ErrorKind::CorruptFile, name, ": cannot decode image (", e.err, ")");
   }
-  if (decoded.empty()) fail(name, ": cannot decode image (corrupt file or unsupported format)");
-  if (is_jpeg(data, n) && !jpeg_reaches_eoi(data, n)) fail(name, ": truncated JPEG (no end-of-image marker)");
-  if (decoded.cols <= 0 || decoded.rows <= 0) fail(name, ": image has zero width or height");
-  if (decoded.dims != 2) fail(name, ": unsupported image layout (", decoded.dims, " dimensions)");
+  if (decoded.empty()) fail_as(ErrorKind::CorruptFile, name, ": cannot decode image (corrupt file or unsupported format)");
+  if (is_jpeg(data, n) && !jpeg_reaches_eoi(data, n)) fail_as(ErrorKind::CorruptFile, name, ": truncated JPEG (no end-of-image marker)");
+  if (decoded.cols <= 0 || decoded.rows <= 0) fail_as(ErrorKind::CorruptFile, name, ": image has zero width or height");
+  if (decoded.dims != 2) fail_as(ErrorKind::Unsupported, name, ": unsupported image layout (", decoded.dims, " dimensions)");
   const std::string decoded_too_big = pixel_limit_problem(decoded.cols, decoded.rows, max_pixels);
-  if (!decoded_too_big.empty()) fail(name, ": ", decoded_too_big);  // a header that understated the size
+  if (!decoded_too_big.empty()) fail_as(ErrorKind::ResourceLimit, name, ": ", decoded_too_big);  // a header that understated the size
   return from_mat(to_8bit(decoded, name), alpha_is_only_trns(data, n), name);
 }
 

@@ -25,6 +25,8 @@
 
 #include <vector>
 
+#include <gad/gad.hpp>
+
 #include "image/image.h"
 
 namespace gad {
@@ -38,18 +40,7 @@ Image resize_pil(const Image& in, int out_w, int out_h, Resample filter);
 // Where the network input came from, to map anomaly maps back onto the original image: the source
 // (src_w x src_h) was resized to resized_w x resized_h, then the size x size window at
 // (crop_left, crop_top) was kept.
-struct CropGeometry {
-  int src_w = 0, src_h = 0;
-  int resized_w = 0, resized_h = 0;
-  int crop_left = 0, crop_top = 0;
-  int size = 0;
-  int crop_w = 0, crop_h = 0;  // a non-square window (DINOv2); 0 = size x size
-  // AnomalyDINO's dists2map: the grid is stretched over the whole original image (ignoring the
-  // few pixels the crop dropped) and smoothed there with σ in original-image pixels.
-  bool stretch_to_image = false;
-  int window_w() const { return crop_w ? crop_w : size; }
-  int window_h() const { return crop_h ? crop_h : size; }
-};
+// CropGeometry (how the network input was cut from the image) is in <gad/gad.hpp>.
 
 struct PixelTensor {
   int channels = 3, height = 0, width = 0;

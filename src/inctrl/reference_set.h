@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "backbone/backbone.h"
-#include "eval/calibration.h"
+#include "inctrl/calibration.h"
 
 namespace gad {
 

@@ -27,7 +27,7 @@ struct Mapping {
 
 std::shared_ptr<Mapping> map_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) fail(path, ": cannot open (", std::strerror(errno), ")");
+  if (fd < 0) fail_as(errno == ENOENT ? ErrorKind::NotFound : ErrorKind::Io, path, ": cannot open (", std::strerror(errno), ")");
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
@@ -83,35 +83,37 @@ RawTensor parse_entry(const std::string& path, const std::string& name, const nl
 }  // namespace
 
 SafetensorsContents read_safetensors(const std::string& path) {
-  auto map = map_file(path);
-  const auto* bytes = static_cast<const uint8_t*>(map->addr);
-  if (map->size < 8) fail(path, ": not a safetensors file (", map->size, " bytes)");
-  uint64_t header_len = read_u64_le(bytes);
-  if (header_len > map->size - 8) fail(path, ": truncated or not a safetensors file (header length ", header_len, ")");
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
-  } catch (const std::exception& e) {
-    fail(path, ": corrupt safetensors header (", e.what(), ")");
-  }
-  if (!header.is_object()) fail(path, ": corrupt safetensors header (not a JSON object)");
-
-  SafetensorsContents out;
-  const uint8_t* data_start = bytes + 8 + header_len;
-  size_t data_size = map->size - 8 - header_len;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") {
-      for (auto m = it->begin(); m != it->end(); ++m)
-        if (m->is_string()) out.metadata[m.key()] = m->get<std::string>();
-      continue;
+  return with_error_kind(ErrorKind::CorruptFile, [&] {
+    auto map = map_file(path);
+    const auto* bytes = static_cast<const uint8_t*>(map->addr);
+    if (map->size < 8) fail(path, ": not a safetensors file (", map->size, " bytes)");
+    uint64_t header_len = read_u64_le(bytes);
+    if (header_len > map->size - 8) fail(path, ": truncated or not a safetensors file (header length ", header_len, ")");
+    nlohmann::json header;
+    try {
+      header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
+    } catch (const std::exception& e) {
+      fail(path, ": corrupt safetensors header (", e.what(), ")");
     }
-    RawTensor t = parse_entry(path, it.key(), *it, data_start, data_size);
-    t.owner = map;
-    out.tensors.emplace_back(it.key(), std::move(t));
-  }
-  std::stable_sort(out.tensors.begin(), out.tensors.end(),
-                   [](const auto& a, const auto& b) { return a.second.data < b.second.data; });
-  return out;
+    if (!header.is_object()) fail(path, ": corrupt safetensors header (not a JSON object)");
+
+    SafetensorsContents out;
+    const uint8_t* data_start = bytes + 8 + header_len;
+    size_t data_size = map->size - 8 - header_len;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+      if (it.key() == "__metadata__") {
+        for (auto m = it->begin(); m != it->end(); ++m)
+          if (m->is_string()) out.metadata[m.key()] = m->get<std::string>();
+        continue;
+      }
+      RawTensor t = parse_entry(path, it.key(), *it, data_start, data_size);
+      t.owner = map;
+      out.tensors.emplace_back(it.key(), std::move(t));
+    }
+    std::stable_sort(out.tensors.begin(), out.tensors.end(),
+                     [](const auto& a, const auto& b) { return a.second.data < b.second.data; });
+    return out;
+  });
 }
 
 void write_safetensors(const std::string& path, const RawTensorList& tensors,

@@ -905,22 +905,24 @@ std::string key_list(const DictData& dict) {
 }
 
 RawTensorList find_state_dict(const std::string& path, const Value& root) {
-  if (!root.is(Value::Kind::Dict)) {
-    fail(path, ": no state dict found: the archive holds ", describe(root),
-         " (save model.state_dict() instead)");
-  }
-  const DictData& top = *root.dict;
-  if (has_tensor(top)) return to_tensor_list(path, top, "");
-  for (const char* wrapper : {"model_state", "state_dict", "model"}) {
-    const Value* inner = top.find(wrapper);
-    if (inner && inner->is(Value::Kind::Dict)) {
-      return to_tensor_list(path, *inner->dict, std::string(" '") + wrapper + "'");
+  return with_error_kind(ErrorKind::CorruptFile, [&] {
+    if (!root.is(Value::Kind::Dict)) {
+      fail(path, ": no state dict found: the archive holds ", describe(root),
+           " (save model.state_dict() instead)");
     }
-  }
-  fail(path,
-       ": no state dict found: the top-level dict has no tensors and no model_state, "
-       "state_dict or model dict (keys ",
-       key_list(top), ")");
+    const DictData& top = *root.dict;
+    if (has_tensor(top)) return to_tensor_list(path, top, "");
+    for (const char* wrapper : {"model_state", "state_dict", "model"}) {
+      const Value* inner = top.find(wrapper);
+      if (inner && inner->is(Value::Kind::Dict)) {
+        return to_tensor_list(path, *inner->dict, std::string(" '") + wrapper + "'");
+      }
+    }
+    fail(path,
+         ": no state dict found: the top-level dict has no tensors and no model_state, "
+         "state_dict or model dict (keys ",
+         key_list(top), ")");
+  });
 }
 
 void check_byte_order(const std::string& path, const ZipArchive& zip, const std::string& folder) {
@@ -934,13 +936,15 @@ void check_byte_order(const std::string& path, const ZipArchive& zip, const std:
 
 // The object a torch.save archive holds (tensors reference storages kept alive by their owners).
 Value load_archive_object(const std::string& path) {
-  const ZipArchive zip(path);
-  const std::string folder = zip.top_folder();
-  check_byte_order(path, zip, folder);
-  const SharedBytes pickle = zip.read(folder + "data.pkl");
-  TorchLoader loader(path, zip, folder);
-  Unpickler unpickler(*pickle, path + ": bad pickle in " + printable(folder + "data.pkl"), loader);
-  return unpickler.load();
+  return with_error_kind(ErrorKind::CorruptFile, [&] {
+    const ZipArchive zip(path);
+    const std::string folder = zip.top_folder();
+    check_byte_order(path, zip, folder);
+    const SharedBytes pickle = zip.read(folder + "data.pkl");
+    TorchLoader loader(path, zip, folder);
+    Unpickler unpickler(*pickle, path + ": bad pickle in " + printable(folder + "data.pkl"), loader);
+    return unpickler.load();
+  });
 }
 
 }  // namespace

@@ -520,30 +520,32 @@ std::map<std::string, std::string> tfjs_metadata(const std::string& source) {
 // ---- loading and saving -----------------------------------------------------------------------
 
 TfjsModel TfjsModel::load_tfjs(const std::string& model_json_path) {
-  json mj = parse_json(read_file_text(model_json_path), model_json_path);
-  if (!mj.contains("modelTopology") || !mj.contains("weightsManifest"))
-    fail(model_json_path, ": not a tfjs layers model (needs modelTopology and weightsManifest)");
-  const auto dir = std::filesystem::path(model_json_path).parent_path();
-  Weights w(model_json_path);
-  try {
-    for (const json& group : mj["weightsManifest"]) {
-      std::vector<uint8_t> bytes;
-      std::vector<ShardSpan> spans;
-      for (const json& p : group.at("paths")) {
-        const std::string file = (dir / p.get<std::string>()).string();
-        auto part = read_file_bytes(file);
-        bytes.insert(bytes.end(), part.begin(), part.end());
-        spans.push_back({file, bytes.size()});
+  return with_error_kind(ErrorKind::CorruptFile, [&] {
+    json mj = parse_json(read_file_text(model_json_path), model_json_path);
+    if (!mj.contains("modelTopology") || !mj.contains("weightsManifest"))
+      fail(model_json_path, ": not a tfjs layers model (needs modelTopology and weightsManifest)");
+    const auto dir = std::filesystem::path(model_json_path).parent_path();
+    Weights w(model_json_path);
+    try {
+      for (const json& group : mj["weightsManifest"]) {
+        std::vector<uint8_t> bytes;
+        std::vector<ShardSpan> spans;
+        for (const json& p : group.at("paths")) {
+          const std::string file = (dir / p.get<std::string>()).string();
+          auto part = read_file_bytes(file);
+          bytes.insert(bytes.end(), part.begin(), part.end());
+          spans.push_back({file, bytes.size()});
+        }
+        if (spans.empty()) fail(model_json_path, ": a weight group lists no shard files");
+        decode_group(group, bytes, spans, w);
       }
-      if (spans.empty()) fail(model_json_path, ": a weight group lists no shard files");
-      decode_group(group, bytes, spans, w);
+    } catch (const json::exception& e) {
+      fail(model_json_path, ": malformed weightsManifest (", e.what(), ")");
     }
-  } catch (const json::exception& e) {
-    fail(model_json_path, ": malformed weightsManifest (", e.what(), ")");
-  }
-  TfjsModel m(build_graph(mj["modelTopology"].dump(), w, model_json_path, tfjs_metadata(model_json_path)));
-  w.check_all_taken();
-  return m;
+    TfjsModel m(build_graph(mj["modelTopology"].dump(), w, model_json_path, tfjs_metadata(model_json_path)));
+    w.check_all_taken();
+    return m;
+  });
 }
 
 TfjsModel TfjsModel::from_tfjs_memory(const std::string& model_json_text, const std::vector<uint8_t>& shard_bytes,

@@ -18,17 +18,7 @@
 
 namespace gad {
 
-struct ImageMap {
-  int width = 0, height = 0;
-  std::vector<float> values;  // row-major, height x width
-};
-
-// `grid_w` = columns of the row-major grid (rows = values / grid_w). With
-// geometry.stretch_to_image (DINOv2 inputs), AnomalyDINO's dists2map instead: the grid resized
-// bilinearly to the whole image, then a Gaussian of σ = sigma_at_240 image pixels (scipy's
-// gaussian_filter: reflected border, kernel radius 4σ).
-ImageMap map_to_image(const std::vector<float>& grid_map, int grid_w, const CropGeometry& geometry,
-                      double sigma_at_240 = 4.0);
+// map_to_image (the grid map in image pixels) is declared in <gad/gad.hpp>.
 
 // PNG of the image with the map as a colour overlay (JET, scaled to [0, vmax]; vmax <= 0 means the
 // map's own maximum) and a colour bar with its scale on the right.

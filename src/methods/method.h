@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "inctrl/reference_set.h"
-#include "model/load_model.h"
+#include "engine/load_model.h"
 
 namespace gad {
 
@@ -41,7 +41,7 @@ std::unique_ptr<Method> make_inctrl_method(const LoadedModel& model);
 std::unique_ptr<Method> make_patch_knn_method(const LoadedModel& model);
 std::unique_ptr<Method> make_image_knn_method(const LoadedModel& model);
 std::unique_ptr<Method> make_winclip_method(const LoadedModel& model);
-std::unique_ptr<Method> make_anomalydino_method(const LoadedModel& model);      // methods/anomalydino.h
+std::unique_ptr<Method> make_anomalydino_method(const LoadedModel& model);      // anomalydino_method.cpp
 std::unique_ptr<Method> make_anomalydino_rot_method(const LoadedModel& model);  // the same, rotated references
 
 }  // namespace gad

@@ -25,3 +25,9 @@ ScopedThreads::ScopedThreads(int threads) : previous_(at::get_num_threads()) { c
 ScopedThreads::~ScopedThreads() { configure_threads(previous_); }
 
 }  // namespace gad
+
+namespace gad {
+
+int set_threads(int threads) { return configure_threads(threads); }
+
+}  // namespace gad

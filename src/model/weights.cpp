@@ -83,10 +83,10 @@ RawTensor raw_view(const at::Tensor& t) {
 }
 
 Weights Weights::load(const std::string& path) {
-  RawTensorList raw = starts_with_zip_magic(path) ? read_torch_archive(path) : read_safetensors(path).tensors;
+  RawTensorList raw = starts_with_zip_magic(path) ? read_torch_archive(path) : read_safetensors(path).tensors;  // CorruptFile inside
   Weights w(path);
   for (const auto& [name, t] : raw) w.tensors_[name] = to_tensor(t);
-  if (w.tensors_.empty()) fail(path, ": holds no tensors");
+  if (w.tensors_.empty()) fail_as(ErrorKind::CorruptFile, path, ": holds no tensors");
   w.strip_prefix_of_every_key("module.");
   return w;
 }
@@ -122,11 +122,11 @@ at::Tensor Weights::take(const std::string& key, at::IntArrayRef shape, at::Scal
                                                 : at::zeros(shape, at::TensorOptions().dtype(dtype));
   }
   auto it = tensors_.find(key);
-  if (it == tensors_.end()) fail(source_, ": missing key '", key, "' (expected shape ", shape_of(shape), ")");
+  if (it == tensors_.end()) fail_as(ErrorKind::CorruptFile, source_, ": missing key '", key, "' (expected shape ", shape_of(shape), ")");
   if (it->second.sizes() != shape)
-    fail(source_, ": key '", key, "' has shape ", shape_of(it->second.sizes()), ", expected ", shape_of(shape));
+    fail_as(ErrorKind::CorruptFile, source_, ": key '", key, "' has shape ", shape_of(it->second.sizes()), ", expected ", shape_of(shape));
   if (it->second.scalar_type() != dtype)
-    fail(source_, ": key '", key, "' has dtype ", c10::toString(it->second.scalar_type()), ", expected ",
+    fail_as(ErrorKind::CorruptFile, source_, ": key '", key, "' has dtype ", c10::toString(it->second.scalar_type()), ", expected ",
          c10::toString(dtype));
   used_.insert(key);
   return it->second;

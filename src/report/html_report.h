@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "eval/svg_plot.h"
+#include "report/svg_plot.h"
 
 namespace gad {
 

@@ -15,7 +15,7 @@ ModelQueue::ModelQueue(const QueueOptions& options, RefStore& store, RefCache& c
 
 ModelQueue::~ModelQueue() { stop(); }
 
-void ModelQueue::start(std::vector<std::unique_ptr<Engine>> engines) {
+void ModelQueue::start(std::vector<std::unique_ptr<Detector>> engines) {
   engines_ = std::move(engines);
   for (auto& e : engines_) threads_.emplace_back([this, eng = e.get()] { work(*eng); });
 }
@@ -56,7 +56,7 @@ std::future<ScoreRecord> ModelQueue::score(const std::string& refset_id, std::st
   return f;
 }
 
-void ModelQueue::push_job(std::function<void(Engine&)> job) {
+void ModelQueue::push_job(std::function<void(Detector&)> job) {
   {
     std::lock_guard<std::mutex> lock(m_);
     jobs_.push_back(std::move(job));
@@ -64,13 +64,13 @@ void ModelQueue::push_job(std::function<void(Engine&)> job) {
   cv_.notify_one();
 }
 
-std::shared_ptr<const RefHandle> ModelQueue::resolve(Engine& engine, const std::string& id) {
+References ModelQueue::resolve(Detector& engine, const std::string& id) {
   if (auto cached = cache_.get(id)) return cached;
   const uint64_t generation = cache_.generation();  // before the read: a later invalidation wins
   auto blob = store_.blob(id);
   if (!blob) throw HttpError(404, "unknown_refset", "unknown reference set '" + id + "'");
   auto h = engine.references_from_bytes(*blob);
-  cache_.put(id, h, Engine::memory_bytes(*h), generation);
+  cache_.put(id, h, h.memory_bytes(), generation);
   return h;
 }
 
@@ -82,12 +82,12 @@ Image ModelQueue::decode(std::string_view bytes, const std::string& name) const 
   }
 }
 
-PixelTensor ModelQueue::prepare(Engine& engine, std::string_view bytes, const std::string& name) const {
-  return engine.preprocess(decode(bytes, name));
+PixelTensor ModelQueue::prepare(Detector& engine, std::string_view bytes, const std::string& name) const {
+  return preprocess(engine, decode(bytes, name));
 }
 
-std::vector<PixelTensor> ModelQueue::prepare_reference(Engine& engine, std::string_view bytes, const std::string& name) const {
-  return engine.reference_views(decode(bytes, name));
+std::vector<PixelTensor> ModelQueue::prepare_reference(Detector& engine, std::string_view bytes, const std::string& name) const {
+  return reference_views(engine, decode(bytes, name));
 }
 
 // Moves queued items of the batch's set into it, up to the batch size; waits up to batch_wait_ms
@@ -116,9 +116,9 @@ void ModelQueue::gather(Batch& batch, std::unique_lock<std::mutex>& lock) {
   }
 }
 
-void ModelQueue::work(Engine& engine) {
+void ModelQueue::work(Detector& engine) {
   for (;;) {
-    std::function<void(Engine&)> job;
+    std::function<void(Detector&)> job;
     Batch batch;
     {
       std::unique_lock<std::mutex> lock(m_);
@@ -151,7 +151,7 @@ void ModelQueue::work(Engine& engine) {
 
 // Every item gets its answer: a record, or the error of its own image (a bad image does not fail
 // the other requests batched with it), or the error that stopped the whole batch.
-void ModelQueue::score_batch(Engine& engine, Batch& batch) {
+void ModelQueue::score_batch(Detector& engine, Batch& batch) {
   std::vector<ScoreItem*> ready;
   try {
     auto refs = resolve(engine, batch[0]->refset_id);
@@ -165,7 +165,7 @@ void ModelQueue::score_batch(Engine& engine, Batch& batch) {
       }
     }
     if (ready.empty()) return;
-    auto records = engine.score_pixels(*refs, pixels, opts_.batch);
+    auto records = score_pixels(engine, refs, pixels, opts_.batch);
     batches_++;
     images_ += ready.size();
     for (size_t i = 0; i < ready.size(); ++i) ready[i]->result.set_value(std::move(records[i]));

@@ -1,4 +1,4 @@
-// ModelQueue — the model worker threads of `gad serve` (one gad::Engine each) and their work.
+// ModelQueue — the model worker threads of `gad serve` (one gad::Detector each) and their work.
 //
 // Score items (one still-encoded image each) wait in a queue. A worker takes the oldest, gathers
 // queued items of the same reference set up to the batch size (waiting at most batch_wait_ms),
@@ -42,7 +42,7 @@ class ModelQueue {
   ModelQueue(const ModelQueue&) = delete;
   ModelQueue& operator=(const ModelQueue&) = delete;
 
-  void start(std::vector<std::unique_ptr<Engine>> engines);
+  void start(std::vector<std::unique_ptr<Detector>> engines);
   void stop();  // once the queue is empty; joins the workers (idempotent)
 
   // Admission: false when `n` more images would exceed the capacity.
@@ -53,12 +53,12 @@ class ModelQueue {
   // Scores one encoded image; `bytes` must stay valid until the future is ready. Decode errors
   // come back as HttpError 400 naming `name`.
   std::future<ScoreRecord> score(const std::string& refset_id, std::string_view bytes, const std::string& name);
-  // Runs `job` on a worker's Engine.
+  // Runs `job` on a worker's Detector.
   template <typename T>
-  std::future<T> run(std::function<T(Engine&)> job) {
+  std::future<T> run(std::function<T(Detector&)> job) {
     auto promise = std::make_shared<std::promise<T>>();
     auto future = promise->get_future();
-    push_job([promise, job = std::move(job)](Engine& engine) {
+    push_job([promise, job = std::move(job)](Detector& engine) {
       try {
         promise->set_value(job(engine));
       } catch (...) {
@@ -70,11 +70,11 @@ class ModelQueue {
 
   // Reference set `id` from the cache, else loaded from the store and cached (HttpError 404 when
   // it is not stored). Call from a job or worker: it uses `engine`.
-  std::shared_ptr<const RefHandle> resolve(Engine& engine, const std::string& id);
+  References resolve(Detector& engine, const std::string& id);
   // An encoded upload decoded and preprocessed for `engine` (HttpError 400 naming `name`).
-  PixelTensor prepare(Engine& engine, std::string_view bytes, const std::string& name) const;
+  PixelTensor prepare(Detector& engine, std::string_view bytes, const std::string& name) const;
   // The same for a reference image: its views (1, or 8 when the engine rotates references).
-  std::vector<PixelTensor> prepare_reference(Engine& engine, std::string_view bytes, const std::string& name) const;
+  std::vector<PixelTensor> prepare_reference(Detector& engine, std::string_view bytes, const std::string& name) const;
 
   uint64_t batches() const { return batches_.load(); }
   uint64_t images_scored() const { return images_.load(); }
@@ -89,20 +89,20 @@ class ModelQueue {
   };
   using Batch = std::vector<std::unique_ptr<ScoreItem>>;
 
-  void push_job(std::function<void(Engine&)> job);
-  void work(Engine& engine);
+  void push_job(std::function<void(Detector&)> job);
+  void work(Detector& engine);
   void gather(Batch& batch, std::unique_lock<std::mutex>& lock);
-  void score_batch(Engine& engine, Batch& batch);
+  void score_batch(Detector& engine, Batch& batch);
 
   const QueueOptions opts_;
   RefStore& store_;
   RefCache& cache_;
-  std::vector<std::unique_ptr<Engine>> engines_;
+  std::vector<std::unique_ptr<Detector>> engines_;
   std::vector<std::thread> threads_;
   std::mutex m_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<ScoreItem>> items_;
-  std::deque<std::function<void(Engine&)>> jobs_;
+  std::deque<std::function<void(Detector&)>> jobs_;
   bool stopping_ = false, job_turn_ = false;
   std::atomic<int64_t> depth_{0};
   std::atomic<uint64_t> batches_{0}, images_{0};

@@ -2,12 +2,12 @@
 
 namespace gad::serve {
 
-std::shared_ptr<const RefHandle> RefCache::get(const std::string& id) {
+References RefCache::get(const std::string& id) {
   std::lock_guard<std::mutex> lock(m_);
   auto it = index_.find(id);
   if (it == index_.end()) {
     ++misses_;
-    return nullptr;
+    return {};
   }
   ++hits_;
   lru_.splice(lru_.begin(), lru_, it->second);
@@ -19,13 +19,13 @@ uint64_t RefCache::generation() {
   return generation_;
 }
 
-void RefCache::put(const std::string& id, std::shared_ptr<const RefHandle> set, size_t bytes, uint64_t loaded_at) {
+void RefCache::put(const std::string& id, References set, size_t bytes, uint64_t loaded_at) {
   std::lock_guard<std::mutex> lock(m_);
   if (loaded_at != generation_) return;
   insert_locked(id, std::move(set), bytes);
 }
 
-void RefCache::replace(const std::string& id, std::shared_ptr<const RefHandle> set, size_t bytes) {
+void RefCache::replace(const std::string& id, References set, size_t bytes) {
   std::lock_guard<std::mutex> lock(m_);
   ++generation_;
   insert_locked(id, std::move(set), bytes);
@@ -42,7 +42,7 @@ RefCache::Stats RefCache::stats() {
   return {cap_, bytes_, lru_.size(), hits_, misses_, evictions_};
 }
 
-void RefCache::insert_locked(const std::string& id, std::shared_ptr<const RefHandle> set, size_t bytes) {
+void RefCache::insert_locked(const std::string& id, References set, size_t bytes) {
   erase_locked(id);
   if (bytes > cap_) return;  // would evict everything and still not fit
   lru_.push_front({id, std::move(set), bytes});

@@ -29,22 +29,22 @@ class RefCache {
     uint64_t hits = 0, misses = 0, evictions = 0;
   };
 
-  std::shared_ptr<const RefHandle> get(const std::string& id);  // nullptr on a miss
+  References get(const std::string& id);  // nullptr on a miss
   uint64_t generation();
   // Inserts a set loaded after generation() returned `loaded_at` (skipped when stale or larger
   // than the whole cap), then evicts down to the cap.
-  void put(const std::string& id, std::shared_ptr<const RefHandle> set, size_t bytes, uint64_t loaded_at);
-  void replace(const std::string& id, std::shared_ptr<const RefHandle> set, size_t bytes);  // invalidates, then puts
+  void put(const std::string& id, References set, size_t bytes, uint64_t loaded_at);
+  void replace(const std::string& id, References set, size_t bytes);  // invalidates, then puts
   void erase(const std::string& id);                                                        // invalidates
   Stats stats();
 
  private:
   struct Entry {
     std::string id;
-    std::shared_ptr<const RefHandle> set;
+    References set;
     size_t bytes;
   };
-  void insert_locked(const std::string& id, std::shared_ptr<const RefHandle> set, size_t bytes);
+  void insert_locked(const std::string& id, References set, size_t bytes);
   void erase_locked(const std::string& id);
 
   const size_t cap_;

@@ -23,6 +23,7 @@
 #include "engine/score_json.h"
 #include "image/header.h"
 #include "image/image.h"
+#include "inctrl/calibration.h"
 #include "maps/anomaly_map.h"
 #include "serve/http.h"
 #include "serve/connection_guard.h"
@@ -292,7 +293,7 @@ struct Admission {
 };
 
 struct BuiltSet {
-  std::shared_ptr<const RefHandle> handle;
+  References handle;
   std::string blob;
 };
 
@@ -455,11 +456,8 @@ struct Server::Impl {
   }
 
   void load_model() {
-    std::vector<std::unique_ptr<Engine>> engines;
-    EngineOptions eo = o.engine;
-    if (eo.threads == 0 && o.workers > 1)
-      eo.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.workers);
-    for (int i = 0; i < o.workers; ++i) engines.push_back(std::make_unique<Engine>(eo));
+    std::vector<std::unique_ptr<Detector>> engines;
+    for (int i = 0; i < o.workers; ++i) engines.push_back(std::make_unique<Detector>(o.engine));
     model_desc = engines[0]->describe();
     fingerprint = engines[0]->fingerprint();
     queue.start(std::move(engines));
@@ -553,13 +551,13 @@ struct Server::Impl {
     const int k = static_cast<int>(u.images.size());
     Admission admission(queue, k, res);
     BuiltSet built = queue
-                         .run<BuiltSet>([&](Engine& engine) {
+                         .run<BuiltSet>([&](Detector& engine) {
                            std::vector<PixelTensor> pixels;  // one full-resolution image at a time
                            for (size_t i = 0; i < u.images.size(); ++i)
                              for (auto& v : queue.prepare_reference(engine, u.images[i].bytes, image_name(i, u.images[i])))
                                pixels.push_back(std::move(v));
-                           auto handle = engine.build_reference_handle(pixels, sources, u.class_name);
-                           return BuiltSet{handle, engine.serialize_references(*handle)};
+                           auto handle = build_references(engine, pixels, sources, u.class_name);
+                           return BuiltSet{handle, handle.to_bytes()};
                          })
                          .get();
     RefRow row;
@@ -570,7 +568,7 @@ struct Server::Impl {
     row.fingerprint = fingerprint;
     row.bytes = static_cast<int64_t>(built.blob.size());
     store.insert(row, built.blob);  // committed before we answer
-    cache.put(row.id, built.handle, Engine::memory_bytes(*built.handle), cache.generation());
+    cache.put(row.id, built.handle, built.handle.memory_bytes(), cache.generation());
     res.set_header("Location", "/v1/refsets/" + row.id);
     send_json(res, 201, row_json(row));
   }
@@ -613,14 +611,14 @@ struct Server::Impl {
     std::string warning;
     const Threshold t = conformal_threshold(scores, far, "conformal-heldout", &warning);
     BuiltSet built = queue
-                         .run<BuiltSet>([&](Engine& engine) {
-                           auto handle = Engine::with_threshold(*queue.resolve(engine, id), t);
-                           return BuiltSet{handle, engine.serialize_references(*handle)};
+                         .run<BuiltSet>([&](Detector& engine) {
+                           auto handle = queue.resolve(engine, id).with_threshold(t);
+                           return BuiltSet{handle, handle.to_bytes()};
                          })
                          .get();
     if (!store.update_blob(id, built.blob))
       throw HttpError(404, "unknown_refset", "reference set '" + id + "' was deleted during calibration");
-    cache.replace(id, built.handle, Engine::memory_bytes(*built.handle));
+    cache.replace(id, built.handle, built.handle.memory_bytes());
     json body{{"refset", id}};
     body.update(threshold_json(t));
     if (!warning.empty()) body["warning"] = warning;

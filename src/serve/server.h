@@ -1,7 +1,7 @@
 // `gad serve` — a REST service that keeps reference sets in SQLite and scores images against them.
 //
 // HTTP handlers only parse, validate (every limit is decided from the request line, headers and
-// image headers, before anything is decoded) and enqueue; model worker threads (one gad::Engine
+// image headers, before anything is decoded) and enqueue; model worker threads (one gad::Detector
 // each, serve/model_queue.h) decode and score. See /openapi.json for the API and README.md
 // ("As a service") for the operational contract.
 //
@@ -26,13 +26,13 @@
 namespace gad::serve {
 
 struct ServeOptions {
-  EngineOptions engine;  // engine.max_pixels: the largest image accepted (width x height)
+  ModelOptions engine;  // engine.max_pixels: the largest image accepted (width x height)
   std::string db = "refs.sqlite";
   std::string host = "127.0.0.1";
   int port = 8080;              // 0: any free port (printed on stderr)
   std::string token;            // non-empty: every request needs "Authorization: Bearer <token>"
   size_t max_body = 20u << 20;  // bytes
-  int workers = 1;              // model worker threads, one Engine each
+  int workers = 1;              // model worker threads, one Detector each
   int queue = 64;               // images queued or being scored; beyond: 429
   int max_k = 32;               // reference images per set
   int max_images = 32;          // images per score or calibrate request

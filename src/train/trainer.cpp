@@ -11,7 +11,7 @@
 #include "backbone/backbone.h"
 #include "eval/metrics.h"
 #include "io/safetensors.h"
-#include "model/precision.h"
+#include "backbone/precision.h"
 #include "model/runtime.h"
 #include "model/weights.h"
 #include "train/episode.h"

@@ -15,7 +15,7 @@ namespace gad {
 struct DownloadOptions {
   // Expected sha256 in hex: all 64 digits, or a prefix of at least 8 (OpenCLIP's release files
   // carry the first 8 digits in their names and are checked that way).
-  // Empty only for catalog files whose publisher gives no checksum (see model/catalog.h).
+  // Empty only for catalog files whose publisher gives no checksum (see engine/catalog.h).
   std::string sha256;
   bool progress = false;     // draw a bytes/ETA bar on stderr
   long connect_timeout_s = 30;

@@ -15,9 +15,9 @@ namespace gad {
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
+  if (!in) fail_as(errno == ENOENT ? ErrorKind::NotFound : ErrorKind::Io, path, ": cannot open (", std::strerror(errno), ")");
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail(path, ": read error");
+  if (in.bad()) fail_as(ErrorKind::Io, path, ": read error");
   return bytes;
 }
 
@@ -29,10 +29,10 @@ std::string read_file_text(const std::string& path) {
 void write_file_atomically(const std::string& path, const std::function<void(std::FILE*)>& write) {
   std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) fail(path, ": cannot create (", std::strerror(errno), ")");
+  if (!f) fail_as(ErrorKind::Io, path, ": cannot create (", std::strerror(errno), ")");
   try {
     write(f);
-    if (std::fflush(f) != 0 || std::ferror(f)) fail(path, ": write error (", std::strerror(errno), ")");
+    if (std::fflush(f) != 0 || std::ferror(f)) fail_as(ErrorKind::Io, path, ": write error (", std::strerror(errno), ")");
   } catch (...) {
     std::fclose(f);
     std::remove(tmp.c_str());
@@ -40,11 +40,11 @@ void write_file_atomically(const std::string& path, const std::function<void(std
   }
   if (std::fclose(f) != 0) {
     std::remove(tmp.c_str());
-    fail(path, ": write error (", std::strerror(errno), ")");
+    fail_as(ErrorKind::Io, path, ": write error (", std::strerror(errno), ")");
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
-    fail(path, ": cannot rename into place (", std::strerror(errno), ")");
+    fail_as(ErrorKind::Io, path, ": cannot rename into place (", std::strerror(errno), ")");
   }
 }
 
@@ -75,7 +75,7 @@ std::string sha256_hex(const uint8_t* data, size_t size) {
 
 std::string file_sha256(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
+  if (!in) fail_as(errno == ENOENT ? ErrorKind::NotFound : ErrorKind::Io, path, ": cannot open (", std::strerror(errno), ")");
   Sha256 h;
   std::vector<char> buf(1 << 20);
   while (in) {

@@ -30,14 +30,14 @@ std::vector<std::string> expand_image_args(const std::vector<std::string>& args,
       for (auto it = fs::recursive_directory_iterator(arg, ec); !ec && it != fs::recursive_directory_iterator();
            it.increment(ec))
         if (it->is_regular_file() && is_image_file(it->path())) found.push_back(it->path().string());
-      if (ec) fail(arg, ": cannot list directory (", ec.message(), ")");
+      if (ec) fail_as(ErrorKind::Io, arg, ": cannot list directory (", ec.message(), ")");
       if (found.empty()) fail(arg, ": no image files in this directory");
       std::sort(found.begin(), found.end());
       out.insert(out.end(), found.begin(), found.end());
     } else if (fs::exists(arg, ec)) {
       out.push_back(arg);
     } else {
-      fail(arg, ": no such file or directory");
+      fail_as(ErrorKind::NotFound, arg, ": no such file or directory");
     }
   }
   if (out.empty()) fail(what, ": no images given");
@@ -66,6 +66,10 @@ std::vector<std::string> draw_references(const std::vector<std::string>& paths, 
   std::vector<std::string> out;
   for (size_t i : draw_indices(paths.size(), static_cast<size_t>(k), rng)) out.push_back(paths[i]);
   return out;
+}
+
+std::vector<std::string> list_images(const std::vector<std::string>& files_or_dirs) {
+  return expand_image_args(files_or_dirs, "images");
 }
 
 }  // namespace gad

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <gad/gad.hpp>
+
 namespace gad {
 
 // Files are taken as given; directories are walked recursively for image files (png, jpg, jpeg,
@@ -13,10 +15,6 @@ namespace gad {
 // An empty result is an error naming the arguments.
 std::vector<std::string> expand_image_args(const std::vector<std::string>& args, const std::string& what);
 
-// Chooses k of `paths` (already sorted) with a partial Fisher–Yates shuffle driven by
-// std::mt19937_64(seed), taking j = i + rng() % (n − i): fully specified by the C++ standard, so
-// the same seed draws the same images everywhere. Returns them in draw order. k > n is an error.
-std::vector<std::string> draw_references(const std::vector<std::string>& paths, int k, uint64_t seed);
 // FNV-1a of `text` started from `seed`: a portable per-name seed (categories, datasets).
 uint64_t name_seed(uint64_t seed, const std::string& text);
 

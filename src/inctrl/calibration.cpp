@@ -1,4 +1,4 @@
-#include "eval/calibration.h"
+#include "inctrl/calibration.h"
 
 #include <algorithm>
 #include <cmath>

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <gad/gad.hpp>
+
 #include "backbone/backbone.h"
 #include "inctrl/heads.h"
 
@@ -23,6 +25,9 @@ struct ModelFiles {
   std::vector<std::string> lite_taps;  // lite backbone patch taps; empty = block_12_add
   int resolution = 0;                  // DINOv2: smaller edge in px (0 = 448, AnomalyDINO's default)
 };
+
+// The files a ModelOptions names.
+ModelFiles model_files(const ModelOptions& options);
 
 struct LoadedModel {
   std::unique_ptr<Backbone> backbone;

@@ -1,4 +1,4 @@
-#include "model/precision.h"
+#include "backbone/precision.h"
 
 #include <fstream>
 #include <sstream>
@@ -22,10 +22,15 @@ bool cpu_has_fast_bf16() {
   return false;
 }
 
+Precision resolve_precision(Precision p) {
+  if (p != Precision::Auto) return p;
+  return cpu_has_fast_bf16() ? Precision::BF16 : Precision::FP32;
+}
+
 Precision parse_precision(const std::string& name) {
   if (name == "fp32") return Precision::FP32;
   if (name == "bf16") return Precision::BF16;
-  if (name == "auto" || name.empty()) return cpu_has_fast_bf16() ? Precision::BF16 : Precision::FP32;
+  if (name == "auto" || name.empty()) return resolve_precision(Precision::Auto);
   fail("--precision: unknown value '", name, "' (use fp32, bf16 or auto)");
 }
 

@@ -11,14 +11,11 @@
 #include <string>
 #include <vector>
 
+#include <gad/gad.hpp>
+
 namespace gad {
 
-struct Threshold {
-  double value = 0;
-  double far = 0;      // requested false-alarm rate
-  std::string method;  // "conformal-heldout" | "conformal-leave-one-out"
-  int64_t n = 0;       // normal scores it was computed from
-};
+// Threshold is declared in <gad/gad.hpp>.
 
 // `warning` (optional) receives a one-line message when n is too small for `far`; "" otherwise.
 Threshold conformal_threshold(std::vector<double> normal_scores, double far, const std::string& method,

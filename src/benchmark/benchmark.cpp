@@ -1,4 +1,4 @@
-#include "eval/benchmark.h"
+#include "benchmark/benchmark.h"
 
 #include <torch/csrc/api/include/torch/version.h>
 
@@ -16,14 +16,14 @@
 #include "data/mvtec_layout.h"
 #include "eval/metrics.h"
 #include "eval/pixel_metrics.h"
-#include "eval/svg_plot.h"
+#include "report/svg_plot.h"
 #include "image/image.h"
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
 #include "maps/anomaly_map.h"
 #include "report/html_report.h"
 #include "report/thumbnails.h"
-#include "methods/anomalydino.h"
+#include "dino/anomalydino.h"
 #include "methods/method.h"
 #include "model/runtime.h"
 #include "util/csv.h"

@@ -1,4 +1,4 @@
-#include "inctrl/prompts.h"
+#include "clip/prompts.h"
 
 #include <algorithm>
 #include <array>

@@ -1,4 +1,4 @@
-#include "model/load_model.h"
+#include "engine/load_model.h"
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -8,7 +8,8 @@
 #include "io/safetensors.h"
 #include "lite/fetch.h"
 #include "lite/lite_backbone.h"
-#include "model/catalog.h"
+#include "engine/catalog.h"
+#include "util/assets.h"
 #include "util/error.h"
 
 namespace gad {
@@ -23,7 +24,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 std::string default_model_file() {
   std::string path = lite_model_path(default_models_dir());
   if (!std::filesystem::exists(path))
-    fail("no model given and the embedded default is not installed: run `gad models fetch lite` (looked for ", path, ")");
+    fail_as(ErrorKind::NotFound, "no model given and the embedded default is not installed: run `gad models fetch lite` (looked for ", path, ")");
   return path;
 }
 
@@ -58,7 +59,7 @@ void check_heads_backbone(const std::string& heads_path, const Backbone& backbon
 
 }  // namespace
 
-std::string shipped_lite_heads_path() { return std::string(GAD_ASSET_DIR) + "/heads/lite-mobilenet_v2.safetensors"; }
+std::string shipped_lite_heads_path() { return asset_path("heads/lite-mobilenet_v2.safetensors"); }
 
 LoadedModel load_model(const ModelFiles& named) {
   ModelFiles files = named;
@@ -101,6 +102,20 @@ LoadedModel load_model(const ModelFiles& named) {
   }
   w.check_all_taken();
   return m;
+}
+
+}  // namespace gad
+
+namespace gad {
+
+ModelFiles model_files(const ModelOptions& o) {
+  ModelFiles f;
+  f.model = o.model;
+  f.config = o.config;
+  f.heads = o.heads;
+  f.lite_taps = o.lite_taps;
+  f.resolution = o.resolution;
+  return f;
 }
 
 }  // namespace gad

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "model/load_model.h"
+#include "engine/load_model.h"
 
 namespace gad {
 

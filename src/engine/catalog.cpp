@@ -1,4 +1,4 @@
-#include "model/catalog.h"
+#include "engine/catalog.h"
 
 #include <filesystem>
 

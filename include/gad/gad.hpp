@@ -1,0 +1,259 @@
+// gad — generalist anomaly detection on CPUs: the C++ API.
+//
+// Show a Detector K normal images of something it has never seen (a References set), and it
+// scores new images for how anomalous they are, with no training on that target:
+//
+//   gad::Detector detector;                                   // the lite model, its defaults
+//   gad::References refs = detector.build_references({"good/1.png", "good/2.png"}, "tile");
+//   for (const gad::ScoreRecord& r : detector.score(refs, {"query.png"}))
+//     std::printf("%s %.6f\n", r.name.c_str(), r.score);
+//
+// This header and <gad/gad.h> (the C API) are the whole public surface: no torch, OpenCV or
+// other third-party header is needed to compile against them.
+//
+// Thread safety: a Detector is safe to use from one thread at a time (give each thread its own,
+// or serialise calls); its methods are const where they do not change the Detector, but the
+// backbone's scratch memory is shared, so concurrent calls on one Detector are not allowed.
+// References are immutable and may be shared by any number of threads and Detectors of the same
+// model. The library never sets thread counts or signal handlers by itself: programs call
+// gad::set_threads() once (the CLI's --threads does).
+//
+// Errors: every failure is a gad::Error whose what() is one line naming the file or option and
+// the problem, and whose kind() says what sort of failure it is (a server maps it to a status).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gad/version.h"
+
+namespace gad {
+
+// "0.1.0": the version of the library actually loaded (may differ from the header's macros).
+const char* version();
+
+// ---- Errors ----
+
+enum class ErrorKind {
+  InvalidArgument,  // a bad option, size or combination (HTTP 400)
+  NotFound,         // a file, model or reference set that does not exist (404)
+  CorruptFile,      // a file that exists but cannot be parsed: truncated, wrong shapes (400/422)
+  Unsupported,      // valid input gad does not handle: a sample type, an architecture (415/400)
+  Io,               // reading or writing failed: disk full, permissions (500)
+  ResourceLimit,    // over a stated cap: pixels, bytes, images per call (413)
+};
+const char* error_kind_name(ErrorKind kind);  // "invalid argument", "not found", ...
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& message, ErrorKind kind = ErrorKind::InvalidArgument)
+      : std::runtime_error(message), kind_(kind) {}
+  ErrorKind kind() const { return kind_; }
+
+ private:
+  ErrorKind kind_;
+};
+
+// ---- Process-wide settings (for programs, not libraries) ----
+
+// Sets the compute threads of torch and OpenBLAS for the whole process (0 = every core) and
+// returns the count in use. Detectors created before or after share it.
+int set_threads(int threads);
+
+// ---- Models ----
+
+enum class Precision { Auto, FP32, BF16 };  // Auto: bf16 when the CPU has AVX512-BF16/AMX
+enum class Scorer { Auto, InCTRL, AnomalyDINO };  // Auto: AnomalyDINO on DINOv2 models, else InCTRL
+
+struct ModelOptions {
+  // A weight file (OpenCLIP/InCTRL .safetensors/.pt/.bin/.pyth, DINOv2 .pth, a lite tfjs
+  // model.json or .safetensors), a fetched model's name (e.g. "vit-b-16-plus-240"), or empty /
+  // "lite" for the installed lite model.
+  std::string model;
+  std::string config;  // CLIP architecture name or JSON file; empty = the model's default
+  // InCTRL adapter + heads: empty = those in the model file (if any), "none", "lite" (the heads
+  // shipped for the lite model) or a file.
+  std::string heads;
+  Precision precision = Precision::Auto;
+  Scorer scorer = Scorer::Auto;  // how new reference sets score; a loaded set keeps its own
+  bool rotate = false;           // AnomalyDINO: add each reference rotated by 45, ..., 315 degrees
+  std::vector<std::string> lite_taps;  // lite model patch taps; empty = its default
+  int resolution = 0;                  // DINOv2: smaller image edge in px; 0 = 448
+  int64_t max_pixels = 40'000'000;     // largest image accepted (width x height), checked before decoding
+};
+
+// ---- Images in memory ----
+
+// Pixels owned by the caller, row-major, interleaved: 1 (gray), 3 (RGB) or 4 (RGBA) channels of
+// 8-bit or 16-bit samples (16-bit keep their high byte, as gad does for 16-bit files).
+struct ImageView {
+  const void* data = nullptr;
+  int width = 0, height = 0, channels = 3;
+  int bits = 8;            // 8 or 16
+  size_t row_bytes = 0;    // bytes from one row to the next; 0 = width * channels * bits / 8
+  std::string name;        // used in results and error messages; "" = "image <index>"
+};
+
+// ---- Reference sets ----
+
+struct Threshold {
+  double value = 0;    // anomalous = score > value
+  double far = 0;      // requested false-alarm rate on normal images
+  std::string method;  // "conformal-heldout" | "conformal-leave-one-out"
+  int64_t n = 0;       // normal scores it was computed from
+};
+
+struct RefHandle;  // internal
+
+// K normal images encoded once (patch banks, global embeddings, text prior), optionally with a
+// calibrated threshold. Immutable; copies share the same tensors.
+class References {
+ public:
+  References() = default;
+  bool empty() const { return !handle_; }
+  explicit operator bool() const { return handle_ != nullptr; }
+  int64_t k() const;
+  std::string class_name() const;
+  std::string scorer() const;  // "inctrl" | "anomalydino"
+  std::optional<Threshold> threshold() const;
+  std::string summary() const;  // "class 'tile', K = 4, text prior, scorer inctrl"
+  size_t memory_bytes() const;  // tensor memory held
+  void save(const std::string& path) const;  // a .gadref file (atomically replaced)
+  std::string to_bytes() const;              // the same bytes, for a database
+  References with_threshold(const Threshold& t) const;  // a calibrated copy
+
+  // Internal: the engine's handle (not part of the stable API).
+  explicit References(std::shared_ptr<const RefHandle> h) : handle_(std::move(h)) {}
+  const std::shared_ptr<const RefHandle>& handle() const { return handle_; }
+
+ private:
+  std::shared_ptr<const RefHandle> handle_;
+};
+
+// ---- Results ----
+
+// How a map's grid was cut from the image (a Result's maps are on the network's patch grid).
+struct CropGeometry {
+  int src_w = 0, src_h = 0;
+  int resized_w = 0, resized_h = 0;
+  int crop_left = 0, crop_top = 0;
+  int size = 0;
+  int crop_w = 0, crop_h = 0;  // a non-square window (DINOv2); 0 = size x size
+  // AnomalyDINO's dists2map: the grid is stretched over the whole original image (ignoring the
+  // few pixels the crop dropped) and smoothed there with σ in original-image pixels.
+  bool stretch_to_image = false;
+  int window_w() const { return crop_w ? crop_w : size; }
+  int window_h() const { return crop_h ? crop_h : size; }
+};
+
+// A float map in the image's own pixels, row-major (height rows of width values).
+struct ImageMap {
+  int width = 0, height = 0;
+  std::vector<float> values;
+};
+
+// One scored image.
+struct ScoreRecord {
+  std::string path;  // the file, or the ImageView's name
+  double score = 0, s_patch = 0, s_img = 0, s_text = 0, s_hol = 0;
+  bool has_text = false, has_heads = false;  // which sub-scores the model has
+  double ms = 0;                             // wall time per image (batch time / batch size)
+  std::vector<float> residual_map;  // row-major patch grid, `grid` columns: InCTRL's M, AnomalyDINO's distances
+  std::vector<float> holistic_map;  // M + s_text + s_img (InCTRL's head input); empty without heads
+  int grid = 0;                     // columns of the grid maps (rows = residual_map.size() / grid)
+  std::optional<double> threshold;  // the reference set's threshold, when it is calibrated
+  CropGeometry geometry;            // how the network input was cut from the image
+  ImageMap map;                     // the map ScoreOptions asked for, in image pixels (else empty)
+  std::optional<bool> anomalous() const {
+    return threshold ? std::optional<bool>(score > *threshold) : std::nullopt;
+  }
+};
+
+enum class MapKind { None, Patch, Holistic };  // Holistic needs heads
+
+struct ScoreOptions {
+  int batch = 8;                  // images per forward pass (results do not depend on it)
+  MapKind map = MapKind::None;    // also return Result::map
+  double map_sigma = 4.0;         // Gaussian smoothing of the map, px at a 240 px input
+};
+
+// A grid map (`grid_w` columns) in the image's own pixels: the crop undone, bilinear, then a
+// Gaussian of σ = sigma_at_240 px at a 240 px input. With geometry.stretch_to_image (DINOv2),
+// AnomalyDINO's dists2map: the grid resized to the whole image, σ in image pixels (scipy's
+// gaussian_filter: reflected border, radius 4σ).
+ImageMap map_to_image(const std::vector<float>& grid_map, int grid_w, const CropGeometry& geometry,
+                      double sigma_at_240 = 4.0);
+
+// The JSON object `gad score` prints for a record, without "path": score, s_patch, s_img / s_text
+// / s_hol when the model has them, "anomalous" when the set is calibrated, ms.
+std::string to_json(const ScoreRecord& record);
+
+// ---- Image lists ----
+
+// The image files `files_or_dirs` name: files as given, directories listed recursively and sorted
+// by path (gad's image extensions). Throws when a path is missing or nothing is found.
+std::vector<std::string> list_images(const std::vector<std::string>& files_or_dirs);
+// K of `paths` drawn by a partial Fisher-Yates shuffle driven by std::mt19937_64(seed) (the same
+// on every machine; the CLI's --k/--seed).
+std::vector<std::string> draw_references(const std::vector<std::string>& paths, int k, uint64_t seed);
+
+// ---- The detector ----
+
+class Detector {
+ public:
+  explicit Detector(const ModelOptions& options = {});
+  ~Detector();
+  Detector(Detector&&) noexcept;
+  Detector& operator=(Detector&&) noexcept;
+  Detector(const Detector&) = delete;
+  Detector& operator=(const Detector&) = delete;
+
+  std::string describe() const;     // backbone, heads, precision
+  std::string fingerprint() const;  // of the backbone weights; reference sets record it
+  bool has_heads() const;
+  // New sets need a class name (InCTRL's text prior, CLIP and lite models).
+  bool needs_class_name() const;
+  int64_t max_pixels() const;
+
+  // Reference sets from K >= 1 normal images (files, or pixels in memory), from an InCTRL
+  // few-shot prompt file, or from a saved set (checked against this model's fingerprint).
+  References build_references(const std::vector<std::string>& paths, const std::string& class_name = "");
+  References build_references(const std::vector<ImageView>& images, const std::string& class_name = "");
+  References build_references_from_prompts(const std::string& prompt_file, const std::string& class_name);
+  References load_references(const std::string& path) const;
+  References references_from_bytes(const std::string& bytes) const;
+
+  // A calibrated copy of `refs`: the threshold that flags at most `far` of normal images, from
+  // held-out normal images (files or pixels), or with no normals from leave-one-out over the
+  // references (needs K >= 2; InCTRL sets on CLIP or lite models). `warning` receives a line
+  // when there are too few normals for `far`.
+  References calibrate(const References& refs, const std::vector<std::string>& normal_paths, double far = 0.05,
+                       std::string* warning = nullptr);
+  References calibrate(const References& refs, const std::vector<ImageView>& normals, double far = 0.05,
+                       std::string* warning = nullptr);
+  // The final score of each reference against a set of the other K − 1 (leave-one-out).
+  std::vector<double> leave_one_out_scores(const References& refs);
+
+  // Scores images; results in input order. The streaming form calls `on_result` per image as
+  // its batch finishes, so a long list never holds more than one batch of images.
+  std::vector<ScoreRecord> score(const References& refs, const std::vector<std::string>& paths,
+                            const ScoreOptions& options = {});
+  void score(const References& refs, const std::vector<std::string>& paths, const ScoreOptions& options,
+             const std::function<void(const ScoreRecord&)>& on_result);
+  std::vector<ScoreRecord> score(const References& refs, const std::vector<ImageView>& images,
+                            const ScoreOptions& options = {});
+
+  struct Impl;  // internal
+  Impl& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gad

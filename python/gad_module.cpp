@@ -1,0 +1,212 @@
+// The Python module `gad`: a thin pybind11 client of the public C++ API (<gad/gad.hpp>).
+//
+//   import gad
+//   d = gad.Detector()                                  # the installed lite model
+//   refs = d.build_references(["good/1.png", "good/2.png"], class_name="tile")
+//   for r in d.score(refs, ["query.png"], maps=True): print(r["path"], r["score"], r["map"].shape)
+//
+// Scores are dicts with the keys of `gad score`'s JSON lines; images are paths (files or
+// directories) or numpy arrays (uint8 / uint16, HxW, HxWx1, HxWx3 RGB or HxWx4 RGBA). The GIL is
+// released while the model runs; gad errors raise gad.Error with gad's one-line message.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gad/gad.hpp>
+
+namespace py = pybind11;
+
+namespace {
+
+gad::Precision precision_of(const std::string& s) {
+  if (s == "auto") return gad::Precision::Auto;
+  if (s == "fp32") return gad::Precision::FP32;
+  if (s == "bf16") return gad::Precision::BF16;
+  throw gad::Error("precision: unknown value '" + s + "' (auto, fp32 or bf16)");
+}
+
+gad::Scorer scorer_of(const std::string& s) {
+  if (s == "auto") return gad::Scorer::Auto;
+  if (s == "inctrl") return gad::Scorer::InCTRL;
+  if (s == "anomalydino") return gad::Scorer::AnomalyDINO;
+  throw gad::Error("scorer: unknown value '" + s + "' (auto, inctrl or anomalydino)");
+}
+
+// Images given as paths, or as numpy arrays viewed in place (the arrays stay referenced by the
+// caller's list for the whole call).
+struct Inputs {
+  std::vector<std::string> paths;
+  std::vector<gad::ImageView> views;
+  std::vector<py::array> keep;  // the arrays the views point into
+};
+
+gad::ImageView view_of(const py::array& a, size_t index) {
+  const std::string name = "image " + std::to_string(index);
+  const bool u8 = py::isinstance<py::array_t<uint8_t>>(a), u16 = py::isinstance<py::array_t<uint16_t>>(a);
+  if (!u8 && !u16) throw gad::Error(name + ": dtype must be uint8 or uint16 (got " + std::string(py::str(a.dtype())) + ")");
+  if (a.ndim() != 2 && a.ndim() != 3) throw gad::Error(name + ": shape must be (H, W) or (H, W, C)");
+  const int channels = a.ndim() == 3 ? static_cast<int>(a.shape(2)) : 1;
+  const ssize_t item = u8 ? 1 : 2;
+  // Rows may be strided (a crop); pixels within a row must be packed.
+  if ((a.ndim() == 3 && a.strides(2) != item) || a.strides(1) != item * channels || a.strides(0) < 0)
+    throw gad::Error(name + ": pixels within a row must be contiguous (use numpy.ascontiguousarray)");
+  gad::ImageView v;
+  v.data = a.data();
+  v.height = static_cast<int>(a.shape(0));
+  v.width = static_cast<int>(a.shape(1));
+  v.channels = channels;
+  v.bits = u8 ? 8 : 16;
+  v.row_bytes = static_cast<size_t>(a.strides(0));
+  v.name = name;
+  return v;
+}
+
+Inputs inputs_of(const py::sequence& items) {
+  Inputs in;
+  if (py::isinstance<py::str>(items)) throw gad::Error("images: give a list of paths or arrays, not one string");
+  for (size_t i = 0; i < items.size(); ++i) {
+    py::object o = items[i];
+    if (py::isinstance<py::array>(o)) {
+      in.keep.push_back(o.cast<py::array>());
+      in.views.push_back(view_of(in.keep.back(), i));
+    } else if (py::isinstance<py::str>(o) || py::hasattr(o, "__fspath__")) {
+      in.paths.push_back(py::str(py::module_::import("os").attr("fspath")(o)));
+    } else {
+      throw gad::Error("image " + std::to_string(i) + ": expected a path or a numpy array");
+    }
+  }
+  if (!in.paths.empty() && !in.views.empty()) throw gad::Error("images: give paths or arrays, not both");
+  return in;
+}
+
+py::dict record_dict(const gad::ScoreRecord& r, bool with_map) {
+  py::dict d = py::module_::import("json").attr("loads")(gad::to_json(r));
+  py::dict out;
+  out["path"] = r.path;
+  for (auto item : d) out[item.first] = item.second;  // the CLI's keys, in its order
+  if (with_map) {
+    py::array_t<float> map({r.map.height, r.map.width});
+    std::copy(r.map.values.begin(), r.map.values.end(), map.mutable_data());
+    out["map"] = map;
+  }
+  return out;
+}
+
+py::object threshold_dict(const gad::References& refs) {
+  auto t = refs.threshold();
+  if (!t) return py::none();
+  py::dict d;
+  d["threshold"] = t->value;
+  d["far"] = t->far;
+  d["method"] = t->method;
+  d["n"] = t->n;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(gad, m) {
+  m.doc() = "gad: few-shot (generalist) anomaly detection on CPUs — InCTRL and AnomalyDINO";
+  m.attr("__version__") = gad::version();
+  // gad.Error(message) with .kind ("not found", "corrupt file", ...), raised for every gad error.
+  static py::exception<gad::Error> error(m, "Error");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const gad::Error& e) {
+      py::object instance = py::reinterpret_borrow<py::object>(error.ptr())(e.what());
+      instance.attr("kind") = gad::error_kind_name(e.kind());
+      PyErr_SetObject(error.ptr(), instance.ptr());
+    }
+  });
+
+  py::class_<gad::References>(m, "ReferenceSet", "K normal images encoded once (immutable)")
+      .def_property_readonly("k", &gad::References::k)
+      .def_property_readonly("class_name", &gad::References::class_name)
+      .def_property_readonly("scorer", &gad::References::scorer)
+      .def_property_readonly("threshold", &threshold_dict, "None, or {threshold, far, method, n}")
+      .def_property_readonly("summary", &gad::References::summary)
+      .def("save", &gad::References::save, py::arg("path"), "write a .gadref file (gad refs/score --refs read it)")
+      .def("__repr__", [](const gad::References& r) { return "<gad.ReferenceSet " + r.summary() + ">"; });
+
+  py::class_<gad::Detector>(m, "Detector")
+      .def(py::init([](std::optional<std::string> model, std::optional<std::string> heads, const std::string& precision,
+                       std::optional<int> threads, const std::string& scorer, bool rotate,
+                       std::optional<std::string> config, int64_t max_pixels) {
+             // Threads are process-wide (torch/OpenBLAS): set only when asked.
+             if (threads) gad::set_threads(*threads);
+             gad::ModelOptions o;
+             o.model = model.value_or("");
+             o.heads = heads.value_or("");
+             o.config = config.value_or("");
+             o.precision = precision_of(precision);
+             o.scorer = scorer_of(scorer);
+             o.rotate = rotate;
+             o.max_pixels = max_pixels;
+             py::gil_scoped_release unlocked;
+             return new gad::Detector(o);
+           }),
+           py::arg("model") = py::none(), py::arg("heads") = py::none(), py::arg("precision") = "auto",
+           py::arg("threads") = py::none(), py::arg("scorer") = "auto", py::arg("rotate") = false,
+           py::arg("config") = py::none(), py::arg("max_pixels") = gad::ModelOptions().max_pixels,
+           "Load a model: model=None is the installed lite model; threads sets the process's compute threads")
+      .def("describe", &gad::Detector::describe)
+      .def_property_readonly("has_heads", &gad::Detector::has_heads)
+      .def(
+          "build_references",
+          [](gad::Detector& d, const py::sequence& images, std::optional<std::string> class_name, std::optional<int> k,
+             uint64_t seed) {
+            Inputs in = inputs_of(images);
+            const std::string cls = class_name.value_or("");
+            py::gil_scoped_release unlocked;
+            if (!in.views.empty()) {
+              if (k) throw gad::Error("k: draws apply to paths; pass the arrays you want");
+              return d.build_references(in.views, cls);
+            }
+            std::vector<std::string> paths = gad::list_images(in.paths);
+            if (k) paths = gad::draw_references(paths, *k, seed);
+            return d.build_references(paths, cls);
+          },
+          py::arg("images"), py::arg("class_name") = py::none(), py::arg("k") = py::none(), py::arg("seed") = 0,
+          "Reference set from normal images (paths, directories or arrays); k draws K of the paths with seed")
+      .def(
+          "load_references", [](gad::Detector& d, const std::string& path) { return d.load_references(path); },
+          py::arg("path"))
+      .def(
+          "calibrate",
+          [](gad::Detector& d, const gad::References& refs, std::optional<py::sequence> normals, double far) {
+            Inputs in = normals ? inputs_of(*normals) : Inputs{};
+            py::gil_scoped_release unlocked;
+            if (!in.views.empty()) return d.calibrate(refs, in.views, far);
+            return d.calibrate(refs, in.paths.empty() ? in.paths : gad::list_images(in.paths), far);
+          },
+          py::arg("refs"), py::arg("normals") = py::none(), py::arg("far") = 0.05,
+          "A calibrated copy: threshold from held-out normals (or leave-one-out over the references)")
+      .def(
+          "score",
+          [](gad::Detector& d, const gad::References& refs, const py::sequence& images, bool maps, int batch) {
+            Inputs in = inputs_of(images);
+            gad::ScoreOptions o;
+            o.batch = batch;
+            o.map = maps ? gad::MapKind::Patch : gad::MapKind::None;
+            std::vector<gad::ScoreRecord> records;
+            {
+              py::gil_scoped_release unlocked;
+              records = in.views.empty() ? d.score(refs, gad::list_images(in.paths), o) : d.score(refs, in.views, o);
+            }
+            py::list out;
+            for (const auto& r : records) out.append(record_dict(r, maps));
+            return out;
+          },
+          py::arg("refs"), py::arg("images"), py::arg("maps") = false, py::arg("batch") = 8,
+          "Score images: a list of dicts (path, score, s_patch, ..., ms[, map: float32 HxW in image pixels])");
+
+  m.def(
+      "load_references", [](const std::string& path, gad::Detector& d) { return d.load_references(path); },
+      py::arg("path"), py::arg("detector"), "Load a .gadref made for this detector's model");
+  m.def("set_threads", &gad::set_threads, py::arg("threads"), "process-wide compute threads (0 = every core)");
+}

@@ -1,0 +1,117 @@
+"""The Python module against the CLI and its own contract (run by the README's ctest command)."""
+import json
+import os
+import struct
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+import gad
+
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHARED = os.environ.get("GAD_SHARED_DIR", os.path.join(SRC, "..", "shared"))
+MODEL = os.path.join(SHARED, "fixtures", "lite", "mobilenet_v2", "model.json")
+CLI = os.environ.get("GAD_CLI", os.path.join(SRC, "build", "gad"))
+TILES = os.path.join(SRC, "examples", "tiles")
+REFS = os.path.join(TILES, "train", "good")
+TEST = sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(TILES, "test")) for f in fs)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return gad.Detector(model=MODEL, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def refs(detector):
+    return detector.build_references([REFS], class_name="tile")
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    return struct.unpack(">II", head[16:24])
+
+
+def test_scores_equal_the_cli(detector, refs):
+    out = subprocess.run([CLI, "score", "--model", MODEL, "--precision", "fp32", "--ref-images", REFS, "--class", "tile",
+                          *TEST], check=True, capture_output=True, text=True).stdout
+    cli = [json.loads(line) for line in out.splitlines()]
+    ours = detector.score(refs, TEST)
+    assert [r["path"] for r in ours] == [c["path"] for c in cli]
+    for a, b in zip(ours, cli):
+        assert list(a.keys()) == list(b.keys())  # the same keys, in the same order
+        assert abs(a["score"] - b["score"]) <= 1e-6
+        assert abs(a["s_patch"] - b["s_patch"]) <= 1e-6
+
+
+def test_refs_properties_save_and_load(detector, refs, tmp_path):
+    assert refs.k == 8 and refs.class_name == "tile" and refs.scorer == "inctrl" and refs.threshold is None
+    path = str(tmp_path / "tiles.gadref")
+    refs.save(path)
+    loaded = gad.load_references(path, detector)
+    assert detector.score(loaded, TEST[:2]) == detector.score(refs, TEST[:2]) or all(
+        a["score"] == b["score"] for a, b in zip(detector.score(loaded, TEST[:2]), detector.score(refs, TEST[:2])))
+    calibrated = detector.calibrate(refs, [os.path.join(TILES, "validation", "good")], far=0.1)
+    assert calibrated.threshold["method"] == "conformal-heldout" and calibrated.threshold["n"] == 9
+    assert "anomalous" in detector.score(calibrated, TEST[:1])[0]
+    drawn = detector.build_references([REFS], class_name="tile", k=3, seed=1)
+    assert drawn.k == 3
+
+
+def test_maps_are_image_sized_float32(detector, refs):
+    r = detector.score(refs, TEST[:1], maps=True)[0]
+    w, h = png_size(TEST[0])
+    assert r["map"].dtype == np.float32 and r["map"].shape == (h, w)
+    assert float(r["map"].max()) > 0
+
+
+def test_arrays_8_and_16_bit(detector, refs):
+    rng = np.random.default_rng(0)
+    rgb16 = rng.integers(0, 65536, size=(40, 56, 3), dtype=np.uint16)
+    rgb8 = (rgb16 >> 8).astype(np.uint8)
+    a, b = detector.score(refs, [rgb16, rgb8])
+    assert a["score"] == b["score"] and a["path"] == "image 0"
+    crop = np.ascontiguousarray(np.pad(rgb8, ((0, 0), (0, 9), (0, 0))))[:, :56]  # strided rows
+    assert detector.score(refs, [crop])[0]["score"] == b["score"]
+    gray_refs = detector.build_references([rgb8[..., 0], rgb8[..., 1]], class_name="tile")
+    assert gray_refs.k == 2
+
+
+def test_errors_are_gad_errors_with_one_line(detector, refs):
+    with pytest.raises(gad.Error) as e:
+        detector.score(refs, ["/nonexistent/query.png"])
+    assert "/nonexistent/query.png" in str(e.value) and "\n" not in str(e.value) and e.value.kind == "not found"
+    with pytest.raises(gad.Error, match="dtype"):
+        detector.score(refs, [np.zeros((8, 8, 3), dtype=np.float32)])
+    with pytest.raises(gad.Error, match="channels"):
+        detector.score(refs, [np.zeros((8, 8, 2), dtype=np.uint8)])
+    with pytest.raises(gad.Error, match="K must be at least 1|no images"):
+        detector.build_references([], class_name="tile")
+    with pytest.raises(gad.Error, match="precision"):
+        gad.Detector(model=MODEL, precision="fp64")
+    with pytest.raises(gad.Error) as e:
+        gad.Detector(model="/nonexistent/model.safetensors")
+    assert e.value.kind == "not found"
+    with pytest.raises(gad.Error, match="largest image"):
+        gad.Detector(model=MODEL, max_pixels=100).score(refs, [np.zeros((20, 20), dtype=np.uint8)])
+
+
+def test_scoring_releases_the_gil(detector, refs):
+    count, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    before = count[0]
+    detector.score(refs, TEST * 3)
+    during = count[0] - before
+    stop.set()
+    t.join()
+    # With the GIL held for the whole call the other thread could not run at all meanwhile.
+    assert during > 1000

@@ -1,0 +1,83 @@
+#include "cli/cli.h"
+
+#include <cstdio>
+
+#include "engine/catalog.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/image_list.h"
+
+namespace gad::cli {
+
+void ModelArgs::add_to(CLI::App* app) {
+  app->add_option("--model", options.model,
+                  "weight file: OpenCLIP/InCTRL .safetensors, .pt, .bin or .pyth; a lite model (tfjs model.json or gad\n"
+                  "lite .safetensors); a fetched model's name (" + catalog_names().substr(6) + "); default or\n"
+                  "'lite': the installed lite model (`gad models fetch lite`)");
+  app->add_option("--lite-taps", options.lite_taps, "lite model patch taps (default block_12_add; e.g. "
+                  "block_12_add,block_5_add)")->delimiter(',');
+  app->add_option("--config", options.config,
+                  "CLIP architecture: ViT-B-16-plus-240 (default), ViT-B-16, ViT-B-32, ViT-L-14, or a JSON file");
+  app->add_option("--heads", options.heads, "separate InCTRL adapter+heads file (overrides heads in --model); 'none' = no "
+                  "heads (score = s_patch); 'lite' = the heads shipped for the lite model (see README)");
+  app->add_option("--resolution", options.resolution, "DINOv2: smaller image edge in px (default 448; inputs are cropped\n"
+                  "to multiples of 14)");
+  app->add_option("--threads", threads, "CPU threads (default: all cores)");
+  app->add_option("--precision", precision,
+                  "fp32 (reference-exact) | bf16 (fast; scores within ~0.01) | auto (default: bf16 if the CPU has "
+                  "AVX512-BF16/AMX)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
+  app->add_option("--max-pixels", options.max_pixels, "largest image accepted, width x height (default 40000000); "
+                  "checked from the file header before decoding");
+}
+
+void ModelArgs::add_scorer_options(CLI::App* app) {
+  app->add_option("--scorer", scorer, "inctrl | anomalydino (training-free patch matching, Damm et al. 2025) | auto\n"
+                  "(default: anomalydino on DINOv2 models, else inctrl); a saved set keeps its scorer")
+      ->check(CLI::IsMember({"auto", "inctrl", "anomalydino"}));
+  app->add_flag("--rotate", options.rotate, "anomalydino: add every reference rotated by 45, 90, ..., 315 degrees");
+}
+
+ModelOptions ModelArgs::resolve() {
+  threads_in_use = set_threads(threads);
+  options.precision = precision == "fp32" ? Precision::FP32 : precision == "bf16" ? Precision::BF16 : Precision::Auto;
+  options.scorer = scorer == "inctrl" ? Scorer::InCTRL : scorer == "anomalydino" ? Scorer::AnomalyDINO : Scorer::Auto;
+  return options;
+}
+
+void RefArgs::add_images_and_class(CLI::App* app) {
+  app->add_option("--class", class_name, "class name for the text prior (e.g. metal_nut; '_' reads as a space)");
+  app->add_option("--k", k,
+                  "draw K of the given images (directories are listed recursively and sorted by path; the draw is a\n"
+                  "partial Fisher-Yates shuffle driven by std::mt19937_64(seed), j = i + rng() % (n - i), the same on\n"
+                  "every machine); default: use every given image");
+  app->add_option("--seed", seed, "seed of the reference draw (default 0)");
+  app->add_option("--prompts", prompts, "an InCTRL few-shot prompt file (fs_samples/<dataset>/<K>/<category>.pt: a torch.save\n"
+                                        "of K preprocessed [3,H,W] tensors, or one [K,3,H,W]) as the references");
+}
+
+References RefArgs::build(Detector& detector) const {
+  if (!refs_file.empty() + !ref_images.empty() + !prompts.empty() > 1)
+    fail("--refs, --ref-images (or reference images) and --prompts are exclusive");
+  if (!refs_file.empty()) return detector.load_references(refs_file);
+  if (!given()) return {};
+  if (class_name.empty() && detector.needs_class_name())
+    fail("--class: a class name is required with reference images or --prompts (the InCTRL scorer's text prior)");
+  if (!prompts.empty()) {
+    if (k != -1) fail("--k: a prompt file is used whole (it holds its own K)");
+    return detector.build_references_from_prompts(prompts, class_name);
+  }
+  std::vector<std::string> paths = expand_image_args(ref_images, "reference images");
+  if (k != -1) paths = draw_references(paths, k, seed);
+  return detector.build_references(paths, class_name);
+}
+
+void log_line(const std::string& s) { std::fprintf(stderr, "gad: %s\n", s.c_str()); }
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  write_file_atomically(path, [&](std::FILE* f) {
+    if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) fail_as(ErrorKind::Io, path, ": write failed");
+  });
+}
+
+}  // namespace gad::cli
