@@ -61,7 +61,9 @@ TEST_F(CApi, ScoresEqualTheCppApi) {
   for (size_t i = 0; i < queries.size(); ++i) {
     double score = -1;
     ASSERT_EQ(gad_score_path(detector_, refs_, queries[i].c_str(), &score, nullptr), GAD_OK) << gad_last_error();
-    EXPECT_EQ(score, expected[i].score) << queries[i];  // the same code path: bit-identical
+    // One image per call here, batches of 8 there: GEMM blocking may differ in the last bits
+    // (gad's batch-size guarantee is 1e-6, checked by the InCTRL case tests).
+    EXPECT_NEAR(score, expected[i].score, 1e-6) << queries[i];
   }
 }
 
@@ -160,7 +162,7 @@ TEST_F(CApi, EveryEntryPointRejectsBadInputWithAStatus) {
   const char* null_item[] = {nullptr};
   EXPECT_EQ(gad_references_build(detector_, null_item, 1, "x", &refs), GAD_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(gad_references_build(detector_, nullptr, 0, "x", &refs), GAD_ERR_INVALID_ARGUMENT);  // K = 0
-  expect_message("K");
+  expect_message("no images");
   EXPECT_EQ(refs, nullptr);
 
   const uint8_t px[12] = {0};

@@ -1,7 +1,7 @@
 /* score REF_DIR CLASS IMAGE... — one anomaly score per line, the C API's smallest complete use.
  *
  *   cc -std=c99 score.c $(pkg-config --cflags --libs gad) -o score
- *   ./score examples/tiles/train/good tile examples/tiles/test/defect/*.png
+ *   ./score examples/tiles/train/good tile examples/tiles/test/defect/000_scratch.png
  *
  * Uses the installed lite model (`gad models fetch lite`); GAD_MODEL names another model file. */
 #include <stdio.h>

@@ -76,7 +76,9 @@ def test_arrays_8_and_16_bit(detector, refs):
     assert a["score"] == b["score"] and a["path"] == "image 0"
     crop = np.ascontiguousarray(np.pad(rgb8, ((0, 0), (0, 9), (0, 0))))[:, :56]  # strided rows
     assert detector.score(refs, [crop])[0]["score"] == b["score"]
-    gray_refs = detector.build_references([rgb8[..., 0], rgb8[..., 1]], class_name="tile")
+    with pytest.raises(gad.Error, match="contiguous"):  # a channel slice: pixels 3 bytes apart
+        detector.build_references([rgb8[..., 0]], class_name="tile")
+    gray_refs = detector.build_references([np.ascontiguousarray(rgb8[..., c]) for c in (0, 1)], class_name="tile")
     assert gray_refs.k == 2
 
 
