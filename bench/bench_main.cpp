@@ -324,7 +324,7 @@ double in_child(const char* what, const std::function<void()>& fn) {
 }
 
 // Each section's child: threads set, no autograd unless a row asks for it.
-gad::LoadedModel load_timed(const gad::ModelFiles& files, const char* what, int threads, bool to_bf16) {
+gad::LoadedModel load_timed(const gad::ModelOptions& files, const char* what, int threads, bool to_bf16) {
   gad::configure_threads(threads);
   auto t0 = Clock::now();
   gad::LoadedModel m = gad::load_model(files);

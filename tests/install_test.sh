@@ -33,7 +33,8 @@ if grep -E 'torch|ATen|c10|opencv|nlohmann|httplib|CLI/' "$WORK/includes.txt"; t
 
 # The C example, as its comment says to build it.
 cc -std=c99 -Wall -Wextra -Werror "$SRC/examples/c/score.c" $(pkg-config --cflags --libs gad) -o "$WORK/score"
-ldd "$WORK/score" | grep -q "$P/.*libgad.so" || fail "the example does not load the installed libgad: $(ldd "$WORK/score" | grep gad)"
+LOADED=$(ldd "$WORK/score" | awk '/libgad/ {print $3}')
+[ -n "$LOADED" ] && [ "$(realpath "$LOADED")" = "$(realpath "$LIB")" ] || fail "the example does not load the installed libgad: $LOADED"
 
 IMAGES=$(ls "$SRC"/examples/tiles/test/*/*.png)
 "$P/bin/gad" score --model "$MODEL" --precision fp32 --ref-images "$SRC/examples/tiles/train/good" --class tile $IMAGES \

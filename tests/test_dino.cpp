@@ -39,7 +39,7 @@ ModelOptions options(const std::string& model, int resolution, bool rotate = fal
 TEST(Dino, PixelValuesAndTokensMatchTheOfficialModel) {
   for (const auto& model : kModels) {
     for (int S : {224, 448}) {
-      LoadedModel m = load_model(model_files(options(model, S)));
+      LoadedModel m = load_model(options(model, S));
       ASSERT_EQ(m.backbone->kind(), "dinov2");
       const auto index = index_of(model);
       for (const auto& f : index["features"]) {
@@ -62,7 +62,7 @@ TEST(Dino, PixelValuesAndTokensMatchTheOfficialModel) {
 
 TEST(Dino, SafetensorsCopyIsTheSameModel) {
   for (const auto& model : kModels) {
-    LoadedModel a = load_model(model_files(options(model, 224))), b = load_model(model_files(options(model, 224, false, "model.safetensors")));
+    LoadedModel a = load_model(options(model, 224)), b = load_model(options(model, 224, false, "model.safetensors"));
     EXPECT_EQ(a.backbone->fingerprint(), b.backbone->fingerprint());
     at::Tensor px = stack_pixels({a.backbone->preprocess(decode_image(image("headct_195.png")))});
     EXPECT_EQ(test::max_abs_diff(a.backbone->encode(px).taps[0], b.backbone->encode(px).taps[0]), 0.0);
@@ -117,7 +117,7 @@ std::string save_variant(const std::string& model, const std::function<void(c10:
 
 std::string load_error(const std::string& path) {
   try {
-    ModelFiles f;
+    ModelOptions f;
     f.model = path;
     load_model(f);
   } catch (const Error& e) {

@@ -14,7 +14,7 @@
 namespace gad {
 namespace {
 
-ModelFiles tiny_files(const std::string& model = "tiny_model/model.safetensors", const std::string& heads = "") {
+ModelOptions tiny_files(const std::string& model = "tiny_model/model.safetensors", const std::string& heads = "") {
   return {test::inctrl_fixture(model), test::inctrl_fixture("tiny_model/config.json"), heads.empty() ? "" : test::inctrl_fixture(heads)};
 }
 
@@ -32,8 +32,8 @@ PixelTensor fixture_pixel_tensor(const std::string& image) {
 // The same tiny weights as the public releases save them (release_formats/README.md): OpenCLIP's
 // GitHub checkpoint ({epoch, name, state_dict} with `module.` keys), its HF-hub plain state dict,
 // each with a separate heads file.
-const std::vector<ModelFiles>& model_layouts() {
-  static const std::vector<ModelFiles> layouts = {
+const std::vector<ModelOptions>& model_layouts() {
+  static const std::vector<ModelOptions> layouts = {
       tiny_files(), tiny_files("tiny_model/model_state.pt"), tiny_files("tiny_model/checkpoint.pyth"),
       tiny_files("release_formats/openclip_release_checkpoint.pt", "release_formats/inctrl_heads.safetensors"),
       tiny_files("release_formats/open_clip_pytorch_model.bin", "release_formats/inctrl_heads.safetensors")};
@@ -55,7 +55,7 @@ nlohmann::json cases_index() { return nlohmann::json::parse(read_file_text(test:
 class InctrlCasesPerLayout : public ::testing::TestWithParam<size_t> {};
 
 TEST_P(InctrlCasesPerLayout, AllCasesMatchReference) {
-  const ModelFiles& files = model_layouts()[GetParam()];
+  const ModelOptions& files = model_layouts()[GetParam()];
   SCOPED_TRACE(files.model);
   LoadedModel m = load_model(files);
   InctrlScorer scorer(*m.backbone, m.heads);

@@ -157,7 +157,7 @@ class TrainTask : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = test::temp_dir("gad_train_task");
     make_task(dir_ + "/data");
-    ModelFiles f;
+    ModelOptions f;
     f.model = test::shared("fixtures/lite/mobilenet_v2/model.json");
     model_ = new LoadedModel(load_model(f));
   }
@@ -281,7 +281,7 @@ TEST_F(TrainTask, FeatureCacheEncodesEachImageOnce) {
 // The CLIP path (text prior per category, CLIP grid) trains and its heads score through the
 // ordinary loader: the tiny random-weight InCTRL model.
 TEST_F(TrainTask, ClipBackboneTrainsWithTextPrior) {
-  ModelFiles f;
+  ModelOptions f;
   f.model = test::inctrl_fixture("tiny_model/model.safetensors");
   f.config = test::inctrl_fixture("tiny_model/config.json");
   f.heads = "none";
@@ -303,7 +303,7 @@ TEST_F(TrainTask, HeadsRefuseAnotherBackbone) {
   o.epochs = 1;
   o.steps = 2;
   run(o);
-  ModelFiles f;
+  ModelOptions f;
   f.model = test::inctrl_fixture("tiny_model/model.safetensors");
   f.config = test::inctrl_fixture("tiny_model/config.json");
   f.heads = o.out;

@@ -21,7 +21,7 @@
 namespace gad {
 
 struct BenchOptions {
-  ModelFiles files;
+  ModelOptions files;
   std::string precision = "auto";
   int threads = 0;
   std::vector<std::string> roots;  // dataset roots: MVTec layout, or a single category folder

@@ -57,7 +57,7 @@ void add_bench_options(CLI::App* cmd, BenchArgs& a) {
 
 int run_bench(BenchArgs& a, const std::string& command) {
   gad::BenchOptions o;
-  o.files = model_files(a.model.resolve());
+  o.files = a.model.resolve();
   o.precision = a.model.precision;
   o.threads = a.model.threads;
   o.roots = a.data;

@@ -52,7 +52,7 @@ int run_train(TrainArgs& a, const std::string& command) {
   o.command = command;
   const ModelOptions model = a.model.resolve();
   const int threads = a.model.threads_in_use;
-  gad::LoadedModel m = gad::load_model(model_files(model));
+  gad::LoadedModel m = gad::load_model(model);
   m.backbone->set_precision(resolve_precision(model.precision));
   o.log(m.backbone->description() + ", " + gad::precision_name(m.backbone->precision()) + ", " +
         std::to_string(threads) + " threads" + (m.heads ? " (the model's own heads are ignored: training new ones)" : ""));

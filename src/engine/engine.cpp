@@ -280,7 +280,7 @@ References References::with_threshold(const Threshold& t) const {
 Detector::Detector(const ModelOptions& options) : impl_(std::make_unique<Impl>()) {
   if (options.max_pixels < 1) fail("--max-pixels: must be at least 1 (got ", options.max_pixels, ")");
   impl_->max_pixels = options.max_pixels;
-  impl_->model = load_model(model_files(options));
+  impl_->model = load_model(options);
   impl_->model.backbone->set_precision(resolve_precision(options.precision));
   impl_->scorer = std::make_unique<InctrlScorer>(*impl_->model.backbone, impl_->model.heads);
   impl_->new_set_scorer = scorer_name(options.scorer, impl_->model.backbone->kind() == "dinov2");

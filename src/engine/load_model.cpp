@@ -29,7 +29,7 @@ std::string default_model_file() {
 }
 
 // A lite backbone from a tfjs model.json or a gad lite file; `w` keeps any head keys of the file.
-std::unique_ptr<Backbone> load_lite(const ModelFiles& files, const std::string& path, Weights& w) {
+std::unique_ptr<Backbone> load_lite(const ModelOptions& files, const std::string& path, Weights& w) {
   if (!files.config.empty()) fail("--config: applies to CLIP and DINOv2 models only, not to the lite model ", path);
   if (files.resolution) fail("--resolution: applies to DINOv2 models only, not to the lite model ", path);
   LiteTaps taps;
@@ -61,8 +61,8 @@ void check_heads_backbone(const std::string& heads_path, const Backbone& backbon
 
 std::string shipped_lite_heads_path() { return asset_path("heads/lite-mobilenet_v2.safetensors"); }
 
-LoadedModel load_model(const ModelFiles& named) {
-  ModelFiles files = named;
+LoadedModel load_model(const ModelOptions& named) {
+  ModelOptions files = named;
   const ResolvedModel resolved = resolve_model_name(files.model, files.config);  // `--model vit-b-16-plus-240`
   files.model = resolved.path;
   files.config = resolved.config;
@@ -106,16 +106,3 @@ LoadedModel load_model(const ModelFiles& named) {
 
 }  // namespace gad
 
-namespace gad {
-
-ModelFiles model_files(const ModelOptions& o) {
-  ModelFiles f;
-  f.model = o.model;
-  f.config = o.config;
-  f.heads = o.heads;
-  f.lite_taps = o.lite_taps;
-  f.resolution = o.resolution;
-  return f;
-}
-
-}  // namespace gad

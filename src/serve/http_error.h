@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <gad/gad.hpp>
+
 namespace gad::serve {
 
 struct HttpError : std::runtime_error {
@@ -13,5 +15,18 @@ struct HttpError : std::runtime_error {
   HttpError(int s, const std::string& reason_label, const std::string& message)
       : std::runtime_error(message), status(s), reason(reason_label) {}
 };
+
+// The HTTP status of a gad::Error by its kind: the client's fault (400, 404, 413, 415) or ours (500).
+inline int http_status(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::NotFound: return 404;
+    case ErrorKind::ResourceLimit: return 413;
+    case ErrorKind::Unsupported: return 415;
+    case ErrorKind::Io: return 500;
+    case ErrorKind::InvalidArgument:
+    case ErrorKind::CorruptFile: break;
+  }
+  return 400;
+}
 
 }  // namespace gad::serve

@@ -78,7 +78,8 @@ Image ModelQueue::decode(std::string_view bytes, const std::string& name) const 
   try {
     return decode_image_bytes(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name, opts_.max_pixels);
   } catch (const Error& e) {
-    throw HttpError(400, "bad_image", e.what());
+    throw HttpError(e.kind() == ErrorKind::ResourceLimit ? 413 : e.kind() == ErrorKind::Unsupported ? 415 : 400,
+                    e.kind() == ErrorKind::ResourceLimit ? "too_many_pixels" : "bad_image", e.what());
   }
 }
 

@@ -698,7 +698,7 @@ struct Server::Impl {
         send_error(res, e.status, e.what());
       } catch (const Error& e) {
         t_reject_reason = "bad_request";
-        send_error(res, 400, e.what());
+        send_error(res, http_status(e.kind()), e.what());
       } catch (const std::exception& e) {
         t_reject_reason = "internal_error";
         send_error(res, 500, std::string("internal error: ") + e.what());
