@@ -375,7 +375,7 @@ TEST(ServeCalibration, CalibrateEndpointStoresTheCliThresholdAndScoresSayAnomalo
     EXPECT_EQ(unknown->status, 404) << unknown->body;
   }
   // The same rule as the CLI on the same set and images: the stored set, exported, recalibrated.
-  serve::RefStore store(db);
+  serve::SqliteStore store(db);
   const std::string set_file = dir + "/set.gadref";
   std::ofstream(set_file, std::ios::binary) << *store.blob(id);
   std::vector<std::string> args = {

@@ -32,6 +32,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/image_list.h"
+#include "util/shard.h"
 
 namespace {
 
@@ -426,7 +427,12 @@ int main(int argc, char** argv) {
   auto* score = app.add_subcommand("score", "score images against a reference set; one JSON line per image");
   model.add_to(score);
   add_scorer_options(score, model.options);
-  score->add_option("queries", images, "query images or directories")->required();
+  score->add_option("queries", images, "query images or directories (with --merge: the shard CSV files)");
+  std::string shard, path_list;
+  bool merge = false;
+  score->add_option("--shard", shard, "I/N: score only slice I (from 0) of the N slices of the sorted inputs");
+  score->add_option("--list", path_list, "also score the paths in FILE, one per line");
+  score->add_flag("--merge", merge, "join shard CSV files into the CSV of one run (to --csv, or stdout)");
   score->add_option("--refs", refs.refs_file, "reference set file from `gad refs build`");
   score->add_option("--ref-images", refs.ref_images, "reference (normal) images or directories");
   refs.add_images_and_class(score);
@@ -525,7 +531,11 @@ int main(int argc, char** argv) {
     if (list->parsed()) return run_models_list(models_dir);
     if (data_convert->parsed()) return run_data_convert(data_kind, data_src, data_dst, conv);
     if (data_fetch->parsed()) return run_data_fetch(data_what, data_dir);
-    if (score->parsed()) return run_score(model, refs, images, batch, csv, maps, report, recorded_command(argc, argv));
+    if (score->parsed() && merge) return csv.empty() ? (std::cout << gad::merge_score_csvs(images), 0)
+                                                     : (write_bytes(csv, gad::merge_score_csvs(images)), 0);
+    if (score->parsed())
+      return run_score(model, refs, gad::score_inputs(images, path_list, shard), batch, csv, maps, report,
+                       recorded_command(argc, argv));
     if (serve_cmd->parsed()) return run_serve(model.options, serve_args, log_line);
     if (bench->parsed()) return run_bench(model.options, bench_args, argc, argv);
     if (train->parsed()) return run_train(model.options, train_opts, argc, argv);

@@ -68,7 +68,10 @@ const char* signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : sig == SI
 
 void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   auto& o = a.options;
-  cmd->add_option("--db", o.db, "SQLite database of reference sets (created if missing; WAL mode)")->required();
+  cmd->add_option("--db", o.db,
+                  "reference-set store: a SQLite file (created if missing; WAL mode), or\n"
+                  "postgresql://user@host:port/dbname, shared by replicas (schema created or migrated)")
+      ->required();
   cmd->add_option("--host", o.host, "address to bind (default 127.0.0.1, loopback only)");
   cmd->add_option("--port", o.port, "port (default 8080; 0: any free port, printed on stderr)");
   cmd->add_option("--token", o.token, "require 'Authorization: Bearer TOKEN' on every request");
