@@ -481,7 +481,7 @@ int main(int argc, char** argv) {
   auto* list = models_cmd->add_subcommand("list", "list the installed models");
   list->add_option("--dir", models_dir, "models directory (default: $GAD_MODELS_DIR or ~/.cache/gad/models)");
 
-  auto* serve_cmd = app.add_subcommand("serve", "REST service: keep reference sets in SQLite, score images over HTTP "
+  auto* serve_cmd = app.add_subcommand("serve", "REST service: keep reference sets in SQLite or PostgreSQL, score images over HTTP "
                                                 "(API: GET /openapi.json)");
   model.add_to(serve_cmd);
   add_scorer_options(serve_cmd, model.options);

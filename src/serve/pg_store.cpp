@@ -41,6 +41,13 @@ std::string without_password(const std::string& uri) {
   return uri.substr(0, colon) + ":***" + uri.substr(at);
 }
 
+// libpq's message without its trailing newline.
+std::string last_error(pg_conn* conn) {
+  std::string msg = PQerrorMessage(conn);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return msg;
+}
+
 constexpr const char* kRowColumns = "id, class, k, created, fingerprint, octet_length(blob), version";
 
 RefRow read_row(const Result& res, int i) {
@@ -71,8 +78,7 @@ Result run(pg_conn* conn, const std::string& where, const std::string& sql, cons
                             formats.data(), binary_result ? 1 : 0));
     const auto status = PQresultStatus(res.r);
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return Result(std::exchange(res.r, nullptr));
-    std::string msg = PQerrorMessage(conn);
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    const std::string msg = last_error(conn);
     if (PQstatus(conn) == CONNECTION_BAD) {
       PQreset(conn);
       if (read_only && attempt == 0 && PQstatus(conn) == CONNECTION_OK) continue;
@@ -89,8 +95,7 @@ PgStore::PgStore(const std::string& uri) : where_(without_password(uri)) {
   const char* values[] = {uri.c_str(), "3", "gad serve", nullptr};
   conn_ = PQconnectdbParams(keys, values, 1);  // 1: dbname is a URI; later keys add to it
   if (!conn_ || PQstatus(conn_) != CONNECTION_OK) {
-    std::string msg = conn_ ? PQerrorMessage(conn_) : "out of memory";
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    const std::string msg = conn_ ? last_error(conn_) : "out of memory";
     PQfinish(conn_);
     conn_ = nullptr;
     fail(where_, ": cannot connect to PostgreSQL (", msg, ")");
@@ -140,8 +145,7 @@ void PgStore::migrate() {
 pg_conn* PgStore::connection() {
   if (PQstatus(conn_) != CONNECTION_OK) PQreset(conn_);
   if (PQstatus(conn_) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(conn_);
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    const std::string msg = last_error(conn_);
     throw HttpError(503, "store_unavailable", "reference-set store unavailable (" + where_ + "): " + msg);
   }
   return conn_;
