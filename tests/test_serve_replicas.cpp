@@ -108,6 +108,11 @@ TEST(ServeReplicas, RequestIdsAndReadiness) {
   auto alive = c.Get("/healthz");
   ASSERT_TRUE(alive);
   EXPECT_EQ(alive->status, 200);
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("gad_rejected_requests_total{reason=\"store_unavailable\"}"), std::string::npos)
+      << metrics->body;
   pg.start();
   auto back = c.Get("/readyz");
   ASSERT_TRUE(back);

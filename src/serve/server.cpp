@@ -646,7 +646,11 @@ struct Server::Impl {
     s.ready = ready.load(std::memory_order_acquire);
     s.queue_depth = queue.depth();
     s.queue_capacity = o.queue;
-    s.refsets = store->count();
+    try {
+      s.refsets = store->count();
+    } catch (const HttpError&) {  // the store is unreachable: /metrics still answers (and /readyz says so)
+      s.refsets = -1;
+    }
     s.batches = queue.batches();
     s.images_scored = queue.images_scored();
     s.cache = cache.stats();
