@@ -121,6 +121,15 @@ TEST(ServeReplicas, RequestIdsAndReadiness) {
   EXPECT_FALSE(id.empty());
 }
 
+TEST(ServeReplicas, ReadyzOnTheEmbeddedSqliteStore) {
+  ServerProcess server(temp_dir("readyz-sqlite") + "/refs.sqlite");
+  auto c = server.client();
+  auto ready = c.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200) << ready->body;
+  EXPECT_EQ(json::parse(ready->body)["store"], "ok");
+}
+
 TEST(ServeReplicas, SchemaIsCreatedOnAnEmptyDatabaseAndANewerOneRefused) {
   PostgresCluster pg;
   pg.create_database("empty");

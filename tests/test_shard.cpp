@@ -86,7 +86,10 @@ TEST(Shard, ThreeShardsMergedEqualOneRun) {
   // the 8th digit).
   const std::string model = "--model " + test::shared("fixtures/lite/mobilenet_v2/model.json") + " --precision fp32";
   const std::string refs = dir + "/r.gadref";
-  ASSERT_EQ(test::run_cli("refs build " + model + " --class tile examples/tiles/train/good -o " + refs).status, 0);
+  ASSERT_EQ(test::run_cli("refs build " + model +
+                          " --class tile examples/tiles/train/good/000.png examples/tiles/train/good/001.png -o " + refs)
+                .status,
+            0);
   auto one = test::run_cli("score " + model + " --refs " + refs + " examples/tiles/test --batch 1 --csv " + dir + "/one.csv");
   ASSERT_EQ(one.status, 0) << one.err;
   // The same images, split between the arguments and a --list file, in another order.

@@ -203,7 +203,7 @@ int64_t PgStore::count() {
   return run(connection(), where_, "SELECT count(*) FROM refsets", {}, false, true).number(0, 0);
 }
 
-std::string PgStore::integrity_check() {
+std::string PgStore::ping() {
   try {
     std::lock_guard<std::mutex> lock(mutex_);
     run(connection(), where_, "SELECT 1", {}, false, true);

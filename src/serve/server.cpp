@@ -756,7 +756,7 @@ struct Server::Impl {
     // answers and the server is not draining. /healthz stays the liveness check.
     svr.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
       const bool loaded = ready.load(std::memory_order_acquire);
-      const std::string store_state = loaded ? store->integrity_check() : "not checked";
+      const std::string store_state = loaded ? store->ping() : "not checked";
       const char* status = draining ? "draining" : !loaded ? "loading" : store_state != "ok" ? "store_unavailable" : "ready";
       json body{{"status", status}, {"model", loaded}, {"store", store_state}};
       if (std::string(status) == "ready") return send_json(res, 200, body);

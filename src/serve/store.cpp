@@ -195,4 +195,14 @@ std::string SqliteStore::integrity_check() {
   return out;
 }
 
+std::string SqliteStore::ping() {
+  try {
+    std::lock_guard<std::mutex> lock(mutex_);
+    query_int(db_, "SELECT count(*) FROM refsets WHERE 0", path_);
+    return "ok";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
 }  // namespace gad::serve

@@ -49,6 +49,7 @@ class RefStore {
   virtual bool remove(const std::string& id) = 0;
   virtual int64_t count() = 0;
   virtual std::string integrity_check() = 0;  // "ok" when healthy and reachable, else why not
+  virtual std::string ping() = 0;             // "ok" when a trivial query answers (cheap: /readyz)
   virtual std::string describe() const = 0;   // for logs (no password)
 
   std::optional<std::string> blob(const std::string& id) {
@@ -77,6 +78,7 @@ class SqliteStore : public RefStore {
   bool remove(const std::string& id) override;
   int64_t count() override;
   std::string integrity_check() override;
+  std::string ping() override;
   std::string describe() const override { return path_; }
 
  private:
