@@ -39,13 +39,15 @@ class ServerProcess {
  public:
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
-  // Starts `gad serve` (the lite model unless `extra` gives another --model) and waits until it
-  // is ready, or only until it is bound when `wait_ready` is false.
+  // Starts `gad serve` (the lite model and any free port unless `extra` gives --model or --port)
+  // and waits until it is ready, or only until it is bound when `wait_ready` is false.
   ServerProcess(const std::string& db, const std::vector<std::string>& extra = {}, bool wait_ready = true) {
-    dir_ = temp_dir("serve-log");
+    static int started = 0;  // several servers may run at once (replicas)
+    dir_ = temp_dir("serve-log-" + std::to_string(started++));
     err_ = dir_ + "/stderr";
-    std::vector<std::string> args = {GAD_CLI, "serve", "--precision", "fp32", "--threads", "2", "--db", db, "--port", "0"};
+    std::vector<std::string> args = {GAD_CLI, "serve", "--precision", "fp32", "--threads", "2", "--db", db};
     if (std::find(extra.begin(), extra.end(), "--model") == extra.end()) args.insert(args.end(), {"--model", kLiteModel});
+    if (std::find(extra.begin(), extra.end(), "--port") == extra.end()) args.insert(args.end(), {"--port", "0"});
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = fork();
     if (pid_ == 0) {

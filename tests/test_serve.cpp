@@ -160,7 +160,7 @@ TEST(Serve, KillNineDuringRegistrationsKeepsEveryAcknowledgedSet) {
     for (auto& t : clients) t.join();
     EXPECT_EQ(server.wait(), 128 + SIGKILL);
 
-    serve::RefStore store(db);
+    serve::SqliteStore store(db);
     EXPECT_EQ(store.integrity_check(), "ok") << "round " << round;
     for (const auto& [id, k] : acked) {
       auto row = store.get(id);

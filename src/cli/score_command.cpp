@@ -19,6 +19,7 @@
 #include "util/csv.h"
 #include "util/error.h"
 #include "util/image_list.h"
+#include "util/shard.h"
 
 namespace gad::cli {
 namespace {
@@ -128,6 +129,8 @@ struct ScoreArgs {
   ModelArgs model;
   RefArgs refs;
   std::vector<std::string> queries;
+  std::string shard, path_list;
+  bool merge = false;
   int batch = 8;
   std::string csv;
   MapArgs maps;
@@ -144,8 +147,14 @@ nlohmann::ordered_json record_json(const ScoreRecord& r) {
 int run_score(ScoreArgs& a, const std::string& command) {
   const MapArgs& maps = a.maps;
   const ReportArgs& report = a.report;
+  if (a.merge) {  // shard CSVs joined into the CSV of one run
+    const std::string merged = merge_score_csvs(a.queries);
+    if (a.csv.empty()) std::cout << merged;
+    else write_bytes(a.csv, merged);
+    return 0;
+  }
   if (!a.refs.given()) fail("score: give --refs FILE, --ref-images ... --class NAME or --prompts FILE --class NAME");
-  auto paths = expand_image_args(a.queries, "queries");
+  auto paths = score_inputs(a.queries, a.path_list, a.shard);
   Detector detector(a.model.resolve());
   log_line(detector.describe());
   maps.check(detector.has_heads());
@@ -181,7 +190,10 @@ void add_score_command(CLI::App& app, Context& ctx) {
   auto* score = app.add_subcommand("score", "score images against a reference set; one JSON line per image");
   a->model.add_to(score);
   a->model.add_scorer_options(score);
-  score->add_option("queries", a->queries, "query images or directories")->required();
+  score->add_option("queries", a->queries, "query images or directories (with --merge: the shard CSV files)");
+  score->add_option("--shard", a->shard, "I/N: score only slice I (from 0) of the N slices of the sorted inputs");
+  score->add_option("--list", a->path_list, "also score the paths in FILE, one per line");
+  score->add_flag("--merge", a->merge, "join shard CSV files into the CSV of one run (to --csv, or stdout)");
   score->add_option("--refs", a->refs.refs_file, "reference set file from `gad refs build`");
   score->add_option("--ref-images", a->refs.ref_images, "reference (normal) images or directories");
   a->refs.add_images_and_class(score);

@@ -81,7 +81,10 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   a.model.add_to(cmd);
   a.model.add_scorer_options(cmd);
   auto& o = a.options;
-  cmd->add_option("--db", o.db, "SQLite database of reference sets (created if missing; WAL mode)")->required();
+  cmd->add_option("--db", o.db,
+                  "reference-set store: a SQLite file (created if missing; WAL mode), or\n"
+                  "postgresql://user@host:port/dbname, shared by replicas (schema created or migrated)")
+      ->required();
   cmd->add_option("--host", o.host, "address to bind (default 127.0.0.1, loopback only)");
   cmd->add_option("--port", o.port, "port (default 8080; 0: any free port, printed on stderr)");
   cmd->add_option("--token", o.token, "require 'Authorization: Bearer TOKEN' on every request");
@@ -147,7 +150,7 @@ int run_serve(ServeArgs& a) {
 
 void add_serve_command(CLI::App& app, Context& ctx) {
   auto a = std::make_shared<ServeArgs>();
-  auto* cmd = app.add_subcommand("serve", "REST service: keep reference sets in SQLite, score images over HTTP "
+  auto* cmd = app.add_subcommand("serve", "REST service: keep reference sets in SQLite or PostgreSQL, score images over HTTP "
                                           "(API: GET /openapi.json)");
   add_serve_options(cmd, *a);
   cmd->callback([a, &ctx] { ctx.run = [a] { return run_serve(*a); }; });

@@ -85,7 +85,7 @@ std::string Metrics::render(const ServerState& s) {
 }
 
 std::string route_label(const std::string& path) {
-  if (path == "/healthz" || path == "/metrics" || path == "/openapi.json" || path == "/v1/refsets") return path;
+  if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/openapi.json" || path == "/v1/refsets") return path;
   const std::string prefix = "/v1/refsets/";
   if (path.compare(0, prefix.size(), prefix) != 0 || path.size() == prefix.size()) return "other";
   const size_t slash = path.find('/', prefix.size());

@@ -41,10 +41,11 @@ bool ModelQueue::admit(int n) {
 
 void ModelQueue::release(int n) { depth_ -= n; }
 
-std::future<ScoreRecord> ModelQueue::score(const std::string& refset_id, std::string_view bytes,
+std::future<ScoreRecord> ModelQueue::score(const std::string& refset_id, int64_t version, std::string_view bytes,
                                            const std::string& name) {
   auto item = std::make_unique<ScoreItem>();
   item->refset_id = refset_id;
+  item->version = version;
   item->name = name;
   item->bytes = bytes;
   auto f = item->result.get_future();
@@ -64,13 +65,13 @@ void ModelQueue::push_job(std::function<void(Detector&)> job) {
   cv_.notify_one();
 }
 
-References ModelQueue::resolve(Detector& engine, const std::string& id) {
-  if (auto cached = cache_.get(id)) return cached;
+References ModelQueue::resolve(Detector& engine, const std::string& id, int64_t version) {
+  if (auto cached = cache_.get(id, version)) return cached;
   const uint64_t generation = cache_.generation();  // before the read: a later invalidation wins
-  auto blob = store_.blob(id);
+  auto blob = store_.load(id);
   if (!blob) throw HttpError(404, "unknown_refset", "unknown reference set '" + id + "'");
-  auto h = engine.references_from_bytes(*blob);
-  cache_.put(id, h, h.memory_bytes(), generation);
+  auto h = engine.references_from_bytes(blob->bytes);
+  cache_.put(id, h, h.memory_bytes(), generation, blob->version);
   return h;
 }
 
@@ -95,11 +96,12 @@ std::vector<PixelTensor> ModelQueue::prepare_reference(Detector& engine, std::st
 // for more to arrive.
 void ModelQueue::gather(Batch& batch, std::unique_lock<std::mutex>& lock) {
   const std::string id = batch[0]->refset_id;
+  const int64_t version = batch[0]->version;
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::microseconds(static_cast<int64_t>(opts_.batch_wait_ms * 1000));
   auto take = [&] {
     for (auto it = items_.begin(); it != items_.end() && static_cast<int>(batch.size()) < opts_.batch;) {
-      if ((*it)->refset_id == id) {
+      if ((*it)->refset_id == id && (*it)->version == version) {
         batch.push_back(std::move(*it));
         it = items_.erase(it);
       } else {
@@ -155,7 +157,7 @@ void ModelQueue::work(Detector& engine) {
 void ModelQueue::score_batch(Detector& engine, Batch& batch) {
   std::vector<ScoreItem*> ready;
   try {
-    auto refs = resolve(engine, batch[0]->refset_id);
+    auto refs = resolve(engine, batch[0]->refset_id, batch[0]->version);
     std::vector<PixelTensor> pixels;
     for (auto& item : batch) {
       try {

@@ -52,7 +52,10 @@ class ModelQueue {
 
   // Scores one encoded image; `bytes` must stay valid until the future is ready. Decode errors
   // come back as HttpError 400 naming `name`.
-  std::future<ScoreRecord> score(const std::string& refset_id, std::string_view bytes, const std::string& name);
+  // `version`: the set's version as the request read it from the store (an older cached copy is
+  // reloaded).
+  std::future<ScoreRecord> score(const std::string& refset_id, int64_t version, std::string_view bytes,
+                                 const std::string& name);
   // Runs `job` on a worker's Detector.
   template <typename T>
   std::future<T> run(std::function<T(Detector&)> job) {
@@ -69,8 +72,8 @@ class ModelQueue {
   }
 
   // Reference set `id` from the cache, else loaded from the store and cached (HttpError 404 when
-  // it is not stored). Call from a job or worker: it uses `engine`.
-  References resolve(Detector& engine, const std::string& id);
+  // it is not stored), at least at `version`. Call from a job or worker: it uses `engine`.
+  References resolve(Detector& engine, const std::string& id, int64_t version);
   // An encoded upload decoded and preprocessed for `engine` (HttpError 400 naming `name`).
   PixelTensor prepare(Detector& engine, std::string_view bytes, const std::string& name) const;
   // The same for a reference image: its views (1, or 8 when the engine rotates references).
@@ -84,6 +87,7 @@ class ModelQueue {
 
   struct ScoreItem {
     std::string refset_id, name;
+    int64_t version = 0;
     std::string_view bytes;
     std::promise<ScoreRecord> result;
   };

@@ -6,14 +6,15 @@ const nlohmann::ordered_json& openapi_document() {
   static const nlohmann::ordered_json doc = nlohmann::ordered_json::parse(R"JSON({
   "openapi": "3.0.3",
   "info": {"title": "gad serve", "version": ")JSON" GAD_VERSION R"JSON(",
-    "description": "Generalist anomaly detection (InCTRL) as a service. Register a reference set (K normal images + class name) once, then score images against it. Errors are {\"error\": message}. With --token every request needs 'Authorization: Bearer <token>'. Scores carry 'anomalous' (score > threshold) once the set is calibrated (POST /v1/refsets/{id}/calibrate, or gad refs calibrate before import). Limits (--max-body, --max-pixels, --max-images, --max-k) are checked before any image is decoded; image dimensions come from the file header."},
+    "description": "Generalist anomaly detection (InCTRL) as a service. Register a reference set (K normal images + class name) once, then score images against it. Errors are {\"error\": message}. With --token every request needs 'Authorization: Bearer <token>'. Scores carry 'anomalous' (score > threshold) once the set is calibrated (POST /v1/refsets/{id}/calibrate, or gad refs calibrate before import). Limits (--max-body, --max-pixels, --max-images, --max-k) are checked before any image is decoded; image dimensions come from the file header. Replicas: several servers may share one PostgreSQL store (--db postgresql://...) behind a load balancer; every request reads the set's row, so a change made through one replica is seen by the next request to any other. Every response carries X-Request-Id (the request's own when it is 1-128 characters of letters, digits and -_.:, else a fresh one), also in the --verbose log line. Scoring changes nothing and may be retried."},
   "components": {
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     "schemas": {
       "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
       "RefSet": {"type": "object", "properties": {
         "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}, "class": {"type": "string"}, "k": {"type": "integer"},
-        "created": {"type": "string", "format": "date-time"}, "fingerprint": {"type": "string"}, "bytes": {"type": "integer"}}},
+        "created": {"type": "string", "format": "date-time"}, "fingerprint": {"type": "string"}, "bytes": {"type": "integer"},
+        "version": {"type": "integer", "description": "1 when registered; grows by one on every calibration"}}},
       "ImagesJson": {"type": "object", "properties": {
         "class": {"type": "string", "description": "class name (registration only)"},
         "images": {"type": "array", "items": {"oneOf": [{"type": "string", "format": "byte"},
@@ -37,11 +38,19 @@ const nlohmann::ordered_json& openapi_document() {
     },
     "responses": {
       "Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    },
+    "parameters": {
+      "RequestId": {"name": "X-Request-Id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]+$"},
+        "description": "echoed in the response's X-Request-Id and the log; generated when absent or not of this form"}
+    },
+    "headers": {
+      "RequestId": {"description": "the request id (see the X-Request-Id parameter)", "schema": {"type": "string"}}
     }
   },
   "security": [{"bearer": []}],
   "paths": {
-    "/healthz": {"get": {"summary": "readiness: 200 {status: ok} once the model is loaded, 503 {status: loading} before", "responses": {"200": {"description": "ok"}, "503": {"description": "model still loading"}}}},
+    "/healthz": {"get": {"summary": "liveness: 200 {status: ok} once the model is loaded, 503 {status: loading} before", "responses": {"200": {"description": "ok"}, "503": {"description": "model still loading"}}}},
+    "/readyz": {"get": {"summary": "readiness for a load balancer: 200 {status: ready} when the model is loaded, the store answers and the server is not draining; else 503 {status: loading | store_unavailable | draining}, with Retry-After", "responses": {"200": {"description": "{status: ready, model: true, store: ok}"}, "503": {"description": "{status, model, store: why not}"}}}},
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
     "/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI 3 document"}}}},
     "/v1/refsets": {
@@ -61,7 +70,7 @@ const nlohmann::ordered_json& openapi_document() {
     "/v1/refsets/{id}/score": {
       "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "map", "in": "query", "schema": {"type": "integer", "enum": [0, 1]}}],
-      "post": {"summary": "score one or several images",
+      "post": {"summary": "score one or several images; changes nothing, so a client or proxy may retry it (idempotent)",
         "requestBody": {"required": true, "content": {
           "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ImagesMultipart"}},
           "application/json": {"schema": {"$ref": "#/components/schemas/ImagesJson"}},
@@ -76,7 +85,7 @@ const nlohmann::ordered_json& openapi_document() {
     "/v1/refsets/{id}/calibrate": {
       "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
         {"name": "far", "in": "query", "schema": {"type": "number", "default": 0.05}, "description": "false-alarm rate in (0, 1); a far form/JSON field overrides it"}],
-      "post": {"summary": "score held-out normal images and store the conformal threshold in the set (one SQLite transaction); later scores carry anomalous",
+      "post": {"summary": "score held-out normal images and store the conformal threshold in the set (one transaction; the set's version grows by one); later scores, through any replica, carry anomalous",
         "requestBody": {"required": true, "content": {
           "multipart/form-data": {"schema": {"$ref": "#/components/schemas/CalibrateMultipart"}},
           "application/json": {"schema": {"$ref": "#/components/schemas/CalibrateJson"}}}},
@@ -87,6 +96,19 @@ const nlohmann::ordered_json& openapi_document() {
           "503": {"$ref": "#/components/responses/Error"}}}}
   }
 })JSON");
+  // Every operation takes and answers X-Request-Id: added here instead of repeated in each.
+  static const nlohmann::ordered_json with_ids = [] {
+    nlohmann::ordered_json d = doc;
+    for (auto& [path, item] : d["paths"].items())
+      for (auto& [method, op] : item.items()) {
+        if (method == "parameters") continue;
+        op["parameters"].push_back({{"$ref", "#/components/parameters/RequestId"}});
+        for (auto& [code, response] : op["responses"].items())
+          if (!response.contains("$ref")) response["headers"]["X-Request-Id"] = {{"$ref", "#/components/headers/RequestId"}};
+      }
+    return d;
+  }();
+  return with_ids;
   return doc;
 }
 

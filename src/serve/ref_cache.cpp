@@ -2,9 +2,13 @@
 
 namespace gad::serve {
 
-References RefCache::get(const std::string& id) {
+References RefCache::get(const std::string& id, int64_t version) {
   std::lock_guard<std::mutex> lock(m_);
   auto it = index_.find(id);
+  if (it != index_.end() && it->second->version < version) {
+    erase_locked(id);
+    it = index_.end();
+  }
   if (it == index_.end()) {
     ++misses_;
     return {};
@@ -19,16 +23,19 @@ uint64_t RefCache::generation() {
   return generation_;
 }
 
-void RefCache::put(const std::string& id, References set, size_t bytes, uint64_t loaded_at) {
+void RefCache::put(const std::string& id, References set, size_t bytes, uint64_t loaded_at,
+                   int64_t version) {
   std::lock_guard<std::mutex> lock(m_);
   if (loaded_at != generation_) return;
-  insert_locked(id, std::move(set), bytes);
+  auto it = index_.find(id);
+  if (it != index_.end() && it->second->version > version) return;
+  insert_locked(id, std::move(set), bytes, version);
 }
 
-void RefCache::replace(const std::string& id, References set, size_t bytes) {
+void RefCache::replace(const std::string& id, References set, size_t bytes, int64_t version) {
   std::lock_guard<std::mutex> lock(m_);
   ++generation_;
-  insert_locked(id, std::move(set), bytes);
+  insert_locked(id, std::move(set), bytes, version);
 }
 
 void RefCache::erase(const std::string& id) {
@@ -42,10 +49,11 @@ RefCache::Stats RefCache::stats() {
   return {cap_, bytes_, lru_.size(), hits_, misses_, evictions_};
 }
 
-void RefCache::insert_locked(const std::string& id, References set, size_t bytes) {
+void RefCache::insert_locked(const std::string& id, References set, size_t bytes,
+                             int64_t version) {
   erase_locked(id);
   if (bytes > cap_) return;  // would evict everything and still not fit
-  lru_.push_front({id, std::move(set), bytes});
+  lru_.push_front({id, std::move(set), bytes, version});
   index_[id] = lru_.begin();
   bytes_ += bytes;
   while (bytes_ > cap_) {

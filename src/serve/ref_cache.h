@@ -6,6 +6,11 @@
 // Stale loads: a worker that reads a set from SQLite while the set is recalibrated or deleted
 // must not put the old version back. Every invalidation bumps a generation; a load inserts only
 // when no invalidation happened since it read generation().
+//
+// Other replicas: every entry carries the store's version of its set. A request reads the set's
+// row (with its version) before scoring, and get() treats an older entry as a miss, so a set
+// recalibrated through another replica is reloaded on its next use; a deleted one is already a
+// 404 at the row read.
 #pragma once
 
 #include <cstddef>
@@ -29,12 +34,15 @@ class RefCache {
     uint64_t hits = 0, misses = 0, evictions = 0;
   };
 
-  References get(const std::string& id);  // nullptr on a miss
+  // nullptr on a miss, or when the cached copy is older than `version` (then dropped).
+  References get(const std::string& id, int64_t version = 0);
   uint64_t generation();
-  // Inserts a set loaded after generation() returned `loaded_at` (skipped when stale or larger
-  // than the whole cap), then evicts down to the cap.
-  void put(const std::string& id, References set, size_t bytes, uint64_t loaded_at);
-  void replace(const std::string& id, References set, size_t bytes);  // invalidates, then puts
+  // Inserts version `version` of a set loaded after generation() returned `loaded_at` (skipped
+  // when stale, older than the cached copy, or larger than the whole cap), then evicts down to the cap.
+  void put(const std::string& id, References set, size_t bytes, uint64_t loaded_at,
+           int64_t version = 1);
+  // Invalidates, then puts.
+  void replace(const std::string& id, References set, size_t bytes, int64_t version = 1);
   void erase(const std::string& id);                                                        // invalidates
   Stats stats();
 
@@ -43,8 +51,9 @@ class RefCache {
     std::string id;
     References set;
     size_t bytes;
+    int64_t version;
   };
-  void insert_locked(const std::string& id, References set, size_t bytes);
+  void insert_locked(const std::string& id, References set, size_t bytes, int64_t version);
   void erase_locked(const std::string& id);
 
   const size_t cap_;

@@ -101,7 +101,8 @@ std::string media_type(const httplib::Request& req) {
 
 json row_json(const RefRow& r) {
   return json{{"id", r.id},           {"class", r.class_name},        {"k", r.k},
-              {"created", r.created}, {"fingerprint", r.fingerprint}, {"bytes", r.bytes}};
+              {"created", r.created}, {"fingerprint", r.fingerprint}, {"bytes", r.bytes},
+              {"version", r.version}};
 }
 
 // Why HOST:PORT cannot be listened on ("" when it can), checked with the socket options the server
@@ -317,6 +318,18 @@ constexpr size_t kMaxHeaderBytes = 16 * 1024;
 thread_local Clock::time_point t_request_start;
 thread_local bool t_request_started = false;
 thread_local std::string t_reject_reason;
+thread_local std::string t_request_id;
+
+// A client's (or proxy's) X-Request-Id when it is short plain text, else a fresh one: either way
+// echoed in the response and the log line, so one request can be followed through nginx and
+// replicas.
+std::string request_id_of(const httplib::Request& req) {
+  std::string id = req.get_header_value("X-Request-Id");
+  bool ok = !id.empty() && id.size() <= 128;
+  for (char c : id)
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':');
+  return ok ? id : random_id();
+}
 
 const char* httplib_reason(int status) {
   switch (status) {
@@ -368,7 +381,7 @@ size_t parse_size(const std::string& text, const std::string& option) {
 struct Server::Impl {
   ServeOptions o;
   Log log;
-  RefStore store;
+  std::unique_ptr<RefStore> store;
   RefCache cache;
   Metrics metrics;
   ModelQueue queue;
@@ -389,9 +402,9 @@ struct Server::Impl {
   Impl(const ServeOptions& options, Log l)
       : o(options),
         log(std::move(l)),
-        store(o.db),
+        store(open_store(o.db)),
         cache(o.cache_bytes ? o.cache_bytes : default_cache_bytes()),
-        queue(QueueOptions{o.batch, o.batch_wait_ms, o.queue, o.engine.max_pixels}, store, cache) {
+        queue(QueueOptions{o.batch, o.batch_wait_ms, o.queue, o.engine.max_pixels}, *store, cache) {
     configure();
     bind();
     routes();
@@ -504,7 +517,7 @@ struct Server::Impl {
     if (!valid_id(id))
       throw HttpError(404, "unknown_refset",
                       "unknown reference set '" + id.substr(0, 64) + "' (ids are 32 hex digits)");
-    auto row = store.get(id);
+    auto row = store->get(id);
     if (!row) throw HttpError(404, "unknown_refset", "unknown reference set '" + id + "'");
     return *row;
   }
@@ -518,11 +531,12 @@ struct Server::Impl {
   }
 
   // Scores every upload against set `id` (admitted as one unit); records in upload order.
-  std::vector<ScoreRecord> score_all(const std::string& id, const Uploads& u, httplib::Response& res) {
+  // `version`: the set's row as this request read it (an older cached copy is reloaded).
+  std::vector<ScoreRecord> score_all(const std::string& id, int64_t version, const Uploads& u, httplib::Response& res) {
     Admission admission(queue, static_cast<int>(u.images.size()), res);
     std::vector<std::future<ScoreRecord>> futures;
     for (size_t i = 0; i < u.images.size(); ++i)
-      futures.push_back(queue.score(id, u.images[i].bytes, image_name(i, u.images[i])));
+      futures.push_back(queue.score(id, version, u.images[i].bytes, image_name(i, u.images[i])));
     std::vector<ScoreRecord> records;
     std::exception_ptr first_error;
     for (auto& f : futures) {  // wait for all, even after an error: the items view our uploads
@@ -567,8 +581,8 @@ struct Server::Impl {
     row.created = utc_now_iso();
     row.fingerprint = fingerprint;
     row.bytes = static_cast<int64_t>(built.blob.size());
-    store.insert(row, built.blob);  // committed before we answer
-    cache.put(row.id, built.handle, built.handle.memory_bytes(), cache.generation());
+    store->insert(row, built.blob);  // committed before we answer
+    cache.put(row.id, built.handle, built.handle.memory_bytes(), cache.generation(), row.version);
     res.set_header("Location", "/v1/refsets/" + row.id);
     send_json(res, 201, row_json(row));
   }
@@ -576,11 +590,11 @@ struct Server::Impl {
   void post_score(const httplib::Request& req, httplib::Response& res) {
     require_ready(res);
     const std::string id = req.matches[1];
-    lookup_for_model(id);
+    const RefRow row = lookup_for_model(id);  // every request reads the row: changes by other replicas show at once
     Uploads u = read_uploads(req, Route::Score);
     check_images(u, std::min(o.max_images, o.queue), "images to score", o.engine.max_pixels);
     const bool want_map = req.get_param_value("map") == "1" || req.get_param_value("map") == "true";
-    std::vector<ScoreRecord> records = score_all(id, u, res);
+    std::vector<ScoreRecord> records = score_all(id, row.version, u, res);
     json results = json::array();
     for (size_t i = 0; i < records.size(); ++i) {
       const auto& r = records[i];
@@ -601,24 +615,24 @@ struct Server::Impl {
   void post_calibrate(const httplib::Request& req, httplib::Response& res) {
     require_ready(res);
     const std::string id = req.matches[1];
-    lookup_for_model(id);
+    const RefRow row = lookup_for_model(id);
     Uploads u = read_uploads(req, Route::Calibrate);
     if (!u.far && req.has_param("far")) u.far = req.get_param_value("far");
     const double far = u.far ? parse_far(*u.far) : 0.05;
     check_images(u, std::min(o.max_images, o.queue), "normal images", o.engine.max_pixels);
     std::vector<double> scores;
-    for (const auto& r : score_all(id, u, res)) scores.push_back(r.score);
+    for (const auto& r : score_all(id, row.version, u, res)) scores.push_back(r.score);
     std::string warning;
     const Threshold t = conformal_threshold(scores, far, "conformal-heldout", &warning);
     BuiltSet built = queue
                          .run<BuiltSet>([&](Detector& engine) {
-                           auto handle = queue.resolve(engine, id).with_threshold(t);
+                           auto handle = queue.resolve(engine, id, row.version).with_threshold(t);
                            return BuiltSet{handle, handle.to_bytes()};
                          })
                          .get();
-    if (!store.update_blob(id, built.blob))
-      throw HttpError(404, "unknown_refset", "reference set '" + id + "' was deleted during calibration");
-    cache.replace(id, built.handle, built.handle.memory_bytes());
+    const auto version = store->update_blob(id, built.blob);
+    if (!version) throw HttpError(404, "unknown_refset", "reference set '" + id + "' was deleted during calibration");
+    cache.replace(id, built.handle, built.handle.memory_bytes(), *version);
     json body{{"refset", id}};
     body.update(threshold_json(t));
     if (!warning.empty()) body["warning"] = warning;
@@ -630,7 +644,11 @@ struct Server::Impl {
     s.ready = ready.load(std::memory_order_acquire);
     s.queue_depth = queue.depth();
     s.queue_capacity = o.queue;
-    s.refsets = store.count();
+    try {
+      s.refsets = store->count();
+    } catch (const HttpError&) {  // the store is unreachable: /metrics still answers (and /readyz says so)
+      s.refsets = -1;
+    }
     s.batches = queue.batches();
     s.images_scored = queue.images_scored();
     s.cache = cache.stats();
@@ -647,6 +665,8 @@ struct Server::Impl {
     svr.set_pre_routing_handler([this, expected_auth](const httplib::Request& req, httplib::Response& res) {
       t_request_start = Clock::now();
       t_request_started = true;
+      t_request_id = request_id_of(req);
+      res.set_header("X-Request-Id", t_request_id);
       if (guard) guard->headers_done(req.remote_addr, req.remote_port);
       size_t header_bytes = 0;
       for (const auto& [k, v] : req.headers) header_bytes += k.size() + v.size() + 4;
@@ -716,8 +736,9 @@ struct Server::Impl {
       if (res.status >= 400) metrics.rejected(t_reject_reason.empty() ? httplib_reason(res.status) : t_reject_reason);
       t_reject_reason.clear();
       if (o.verbose)
-        std::fprintf(stderr, "gad: %s %s %d %.1f ms %zu B\n", req.method.c_str(), req.path.substr(0, 200).c_str(),
-                     res.status, seconds * 1000, res.body.size());
+        std::fprintf(stderr, "gad: %s %s %d %.1f ms %zu B id=%s\n", req.method.c_str(), req.path.substr(0, 200).c_str(),
+                     res.status, seconds * 1000, res.body.size(), t_request_id.empty() ? "-" : t_request_id.c_str());
+      t_request_id.clear();
     });
 
     svr.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
@@ -729,6 +750,18 @@ struct Server::Impl {
       }
       send_json(res, 200, json{{"status", "ok"}, {"queue_depth", queue.depth()}});
     });
+    // Readiness, for a load balancer or Kubernetes readinessProbe: the model is loaded, the store
+    // answers and the server is not draining. /healthz stays the liveness check.
+    svr.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+      const bool loaded = ready.load(std::memory_order_acquire);
+      const std::string store_state = loaded ? store->ping() : "not checked";
+      const char* status = draining ? "draining" : !loaded ? "loading" : store_state != "ok" ? "store_unavailable" : "ready";
+      json body{{"status", status}, {"model", loaded}, {"store", store_state}};
+      if (std::string(status) == "ready") return send_json(res, 200, body);
+      t_reject_reason = status;
+      res.set_header("Retry-After", "1");
+      send_json(res, 503, body);
+    });
     svr.Get("/openapi.json",
             [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, openapi_document()); });
     svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
@@ -736,7 +769,7 @@ struct Server::Impl {
     });
     svr.Get("/v1/refsets", [this](const httplib::Request&, httplib::Response& res) {
       json arr = json::array();
-      for (const auto& r : store.list()) arr.push_back(row_json(r));
+      for (const auto& r : store->list()) arr.push_back(row_json(r));
       send_json(res, 200, json{{"refsets", arr}});
     });
     svr.Post("/v1/refsets", [this](const httplib::Request& req, httplib::Response& res) { post_refset(req, res); });
@@ -746,7 +779,7 @@ struct Server::Impl {
     svr.Delete(R"(/v1/refsets/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
       const std::string id = req.matches[1];
       lookup(id);
-      if (!store.remove(id)) throw HttpError(404, "unknown_refset", "unknown reference set '" + id + "'");
+      if (!store->remove(id)) throw HttpError(404, "unknown_refset", "unknown reference set '" + id + "'");
       cache.erase(id);
       send_json(res, 200, json{{"deleted", id}});
     });
@@ -781,7 +814,7 @@ Server::Server(const ServeOptions& options, Log log) {
   check_options(options);
   impl_ = std::make_unique<Impl>(options, std::move(log));
   const auto cache = impl_->cache.stats();
-  impl_->log("reference sets: " + options.db + " (" + std::to_string(impl_->store.count()) +
+  impl_->log("reference sets: " + impl_->store->describe() + " (" + std::to_string(impl_->store->count()) +
              " stored); in-memory cache up to " + std::to_string(cache.cap >> 20) + " MB" +
              (options.cache_bytes ? "" : " (a quarter of RAM; --cache-mb)"));
   impl_->log("listening on http://" + options.host + ":" + std::to_string(impl_->port));

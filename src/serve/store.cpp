@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include "serve/pg_store.h"
 #include "util/error.h"
 
 namespace gad::serve {
@@ -29,7 +30,7 @@ void exec(sqlite3* db, const char* sql, const std::string& path) {
   }
 }
 
-constexpr const char* kRowColumns = "id, class, k, created, fingerprint, length(blob)";
+constexpr const char* kRowColumns = "id, class, k, created, fingerprint, length(blob), version";
 
 RefRow read_row(Stmt& st) {
   RefRow r;
@@ -39,12 +40,22 @@ RefRow read_row(Stmt& st) {
   r.created = st.col_text(3);
   r.fingerprint = st.col_text(4);
   r.bytes = sqlite3_column_int64(st.s, 5);
+  r.version = sqlite3_column_int64(st.s, 6);
   return r;
 }
 
 }  // namespace
 
-RefStore::RefStore(const std::string& path) : path_(path) {
+bool is_postgres_uri(const std::string& db) {
+  return db.rfind("postgresql://", 0) == 0 || db.rfind("postgres://", 0) == 0;
+}
+
+std::unique_ptr<RefStore> open_store(const std::string& db) {
+  if (is_postgres_uri(db)) return std::make_unique<PgStore>(db);
+  return std::make_unique<SqliteStore>(db);
+}
+
+SqliteStore::SqliteStore(const std::string& path) : path_(path) {
   if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
       SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
@@ -56,10 +67,7 @@ RefStore::RefStore(const std::string& path) : path_(path) {
     sqlite3_busy_timeout(db_, 5000);
     exec(db_, "PRAGMA journal_mode=WAL", path_);
     exec(db_, "PRAGMA synchronous=FULL", path_);
-    exec(db_,
-         "CREATE TABLE IF NOT EXISTS refsets(id TEXT PRIMARY KEY, class TEXT NOT NULL, k INTEGER NOT NULL, "
-         "created TEXT NOT NULL, fingerprint TEXT NOT NULL, blob BLOB NOT NULL)",
-         path_);
+    migrate();
   } catch (...) {
     sqlite3_close(db_);
     db_ = nullptr;
@@ -67,11 +75,16 @@ RefStore::RefStore(const std::string& path) : path_(path) {
   }
 }
 
-RefStore::~RefStore() {
+SqliteStore::~SqliteStore() {
   if (db_) sqlite3_close(db_);
 }
 
 namespace {
+
+int64_t query_int(sqlite3* db, const char* sql, const std::string& path) {
+  Stmt st(db, sql, path);
+  return sqlite3_step(st.s) == SQLITE_ROW ? sqlite3_column_int64(st.s, 0) : 0;
+}
 
 // Runs `body` inside BEGIN IMMEDIATE ... COMMIT; any failure rolls back and rethrows.
 template <typename Body>
@@ -88,7 +101,26 @@ void in_transaction(sqlite3* db, const std::string& path, Body body) {
 
 }  // namespace
 
-void RefStore::insert(const RefRow& row, const std::string& blob) {
+// PRAGMA user_version is the schema version. 0 is a new file or one from before versioning,
+// whose refsets table lacks `version` (every stored set then counts as version 1).
+void SqliteStore::migrate() {
+  in_transaction(db_, path_, [&] {
+    const int64_t found = query_int(db_, "PRAGMA user_version", path_);
+    if (found > kSchemaVersion)
+      fail(path_, ": database schema version ", found, " is newer than this gad knows (", kSchemaVersion,
+           "); upgrade gad or use another --db");
+    if (found == kSchemaVersion) return;
+    exec(db_,
+         "CREATE TABLE IF NOT EXISTS refsets(id TEXT PRIMARY KEY, class TEXT NOT NULL, k INTEGER NOT NULL, "
+         "created TEXT NOT NULL, fingerprint TEXT NOT NULL, blob BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+         path_);
+    if (query_int(db_, "SELECT count(*) FROM pragma_table_info('refsets') WHERE name = 'version'", path_) == 0)
+      exec(db_, "ALTER TABLE refsets ADD COLUMN version INTEGER NOT NULL DEFAULT 1", path_);
+    exec(db_, ("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str(), path_);
+  });
+}
+
+void SqliteStore::insert(const RefRow& row, const std::string& blob) {
   std::lock_guard<std::mutex> lock(mutex_);
   in_transaction(db_, path_, [&] {
     Stmt st(db_, "INSERT INTO refsets(id, class, k, created, fingerprint, blob) VALUES(?,?,?,?,?,?)", path_);
@@ -102,20 +134,21 @@ void RefStore::insert(const RefRow& row, const std::string& blob) {
   });
 }
 
-bool RefStore::update_blob(const std::string& id, const std::string& blob) {
+std::optional<int64_t> SqliteStore::update_blob(const std::string& id, const std::string& blob) {
   std::lock_guard<std::mutex> lock(mutex_);
-  bool found = false;
+  std::optional<int64_t> version;
   in_transaction(db_, path_, [&] {
-    Stmt st(db_, "UPDATE refsets SET blob = ? WHERE id = ?", path_);
+    Stmt st(db_, "UPDATE refsets SET blob = ?, version = version + 1 WHERE id = ? RETURNING version", path_);
     sqlite3_bind_blob64(st.s, 1, blob.data(), blob.size(), SQLITE_TRANSIENT);
     st.text(2, id);
-    if (sqlite3_step(st.s) != SQLITE_DONE) fail(path_, ": sqlite update: ", sqlite3_errmsg(db_));
-    found = sqlite3_changes(db_) > 0;
+    const int rc = sqlite3_step(st.s);
+    if (rc == SQLITE_ROW) version = sqlite3_column_int64(st.s, 0);
+    else if (rc != SQLITE_DONE) fail(path_, ": sqlite update: ", sqlite3_errmsg(db_));
   });
-  return found;
+  return version;
 }
 
-std::vector<RefRow> RefStore::list() {
+std::vector<RefRow> SqliteStore::list() {
   std::lock_guard<std::mutex> lock(mutex_);
   Stmt st(db_, (std::string("SELECT ") + kRowColumns + " FROM refsets ORDER BY created, id").c_str(), path_);
   std::vector<RefRow> out;
@@ -123,7 +156,7 @@ std::vector<RefRow> RefStore::list() {
   return out;
 }
 
-std::optional<RefRow> RefStore::get(const std::string& id) {
+std::optional<RefRow> SqliteStore::get(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
   Stmt st(db_, (std::string("SELECT ") + kRowColumns + " FROM refsets WHERE id = ?").c_str(), path_);
   st.text(1, id);
@@ -131,17 +164,17 @@ std::optional<RefRow> RefStore::get(const std::string& id) {
   return read_row(st);
 }
 
-std::optional<std::string> RefStore::blob(const std::string& id) {
+std::optional<RefBlob> SqliteStore::load(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Stmt st(db_, "SELECT blob FROM refsets WHERE id = ?", path_);
+  Stmt st(db_, "SELECT blob, version FROM refsets WHERE id = ?", path_);
   st.text(1, id);
   if (sqlite3_step(st.s) != SQLITE_ROW) return std::nullopt;
   const void* p = sqlite3_column_blob(st.s, 0);
   int n = sqlite3_column_bytes(st.s, 0);
-  return std::string(static_cast<const char*>(p), static_cast<size_t>(n));
+  return RefBlob{sqlite3_column_int64(st.s, 1), std::string(static_cast<const char*>(p), static_cast<size_t>(n))};
 }
 
-bool RefStore::remove(const std::string& id) {
+bool SqliteStore::remove(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
   Stmt st(db_, "DELETE FROM refsets WHERE id = ?", path_);
   st.text(1, id);
@@ -149,18 +182,27 @@ bool RefStore::remove(const std::string& id) {
   return sqlite3_changes(db_) > 0;
 }
 
-int64_t RefStore::count() {
+int64_t SqliteStore::count() {
   std::lock_guard<std::mutex> lock(mutex_);
-  Stmt st(db_, "SELECT count(*) FROM refsets", path_);
-  return sqlite3_step(st.s) == SQLITE_ROW ? sqlite3_column_int64(st.s, 0) : 0;
+  return query_int(db_, "SELECT count(*) FROM refsets", path_);
 }
 
-std::string RefStore::integrity_check() {
+std::string SqliteStore::integrity_check() {
   std::lock_guard<std::mutex> lock(mutex_);
   Stmt st(db_, "PRAGMA integrity_check", path_);
   std::string out;
   while (sqlite3_step(st.s) == SQLITE_ROW) out += (out.empty() ? "" : "; ") + st.col_text(0);
   return out;
+}
+
+std::string SqliteStore::ping() {
+  try {
+    std::lock_guard<std::mutex> lock(mutex_);
+    query_int(db_, "SELECT count(*) FROM refsets WHERE 0", path_);
+    return "ok";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
 }
 
 }  // namespace gad::serve
