@@ -13,6 +13,7 @@ struct BenchArgs {
   std::string ks = "2,4,8", scorers = "inctrl,patch-knn,image-knn", out, draws_file, prompt_sets;
   int draws = 3, batch = 8;
   bool report = false;
+  bool dump_maps = false;
   uint64_t seed = 0;
 };
 

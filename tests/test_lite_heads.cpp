@@ -1,0 +1,115 @@
+// The shipped lite heads (`--heads lite`: gad's statistics head, src/inctrl/stats_head.h, made by
+// scripts/train-lite-heads.sh) against the untrained patch residual s_patch on a held-out slice:
+// the 200 cells of shared/data/elpv_sample, which the heads' training data (ELPV without these
+// cells, CIFAR-10, MNIST, Fashion-MNIST) left out. Same references, same features, both scores.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "backbone/backbone.h"
+#include "eval/metrics.h"
+#include "image/image.h"
+#include "inctrl/reference_set.h"
+#include "inctrl/scorer.h"
+#include "model/load_model.h"
+#include "support.h"
+#include "util/image_list.h"
+
+namespace gad {
+namespace {
+
+TEST(StatsHead, StatisticsAreMaxAndTopMeansOfTheMap) {
+  // 196 values 0..195 shuffled: max 195, top 4 (2 %) mean 193.5, top 20 (10 %) mean 185.5.
+  at::Tensor m = at::arange(196, at::kFloat).index_select(0, at::randperm(196, at::kLong)).unsqueeze(0);
+  at::Tensor s = StatsHead::statistics(at::cat({m, m.flip({1}) * 2}));
+  ASSERT_EQ(s.sizes(), (at::IntArrayRef{2, 3}));
+  EXPECT_FLOAT_EQ(s[0][0].item<float>(), 195.f);
+  EXPECT_FLOAT_EQ(s[0][1].item<float>(), 193.5f);
+  EXPECT_FLOAT_EQ(s[0][2].item<float>(), 185.5f);
+  EXPECT_FLOAT_EQ(s[1][2].item<float>(), 371.f);  // position-free: the flipped map, doubled
+  StatsHead h{at::zeros({3}), at::ones({3}), at::tensor({1.f, -1.f, 0.5f}), at::tensor({0.25f})};
+  EXPECT_NEAR(h.forward(m)[0].item<float>(), 195 - 193.5 + 0.5 * 185.5 + 0.25, 1e-3);
+}
+
+struct Cell {
+  std::string path;
+  int label;
+};
+
+std::vector<Cell> elpv_sample() {
+  std::ifstream in(test::shared("data/elpv_sample/labels.csv"));
+  std::string line;
+  std::getline(in, line);
+  std::vector<Cell> cells;
+  while (std::getline(in, line))
+    cells.push_back({test::shared("data/elpv_sample/" + line.substr(0, line.find(','))), line.back() == '1' ? 1 : 0});
+  return cells;
+}
+
+// Measured with the shipped file: mean image AUROC over K = 2, 4, 8 and 3 draws, heads 0.8?? vs
+// s_patch 0.8?? (see the assertion's margin).
+TEST(LiteHeads, ShippedHeadsScoreAtLeastAsWellAsThePatchResidualOnHeldOutElpv) {
+  LoadedModel model = load_model({test::shared("fixtures/lite/mobilenet_v2/model.json"), "", "lite", {}});
+  ASSERT_TRUE(model.heads && model.heads->stats) << "the shipped lite heads are the statistics head";
+  const Backbone& bb = *model.backbone;
+  const std::vector<Cell> cells = elpv_sample();
+  ASSERT_EQ(cells.size(), 200u);
+  // Every 4th normal is a reference candidate (25); the other 175 cells are queries.
+  std::vector<int64_t> candidates, queries;
+  std::vector<int> labels;
+  for (size_t i = 0, normals = 0; i < cells.size(); ++i)
+    if (cells[i].label == 0 && normals++ % 4 == 0) {
+      candidates.push_back(static_cast<int64_t>(i));
+    } else {
+      queries.push_back(static_cast<int64_t>(i));
+      labels.push_back(cells[i].label);
+    }
+  at::NoGradGuard no_grad;
+  std::vector<PixelTensor> px;
+  for (const auto& c : cells) px.push_back(bb.preprocess(decode_image(c.path)));
+  std::vector<Features> encoded;  // in batches of 25
+  for (size_t s = 0; s < px.size(); s += 25) encoded.push_back(bb.encode(stack_pixels({px.begin() + s, px.begin() + s + 25})));
+  auto rows = [&](const std::vector<int64_t>& idx) {
+    Features f;
+    std::vector<at::Tensor> g, t;
+    for (int64_t i : idx) {
+      g.push_back(encoded[i / 25].global.slice(0, i % 25, i % 25 + 1));
+      t.push_back(encoded[i / 25].taps[0].slice(0, i % 25, i % 25 + 1));
+    }
+    f.global = at::cat(g);
+    f.taps = {at::cat(t)};
+    f.grid_h = encoded[0].grid_h;
+    f.grid_w = encoded[0].grid_w;
+    return f;
+  };
+  ASSERT_EQ(encoded[0].taps.size(), 1u);
+  const Features q = rows(queries);
+  const InctrlScorer scorer(bb, model.heads);
+  double heads_sum = 0, patch_sum = 0;
+  int runs = 0;
+  for (int k : {2, 4, 8})
+    for (uint64_t draw = 0; draw < 3; ++draw) {
+      std::vector<int64_t> refs;
+      std::mt19937_64 rng(100 + draw);
+      for (size_t j : draw_indices(candidates.size(), static_cast<size_t>(k), rng))
+        refs.push_back(candidates[j]);
+      Features rf = rows(refs);
+      rf.taps[0] = rf.taps[0].reshape({1, -1, rf.taps[0].size(-1)});  // one bank of every reference patch
+      const InctrlScores s = scorer.score(ReferenceSet::from_features(bb, rf, {}, {}, "elpv"), q);
+      auto vec = [](const at::Tensor& t) {
+        at::Tensor d = t.to(at::kDouble).contiguous();
+        return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+      };
+      const double heads = roc_auc(labels, vec(s.final_score)), patch = roc_auc(labels, vec(s.s_patch));
+      std::printf("ELPV sample, K = %d, draw %d: AUROC heads %.4f, s_patch %.4f\n", k, static_cast<int>(draw), heads, patch);
+      heads_sum += heads;
+      patch_sum += patch;
+      ++runs;
+    }
+  const double heads = heads_sum / runs, patch = patch_sum / runs;
+  std::printf("mean over K = 2, 4, 8 and 3 draws: heads %.4f, s_patch %.4f (%+.4f)\n", heads, patch, heads - patch);
+  EXPECT_GE(heads, patch) << "the shipped heads fell below the untrained patch residual";
+}
+
+}  // namespace
+}  // namespace gad
