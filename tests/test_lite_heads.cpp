@@ -13,7 +13,10 @@
 #include "image/image.h"
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
+#include "io/safetensors.h"
 #include "model/load_model.h"
+#include "model/weights.h"
+#include "util/error.h"
 #include "support.h"
 #include "util/image_list.h"
 
@@ -31,6 +34,27 @@ TEST(StatsHead, StatisticsAreMaxAndTopMeansOfTheMap) {
   EXPECT_FLOAT_EQ(s[1][2].item<float>(), 371.f);  // position-free: the flipped map, doubled
   StatsHead h{at::zeros({3}), at::ones({3}), at::tensor({1.f, -1.f, 0.5f}), at::tensor({0.25f})};
   EXPECT_NEAR(h.forward(m)[0].item<float>(), 195 - 193.5 + 0.5 * 185.5 + 0.25, 1e-3);
+}
+
+std::string load_error(const std::string& heads) {
+  try {
+    load_model({test::inctrl_fixture("tiny_model/model.safetensors"), test::inctrl_fixture("tiny_model/config.json"), heads});
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// The variant is for the lite backbone only: the CLIP path keeps the reference's heads.
+TEST(StatsHead, RefusesAClipBackbone) {
+  EXPECT_NE(load_error("lite").find("trained on another backbone"), std::string::npos) << load_error("lite");
+  const std::string bare = test::temp_dir("stats-head-bare") + "/stats.safetensors";  // no gad metadata
+  const at::Tensor three = at::ones({3}), one = at::zeros({1});
+  write_safetensors(bare, {{"stats_head.mean", raw_view(three)}, {"stats_head.scale", raw_view(three)},
+                           {"stats_head.weight", raw_view(three)}, {"stats_head.bias", raw_view(one)}});
+  const std::string e = load_error(bare);
+  EXPECT_NE(e.find("statistics head (gad's variant for the lite backbone) cannot score with"), std::string::npos) << e;
+  EXPECT_NE(e.find(bare), std::string::npos) << e;
 }
 
 // `gad bench --dump-maps` writes what the heads see: one row per test image and draw, s_patch the
