@@ -41,7 +41,8 @@ def load(path):
         cached = path + ".npz"
         if os.path.exists(cached) and os.path.getmtime(cached) >= os.path.getmtime(path):
             z = np.load(cached)
-            return {k: z[k] for k in z.files}
+            if "path" in z.files:
+                return {k: z[k] for k in z.files}
     except OSError:
         pass
     d = parse(path)
@@ -62,6 +63,7 @@ def parse(path):
     num = lambda name: np.array([float(x[col[name]]) if x[col[name]] else np.nan for x in rows])
     return {
         "group": np.array(["%s/%s|%s|%s" % (x[0], x[1], x[2], x[3]) for x in rows]),
+        "path": np.array([x[col["path"]] for x in rows]),
         "category": np.array(["%s/%s" % (x[0], x[1]) for x in rows]),
         "k": num("k").astype(int),
         "draw": num("draw").astype(int),
@@ -171,18 +173,11 @@ LEARNERS = {
 
 
 def split_half(d, seed=0):
-    """In distribution: per category, half the test images train, half evaluate (same images in
-    every K and draw go to the same side)."""
-    rng = np.random.default_rng(seed)
-    paths = np.array([g.split("|")[0] for g in d["group"]])
-    keys = sorted(set(zip(d["category"], d["label"])))
-    train = np.zeros(len(d["label"]), bool)
-    # an image's identity within its category is its row order inside the first (K, draw) run
-    first = (d["k"] == d["k"][0]) & (d["draw"] == d["draw"][0])
-    n_per_run = first.sum()
-    idx_in_run = np.arange(len(d["label"])) % n_per_run
-    side = rng.random(n_per_run) < 0.5
-    train = side[idx_in_run]
+    """In distribution: half the test images (by path) train, half evaluate, the same halves in
+    every (K, draw) run, so no image is on both sides."""
+    paths = sorted(set(d["path"]))
+    side = dict(zip(paths, np.random.default_rng(seed).random(len(paths)) < 0.5))
+    train = np.array([side[p] for p in d["path"]])
     sub = lambda mask: {k: v[mask] for k, v in d.items()}
     return sub(train), sub(~train)
 
