@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -311,6 +312,40 @@ void write_outputs(const BenchOptions& o, const Outputs& out, const std::string&
   write_text(o.out_dir + "/summary.md", md.str());
 }
 
+// OUT/maps.csv (--dump-maps): what the heads see, one row per (test image, K, draw). s_img and
+// s_hol are empty without heads.
+class MapDump {
+ public:
+  MapDump(const std::string& path, const Backbone& bb, const std::optional<InctrlHeads>& heads)
+      : file_(path), scorer_(bb, heads) {}
+  void add(const std::string& dataset, const std::string& category, int k, int draw, const std::vector<std::string>& paths,
+           const std::vector<int>& labels, size_t first, const ReferenceSet& refs, const Features& f) {
+    const InctrlScores s = scorer_.score(refs, f);
+    const at::Tensor m = s.residual_map.contiguous();
+    if (!header_) {
+      file_ << "dataset,category,k,draw,path,label,s_patch,s_img,s_hol";
+      for (int64_t j = 0; j < m.size(1); ++j) file_ << ",m" << j;
+      file_ << "\n";
+      header_ = true;
+    }
+    for (int64_t b = 0; b < m.size(0); ++b) {
+      file_ << dataset << ',' << category << ',' << k << ',' << draw << ',' << paths[first + b] << ',' << labels[first + b]
+            << ',' << csv_number(s.s_patch[b].item<double>()) << ','
+            << (s.s_img.defined() ? csv_number(s.s_img[b].item<double>()) : "") << ','
+            << (s.s_hol.defined() ? csv_number(s.s_hol[b].item<double>()) : "");
+      const float* row = m[b].data_ptr<float>();
+      for (int64_t j = 0; j < m.size(1); ++j) file_ << ',' << csv_number(row[j], "%.6g");
+      file_ << '\n';
+    }
+    if (!file_) fail("bench: cannot write maps.csv");
+  }
+
+ private:
+  std::ofstream file_;
+  InctrlScorer scorer_;
+  bool header_ = false;
+};
+
 // Scores of one (K, draw, method) over a category's test images.
 struct Run {
   int k, draw;
@@ -409,6 +444,8 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
     return stack_pixels(px);
   };
   InctrlScorer patch_scorer(bb, std::nullopt);
+  std::optional<MapDump> dump;
+  if (o.dump_maps) dump.emplace(o.out_dir + "/maps.csv", bb, model.heads);
   const int batch = bb.grid() ? o.batch : 1;  // DINOv2 inputs differ in size: one at a time
   const bool rotations = std::any_of(methods.begin(), methods.end(), [](const auto& m) { return m->wants_rotated_references(); });
   Thumbnails thumbnails;  // the map of `gad score --maps`: the patch residual
@@ -498,6 +535,8 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
           add_maps(run.refs, f, run.maps);
           if (rotations) add_maps(run.rotated, f, run.rotated_maps);
         }
+      if (dump)
+        for (const auto& run : runs) dump->add(c.dataset, c.name, run.k, run.draw, c.test, c.labels, s, run.refs, f);
       for (auto& run : runs)
         for (size_t m = 0; m < methods.size(); ++m) {
           double t1 = now_s();

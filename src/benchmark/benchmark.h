@@ -7,7 +7,8 @@
 // across K, draws and methods. Outputs in OUT: results.csv, scores.csv, draws.json, summary.md,
 // curves/<dataset>_<category>_K<k>.svg (ROC and PR of draw 0). Categories with ground-truth masks
 // (ground_truth/<defect>/<stem>_mask.png for every defect image) also get pixel AUROC and AUPRO
-// (src/eval/pixel_metrics.h) of the patch residual map, for the inctrl and patch-knn rows. Files are rewritten after each
+// (src/eval/pixel_metrics.h) of the patch residual map, for the inctrl and patch-knn rows.
+// --dump-maps writes what the heads see (maps.csv), so learners can be compared offline on it. Files are rewritten after each
 // finished category, so an interrupted run keeps complete results for the categories it finished.
 #pragma once
 
@@ -35,6 +36,7 @@ struct BenchOptions {
   std::string command_line;  // recorded in summary.md
   int batch = 8;
   int pixel_max_side = 256;
+  bool dump_maps = false;  // also write OUT/maps.csv: per scored image and draw, s_patch, s_img, s_hol and M
   bool report = false;  // also write OUT/report.html (src/report/html_report.h)  // maps and masks are shrunk to this longer side for pixel metrics
 };
 

@@ -18,6 +18,7 @@ struct BenchArgs {
   std::string ks = "2,4,8", scorers = "inctrl,patch-knn,image-knn", out, draws_file, prompt_sets;
   int draws = 3, batch = 8;
   bool report = false;
+  bool dump_maps = false;
   uint64_t seed = 0;
 };
 
@@ -51,6 +52,8 @@ void add_bench_options(CLI::App* cmd, BenchArgs& a) {
                                                   "one draw per K (the paper's test protocol)");
   cmd->add_option("--batch", a.batch, "images per forward pass (default 8)");
   cmd->add_option("-o,--output", a.out, "output directory")->required();
+  cmd->add_flag("--dump-maps", a.dump_maps, "also write OUT/maps.csv: per test image and draw, label, s_patch, s_img and\n"
+                                             "s_hol (with heads) and the patch residual map M, row-major");
   cmd->add_flag("--report", a.report, "also write OUT/report.html: tables, per category a score histogram, ROC/PR of\n"
                                       "every scorer and overlay thumbnails sorted by score (self-contained HTML)");
 }
@@ -79,6 +82,7 @@ int run_bench(BenchArgs& a, const std::string& command) {
   if (!a.prompt_sets.empty()) o.draws = 1;
   o.batch = a.batch;
   o.report = a.report;
+  o.dump_maps = a.dump_maps;
   o.command_line = command;
   std::signal(SIGINT, on_sigint);
   int finished = gad::run_benchmark(o, &interrupted);

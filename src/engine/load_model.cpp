@@ -93,6 +93,8 @@ LoadedModel load_model(const ModelOptions& named) {
     Weights hw = Weights::load(heads);
     m.heads = InctrlHeads::load(hw, D, P);
     hw.check_all_taken();
+    if (m.heads->stats && m.backbone->kind() != "lite")
+      fail(heads, ": a statistics head (gad's variant for the lite backbone) cannot score with ", m.backbone->description());
     m.heads_source = heads;
     w.ignore_prefix("adapter.");  // a separate heads file replaces any heads in the model file
     w.ignore_prefix("diff_head");

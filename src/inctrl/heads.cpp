@@ -96,6 +96,11 @@ Adapter Adapter::load(Weights& w, int64_t dim) {
 }
 
 InctrlHeads InctrlHeads::load(Weights& w, int64_t embed_dim, int64_t num_patches) {
+  if (StatsHead::present_in(w)) {
+    InctrlHeads h;
+    h.stats = StatsHead::load(w);
+    return h;
+  }
   return {Adapter::load(w, embed_dim), ScoreHead::load(w, "diff_head", num_patches),
           ScoreHead::load(w, "diff_head_ref", embed_dim)};
 }
@@ -111,6 +116,13 @@ InctrlHeads InctrlHeads::init(int64_t embed_dim, int64_t num_patches, uint64_t s
 }
 
 void InctrlHeads::visit(const std::function<void(const std::string&, at::Tensor&)>& fn) {
+  if (stats) {
+    fn("stats_head.mean", stats->mean);
+    fn("stats_head.scale", stats->scale);
+    fn("stats_head.weight", stats->weight);
+    fn("stats_head.bias", stats->bias);
+    return;
+  }
   fn("adapter.fc.0.weight", adapter.fc1);
   fn("adapter.fc.2.weight", adapter.fc2);
   diff_head.visit("diff_head", fn);

@@ -15,11 +15,13 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "clip/clip_model.h"
+#include "inctrl/stats_head.h"
 #include "model/weights.h"
 
 namespace gad {
@@ -57,6 +59,9 @@ struct InctrlHeads {
   Adapter adapter;
   ScoreHead diff_head;      // on the holistic map (num_patches)
   ScoreHead diff_head_ref;  // on the image residual (embed_dim)
+  // gad's lite variant (stats_head.h): when set it alone scores and the members above are empty.
+  // A heads file holding stats_head.* keys loads as this.
+  std::optional<StatsHead> stats;
   static bool present_in(const Weights& w) { return w.has("adapter.fc.0.weight"); }
   static InctrlHeads load(Weights& w, int64_t embed_dim, int64_t num_patches);
   // PyTorch's default initialisation (Linear: U(±1/√fan_in) for weights and biases; BatchNorm:

@@ -83,6 +83,11 @@ InctrlScores InctrlScorer::score(const ReferenceSet& refs, const Features& query
     s.final_score = s.s_patch;
     return s;
   }
+  if (heads_->stats) {  // gad's lite variant: position-free statistics of M, nothing else
+    s.s_hol = at::sigmoid(heads_->stats->forward(s.residual_map));
+    s.final_score = s.s_hol;
+    return s;
+  }
   s.adapter_prompt_mean = heads_->adapter.forward(refs.globals).mean(0);
   HeadOutputs h = apply_heads(*heads_, query.global, s.adapter_prompt_mean.unsqueeze(0), holistic, s.s_patch);
   s.adapter_query = h.adapter_query;

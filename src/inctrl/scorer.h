@@ -6,7 +6,8 @@
 //   text prior      s_text = softmax(100·[f̂·t_n, f̂·t_a])[1]              (CLIP only)
 //   holistic        s_hol = σ(diff_head(M + s_text + s_img)), final = (s_hol + s_patch)/2
 //
-// Without heads only the untrained patch residual exists and final = s_patch. The reference code
+// Without heads only the untrained patch residual exists and final = s_patch. With gad's lite
+// variant (heads.stats, stats_head.h) s_hol = σ(stats head(M)) and final = s_hol. The reference code
 // reshapes instead of permuting when batch > 1 and so mixes samples; we do not reproduce that.
 #pragma once
 
