@@ -16,7 +16,11 @@ namespace {
 struct TempFolder {
   std::string path;
   TempFolder() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "gad-fuzz-XXXXXX").string();
+    // Memory-backed when the system has it: a disk-backed /tmp makes file-reading targets ~50x slower.
+    std::error_code ec;
+    const std::filesystem::path base =
+        std::filesystem::is_directory("/dev/shm", ec) ? std::filesystem::path("/dev/shm") : std::filesystem::temp_directory_path();
+    std::string pattern = (base / "gad-fuzz-XXXXXX").string();
     if (!::mkdtemp(pattern.data())) throw std::runtime_error("cannot create a temporary folder");
     path = pattern;
   }

@@ -17,15 +17,15 @@ shift
 build=build-fuzz
 cxx=${GAD_FUZZ_CXX:-clang++-14}
 
-# target  max_len  rss_limit_mb  timeout_s   (torch-linked targets start at ~350 MB)
-limits="safetensors   4096  1024  5
-torch_archive 8192  2048  10
-tfjs_model    16384 2048  10
-image         65536 1536  10
-serve_request 16384 1536  10
-gadref        4096  2048  10
-tokenizer     2048  1024  5
-lists         4096  1024  5"
+# target  max_len  rss_limit_mb  timeout_s  dictionary   (torch-linked targets start at ~350 MB)
+limits="safetensors   4096  1024  5   json
+torch_archive 8192  2048  10  -
+tfjs_model    16384 2048  10  json
+image         65536 1536  10  -
+serve_request 16384 1536  10  json
+gadref        4096  2048  10  json
+tokenizer     2048  1024  5   -
+lists         4096  1024  5   json"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -38,13 +38,15 @@ cmake --build "$build" >"$work/build.log" 2>&1 || { tail -50 "$work/build.log"; 
 
 mkdir -p fuzz/findings
 failed=()
-while read -r target max_len rss timeout; do
+while read -r target max_len rss timeout dict; do
   if [ $# -gt 0 ] && [[ " $* " != *" $target "* ]]; then continue; fi
   mkdir -p "$work/$target"
   log="$work/$target.log"
+  dict_flag=()
+  if [ "$dict" != - ]; then dict_flag=(-dict="fuzz/$dict.dict"); fi
   # shellcheck disable=SC2086 # GAD_FUZZ_ARGS is a list of flags
   if "$build/fuzz_$target" -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb="$rss" \
-      -timeout="$timeout" -print_final_stats=1 -artifact_prefix="fuzz/findings/$target-" \
+      -timeout="$timeout" -print_final_stats=1 -artifact_prefix="fuzz/findings/$target-" "${dict_flag[@]}" \
       ${GAD_FUZZ_ARGS:-} "$work/$target" "fuzz/corpus/$target" >"$log" 2>&1; then
     done_line=$(grep -E '^Done [0-9]+ runs' "$log" | tail -1)
     cov=$(grep -E '^#[0-9]+' "$log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+' || true)

@@ -3,6 +3,7 @@
 #include <zip.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -77,6 +78,9 @@ class ZipArchive {
     int code = 0;
     zip_ = zip_open(path.c_str(), ZIP_RDONLY, &code);
     if (!zip_) fail_open(path, code);
+    std::error_code ec;
+    file_size_ = std::filesystem::file_size(path, ec);
+    if (ec) fail(path, ": cannot stat (", ec.message(), ")");
   }
   ~ZipArchive() { zip_discard(zip_); }
   ZipArchive(const ZipArchive&) = delete;
@@ -111,12 +115,26 @@ class ZipArchive {
         !(stat.valid & ZIP_STAT_SIZE)) {
       fail(path_, ": truncated or corrupt archive (cannot stat entry ", printable(name), ")");
     }
+    check_stated_size(name, stat);
     auto bytes = std::make_shared<Bytes>(stat.size);
     read_entry(name, static_cast<zip_uint64_t>(index), *bytes);
     return bytes;
   }
 
  private:
+  // The entry's buffer is allocated from the size the archive states, so that size must be one
+  // its compressed bytes can produce: a few hundred bytes must not claim gigabytes. Stored
+  // entries (torch.save writes storages that way) hold exactly their size; deflate expands at most
+  // 1032:1.
+  void check_stated_size(const std::string& name, const zip_stat_t& stat) const {
+    constexpr uint64_t kMaxDeflateRatio = 1032;
+    const bool known = (stat.valid & ZIP_STAT_COMP_SIZE) && (stat.valid & ZIP_STAT_COMP_METHOD);
+    const uint64_t ratio = known && stat.comp_method == ZIP_CM_STORE ? 1 : kMaxDeflateRatio;
+    if (!known || stat.comp_size > file_size_ || stat.size > stat.comp_size * ratio)
+      fail(path_, ": truncated or corrupt archive (entry ", printable(name), " claims ", stat.size, " bytes from ",
+           known ? stat.comp_size : 0, " stored bytes in a ", file_size_, "-byte file)");
+  }
+
   void read_entry(const std::string& name, zip_uint64_t index, Bytes& out) const {
     zip_file_t* file = zip_fopen_index(zip_, index, 0);
     if (!file)
@@ -147,6 +165,7 @@ class ZipArchive {
 
   std::string path_;
   zip_t* zip_ = nullptr;
+  uint64_t file_size_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -481,7 +481,7 @@ at::Tensor decode_weight(const json& spec, const uint8_t* p, int64_t n, const st
   }
   std::string dt = spec.value("dtype", std::string("float32"));
   if (dt != "float32") fail(src, ": weight '", key, "' has unsupported dtype '", dt, "'");
-  std::memcpy(out, p, n * 4);  // little-endian hosts only (as safetensors)
+  if (n > 0) std::memcpy(out, p, n * 4);  // little-endian hosts only (as safetensors); p may be null when n = 0
   return t;
 }
 
@@ -497,10 +497,21 @@ void decode_group(const json& group, const std::vector<uint8_t>& bytes, const st
   for (const json& spec : group.at("weights")) {
     const std::string key = spec.at("name").get<std::string>();
     std::vector<int64_t> shape = spec.at("shape").get<std::vector<int64_t>>();
+    // The count is bounded by the shard before it is multiplied, so a hostile manifest can
+    // neither overflow the product nor make it negative.
+    const int64_t limit = static_cast<int64_t>(bytes.size());
     int64_t n = 1;
-    for (int64_t d : shape) n *= d;
+    for (int64_t d : shape)
+      if (d < 0) fail(spans.back().file, ": weight '", key, "' has a negative dimension ", d);
+    if (std::find(shape.begin(), shape.end(), 0) != shape.end()) n = 0;
+    for (int64_t d : shape)
+      if (n > 0 && n > limit / d)
+        fail(spans.back().file, ": weight '", key, "' has shape ", json(shape).dump(), ", more values than the shard",
+             spans.size() > 1 ? "s' " : "'s ", bytes.size(), " bytes hold");
+      else
+        n *= d;
     const size_t size = static_cast<size_t>(n) * bytes_per_value(spec);
-    if (off + size > bytes.size())
+    if (size > bytes.size() - off)
       fail(spans.back().file, ": truncated: weight '", key, "' needs bytes [", off, ", ", off + size, ") but the shard",
            spans.size() > 1 ? "s hold " : " holds ", bytes.size(), " bytes");
     if (w.has(key)) fail(file_at(spans, off), ": weight '", key, "' appears twice in the manifest");
