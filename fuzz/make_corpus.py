@@ -76,27 +76,38 @@ class TorchPickler(pickle.Pickler):
 
 
 def torch_archive(obj, storages, folder="archive"):
+    """The file (after the target's selector byte 0), and the target's parts form (selector 1):
+    data.pkl and the storages, which the target zips itself."""
     buf = io.BytesIO()
     TorchPickler(buf, protocol=2).dump(obj)
+    parts = b"\x01" + SEP.join([buf.getvalue()] + [storages[k] for k in sorted(storages, key=int)])
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(folder + "/data.pkl", buf.getvalue())
+        def add(name, data):  # a fixed timestamp keeps the seeds byte-for-byte reproducible
+            z.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
+        add(folder + "/data.pkl", buf.getvalue())
         for key, data in storages.items():
-            z.writestr(folder + "/data/" + key, data)
-        z.writestr(folder + "/version", "3\n")
-    return out.getvalue()
+            add(folder + "/data/" + key, data)
+        add(folder + "/version", "3\n")
+    return b"\x00" + out.getvalue(), parts
+
+
+def put_archive(name, obj, storages, folder="archive"):
+    whole, parts = torch_archive(obj, storages, folder)
+    put("torch_archive", name, whole)
+    put("torch_archive", name + ".parts", parts)
 
 
 s0, s1 = Storage("0", "FloatStorage", 6), Storage("1", "LongStorage", 1)
 flat = collections.OrderedDict([("conv.weight", Tensor(s0, 0, [2, 3], [3, 1])), ("conv.bias", Tensor(s0, 4, [2], [1])),
                                 ("steps", Tensor(s1, 0, [], []))])
 storages = {"0": f32(*range(6)), "1": struct.pack("<q", 3)}
-put("torch_archive", "flat", torch_archive(flat, storages))
-put("torch_archive", "wrapped", torch_archive({"model_state": flat, "epoch": 3, "cfg": "x"}, storages, "model_state"))
-put("torch_archive", "module_prefix", torch_archive(collections.OrderedDict(
-    [("module.a", Tensor(s0, 0, [3, 2], [1, 3])), ("module.b", Tensor(Storage("2", "HalfStorage", 2), 0, [2], [1]))]),
-    {"0": f32(*range(6)), "2": b"\x00\x3c\x00\x40"}))
-put("torch_archive", "tensor_list", torch_archive([Tensor(s0, 0, [3], [1]), Tensor(s0, 3, [3], [1])], {"0": f32(*range(6))}))
+put_archive("flat", flat, storages)
+put_archive("wrapped", {"model_state": flat, "epoch": 3, "cfg": "x"}, storages, "model_state")
+put_archive("module_prefix", collections.OrderedDict(
+    [("module.a", Tensor(s0, 0, [3, 2], [1, 3])), ("module.b", Tensor(Storage("1", "HalfStorage", 2), 0, [2], [1]))]),
+    {"0": f32(*range(6)), "1": b"\x00\x3c\x00\x40"})
+put_archive("tensor_list", [Tensor(s0, 0, [3], [1]), Tensor(s0, 3, [3], [1])], {"0": f32(*range(6))})
 
 
 # ---- TF.js layers model: model.json, separator, shard

@@ -19,7 +19,7 @@ cxx=${GAD_FUZZ_CXX:-clang++-14}
 
 # target  max_len  rss_limit_mb  timeout_s  dictionary   (torch-linked targets start at ~350 MB)
 limits="safetensors   4096  1024  5   json
-torch_archive 8192  2048  10  -
+torch_archive 8192  2048  10  pickle
 tfjs_model    16384 2048  10  json
 image         65536 1536  10  -
 serve_request 16384 1536  10  json
