@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}
 shift
-build=build-fuzz
+build="build-fuzz"
 cxx=${GAD_FUZZ_CXX:-clang++-14}
 
 # target  max_len  rss_limit_mb  timeout_s  dictionary   (torch-linked targets start at ~350 MB)
