@@ -71,6 +71,15 @@ TEST(FuzzRegressions, TfjsNegativeOrOverflowingShapesAreRefused) {
             std::string::npos);
 }
 
+TEST(FuzzRegressions, TfjsFloatsWhereIntegersBelongAreRefused) {
+  // Before: nlohmann's float-to-int64 conversion of 3e20, undefined behaviour.
+  EXPECT_NE(tfjs_error("tfjs-huge-float-dimension")
+                .find("weight 'dw/depthwise_kernel' has a non-integer dimension 3.1844674407370955e+20"),
+            std::string::npos);
+  EXPECT_NE(tfjs_error("tfjs-float-filters").find("layer 'conv' (Conv2D): 'filters' must be an integer, got 3.5e+20"),
+            std::string::npos);
+}
+
 // Answers what ReferenceSet::load asks of a backbone; the .gadref inputs carry its fingerprint.
 class FingerprintOnlyBackbone : public gad::Backbone {
  public:
