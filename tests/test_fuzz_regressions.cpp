@@ -57,6 +57,17 @@ TEST(FuzzRegressions, TorchArchiveEntryClaimingGigabytesIsRefusedBeforeAllocatin
   EXPECT_NE(error_of([&] { gad::Weights::load(path); }).find("claims 4160749879 bytes"), std::string::npos);
 }
 
+TEST(FuzzRegressions, TorchArchiveContainersHoldingThemselvesAreRefused) {
+  // Through the memo a pickle can put a dict or list inside itself: before, such values leaked
+  // (shared_ptr cycles) and a {"model_state": itself} wrapper was followed without end.
+  for (const std::string name : {"torch_archive-dict-holds-itself.pt", "torch_archive-list-holds-itself.pt"}) {
+    const std::string path = kDir + name;
+    EXPECT_NE(error_of([&] { gad::read_torch_archive(path); }).find("a container holds itself (a cyclic pickle)"),
+              std::string::npos)
+        << name;
+  }
+}
+
 TEST(FuzzRegressions, TfjsZeroSizeWeightDecodesWithoutTouchingMemory) {
   // A [0,3] weight has no bytes (its tensor has no buffer): it decodes, and is then reported as
   // a key the topology does not use.

@@ -422,6 +422,58 @@ class Resolver {
   virtual Value persistent_load(const Value& pid) = 0;
 };
 
+// Pickle values are shared_ptr graphs, and the memo lets a file put a container inside itself
+// (a list appended to itself, a dict holding itself): such a cycle would never be freed. This
+// walks everything reachable from the roots (iteratively: nesting depth is the file's to choose)
+// and cuts every edge that closes a cycle, so the values are freed; it says whether it cut any.
+bool break_cycles(const std::vector<Value*>& roots) {
+  auto id = [](const Value& v) -> const void* {
+    if (v.items) return v.items.get();
+    if (v.dict) return v.dict.get();
+    return nullptr;
+  };
+  auto children = [](Value& v) {
+    std::vector<Value*> out;
+    if (v.items)
+      for (Value& c : *v.items) out.push_back(&c);
+    if (v.dict)
+      for (auto& [key, value] : v.dict->entries) out.push_back(&key), out.push_back(&value);
+    return out;
+  };
+  enum : char { kOnPath = 1, kDone = 2 };
+  std::unordered_map<const void*, char> state;
+  struct Frame {
+    Value* v;
+    std::vector<Value*> kids;
+    size_t next;
+  };
+  bool cut = false;
+  for (Value* root : roots) {
+    if (!id(*root) || state.count(id(*root))) continue;
+    state[id(*root)] = kOnPath;
+    std::vector<Frame> path{{root, children(*root), 0}};
+    while (!path.empty()) {
+      if (path.back().next == path.back().kids.size()) {
+        state[id(*path.back().v)] = kDone;
+        path.pop_back();
+        continue;
+      }
+      Value* child = path.back().kids[path.back().next++];
+      const void* cid = id(*child);
+      if (!cid) continue;
+      auto it = state.find(cid);
+      if (it == state.end()) {
+        state[cid] = kOnPath;
+        path.push_back({child, children(*child), 0});
+      } else if (it->second == kOnPath) {
+        *child = Value();  // the container stays alive through `path`
+        cut = true;
+      }
+    }
+  }
+  return cut;
+}
+
 class Unpickler {
  public:
   Unpickler(const Bytes& data, std::string where, Resolver& resolver)
@@ -436,8 +488,17 @@ class Unpickler {
     }
     if (stack_.size() != 1 || !marks_.empty())
       bad("STOP with ", stack_.size(), " values on the stack");
+    if (break_cycles({&stack_.back()})) bad("a container holds itself (a cyclic pickle)");
     return std::move(stack_.back());
   }
+  ~Unpickler() {
+    std::vector<Value*> roots;
+    for (Value& v : stack_) roots.push_back(&v);
+    for (auto& [index, v] : memo_) roots.push_back(&v);
+    break_cycles(roots);
+  }
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
 
  private:
   template <typename... Parts>
