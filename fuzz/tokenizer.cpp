@@ -10,11 +10,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const gad::Tokenizer tok = gad::Tokenizer::load_default();
   const std::string text(reinterpret_cast<const char*>(data), size);
   try {
-    const std::vector<int64_t> ids = tok.tokenize(text);
+    const std::vector<int64_t> ids = tok.tokenize(text);  // encode() plus SOT/EOT and padding
     if (ids.size() != 77 || ids[0] != gad::Tokenizer::kSot) std::abort();
-    for (int64_t id : ids)
+    for (int64_t id : ids) {
       if (id < 0 || id > gad::Tokenizer::kEot) std::abort();
-    for (int32_t id : tok.encode(text)) (void)tok.decode_piece(id);
+      (void)tok.decode_piece(static_cast<int32_t>(id));
+    }
   } catch (const gad::Error& e) {
     gad::fuzz::note(e);
   }

@@ -17,14 +17,15 @@ shift
 build="build-fuzz"
 cxx=${GAD_FUZZ_CXX:-clang++-14}
 
-# target  max_len  rss_limit_mb  timeout_s  dictionary   (torch-linked targets start at ~350 MB)
+# target  max_len  rss_limit_mb  timeout_s  dictionary   (torch-linked targets start at ~350 MB;
+# class names are at most 200 bytes in requests, and long inputs only slow the BPE down)
 limits="safetensors   4096  1024  5   json
 torch_archive 8192  2048  10  pickle
 tfjs_model    16384 2048  10  json
 image         65536 1536  10  -
 serve_request 16384 1536  10  json
 gadref        4096  2048  10  json
-tokenizer     2048  1024  5   -
+tokenizer     512   1024  5   -
 lists         4096  1024  5   json"
 
 work=$(mktemp -d)
