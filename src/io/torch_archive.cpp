@@ -491,10 +491,16 @@ class Unpickler {
     if (break_cycles({&stack_.back()})) bad("a container holds itself (a cyclic pickle)");
     return std::move(stack_.back());
   }
+  // Containers that are still alive here but unreachable (popped, or dropped with an error)
+  // can only be alive because they are on a cycle; every one is among those pushed.
   ~Unpickler() {
+    std::vector<Value> alive;
+    for (const auto& weak : containers_)
+      if (auto items = weak.lock()) alive.emplace_back().items = std::move(items);
+    for (const auto& weak : dicts_)
+      if (auto dict = weak.lock()) alive.emplace_back().dict = std::move(dict);
     std::vector<Value*> roots;
-    for (Value& v : stack_) roots.push_back(&v);
-    for (auto& [index, v] : memo_) roots.push_back(&v);
+    for (Value& v : alive) roots.push_back(&v);
     break_cycles(roots);
   }
   Unpickler(const Unpickler&) = delete;
@@ -554,7 +560,11 @@ class Unpickler {
   }
 
   // --- the stack
-  void push(Value v) { stack_.push_back(std::move(v)); }
+  void push(Value v) {
+    if (v.items) containers_.push_back(v.items);  // every container that reaches the stack
+    if (v.dict) dicts_.push_back(v.dict);
+    stack_.push_back(std::move(v));
+  }
   Value pop() {
     if (stack_.size() <= floor()) bad(opcode_name(data_[op_pos_]), " on an empty stack");
     Value v = std::move(stack_.back());
@@ -651,6 +661,8 @@ class Unpickler {
   Items stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, Value> memo_;
+  std::vector<std::weak_ptr<Items>> containers_;
+  std::vector<std::weak_ptr<DictData>> dicts_;
 };
 
 void Unpickler::step(uint8_t op) {
