@@ -42,6 +42,38 @@ PixelTensor prompt_pixels(const std::string& path, size_t index, const at::Tenso
   return p;
 }
 
+// The `gad` metadata of a .gadref into `set`, checked against `backbone`. Throws gad::Error, or
+// nlohmann::json::exception for a key of the wrong type (the caller words that).
+void read_metadata(const std::string& path, const std::string& text, const Backbone& backbone, ReferenceSet& set) {
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    fail(path, ": corrupt reference-set metadata (", e.what(), ")");
+  }
+  if (!meta.is_object()) fail(path, ": corrupt reference-set metadata (not a JSON object)");
+  if (meta.value("format", "") != kFormat) fail(path, ": unsupported reference-set format '", meta.value("format", ""), "'");
+  set.class_name = meta.value("class_name", "");
+  set.backbone_kind = meta.value("backbone_kind", "");
+  set.backbone_fingerprint = meta.value("backbone_fingerprint", "");
+  set.backbone_description = meta.value("backbone", "");
+  if (set.backbone_fingerprint != backbone.fingerprint())
+    fail(path, ": made with another model (", set.backbone_description, ", fingerprint ", set.backbone_fingerprint,
+         "); this model is ", backbone.description(), " (fingerprint ", backbone.fingerprint(), ")");
+  if (meta.contains("sources"))
+    for (const auto& s : meta["sources"]) set.sources.push_back({s.value("path", ""), s.value("sha256", "")});
+  set.scorer = meta.value("scorer", "inctrl");
+  set.views = meta.value("views", int64_t{1});
+  if ((set.scorer != "inctrl" && set.scorer != "anomalydino") || set.views < 1)
+    fail(path, ": corrupt reference-set metadata (scorer '", set.scorer, "', views ", set.views, ")");
+  if (meta.contains("threshold")) {
+    const auto& t = meta["threshold"];
+    if (!t.is_object() || !t.contains("value") || !t["value"].is_number())
+      fail(path, ": corrupt reference-set metadata (threshold without a numeric value)");
+    set.threshold = Threshold{t["value"].get<double>(), t.value("far", 0.0), t.value("method", ""), t.value("n", int64_t{0})};
+  }
+}
+
 }  // namespace
 
 PromptFile read_prompt_file(const std::string& path, int64_t input_size) {
@@ -129,32 +161,11 @@ ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbon
   SafetensorsContents c = read_safetensors(path);
   auto it = c.metadata.find("gad");
   if (it == c.metadata.end()) fail(path, ": not a gad reference set (no gad metadata)");
-  nlohmann::json meta;
-  try {
-    meta = nlohmann::json::parse(it->second);
-  } catch (const std::exception& e) {
-    fail(path, ": corrupt reference-set metadata (", e.what(), ")");
-  }
-  if (meta.value("format", "") != kFormat) fail(path, ": unsupported reference-set format '", meta.value("format", ""), "'");
   ReferenceSet set;
-  set.class_name = meta.value("class_name", "");
-  set.backbone_kind = meta.value("backbone_kind", "");
-  set.backbone_fingerprint = meta.value("backbone_fingerprint", "");
-  set.backbone_description = meta.value("backbone", "");
-  if (set.backbone_fingerprint != backbone.fingerprint())
-    fail(path, ": made with another model (", set.backbone_description, ", fingerprint ", set.backbone_fingerprint,
-         "); this model is ", backbone.description(), " (fingerprint ", backbone.fingerprint(), ")");
-  if (meta.contains("sources"))
-    for (const auto& s : meta["sources"]) set.sources.push_back({s.value("path", ""), s.value("sha256", "")});
-  set.scorer = meta.value("scorer", "inctrl");
-  set.views = meta.value("views", int64_t{1});
-  if ((set.scorer != "inctrl" && set.scorer != "anomalydino") || set.views < 1)
-    fail(path, ": corrupt reference-set metadata (scorer '", set.scorer, "', views ", set.views, ")");
-  if (meta.contains("threshold")) {
-    const auto& t = meta["threshold"];
-    if (!t.is_object() || !t.contains("value") || !t["value"].is_number())
-      fail(path, ": corrupt reference-set metadata (threshold without a numeric value)");
-    set.threshold = Threshold{t["value"].get<double>(), t.value("far", 0.0), t.value("method", ""), t.value("n", int64_t{0})};
+  try {
+    read_metadata(path, it->second, backbone, set);
+  } catch (const nlohmann::json::exception& e) {  // a key of the wrong JSON type
+    fail(path, ": corrupt reference-set metadata (", e.what(), ")");
   }
   std::map<std::string, at::Tensor> named;
   for (const auto& [name, raw] : c.tensors) {
@@ -170,6 +181,7 @@ ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbon
   set.globals = named["globals"];
   if (named.count("text_prior")) set.text_prior = named["text_prior"];
   set.banks_bf16 = to_bf16(set.banks);
+  if (set.globals.dim() == 2 && set.globals.size(0) == 0) fail(path, ": holds no reference images (K = 0)");
   if (set.globals.dim() != 2 || set.globals.size(1) != backbone.embed_dim() || set.globals.size(0) % set.views != 0)
     fail(path, ": globals have shape ", set.globals.sizes(), ", expected [K·", set.views, ",", backbone.embed_dim(), "]");
   return set;

@@ -57,17 +57,30 @@ RawTensor parse_entry(const std::string& path, const std::string& name, const nl
   if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
     fail(path, ": tensor '", name, "' has an incomplete header entry");
   RawTensor t;
+  if (!e.at("dtype").is_string()) fail(path, ": tensor '", name, "' has a dtype that is not a string");
   try {
     t.dtype = dtype_from_name(e.at("dtype").get<std::string>());
   } catch (const Error& err) {
     fail(path, ": tensor '", name, "': ", err.what());
   }
-  for (const auto& d : e.at("shape")) {
+  const auto& shape = e.at("shape");
+  if (!shape.is_array()) fail(path, ": tensor '", name, "' has a bad shape");
+  for (const auto& d : shape) {
     if (!d.is_number_integer() || d.get<int64_t>() < 0) fail(path, ": tensor '", name, "' has a bad shape");
     t.shape.push_back(d.get<int64_t>());
   }
+  // Bounded by the data before it is multiplied, so a hostile shape cannot overflow numel().
+  const bool empty = std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end();
+  uint64_t count = 1;
+  for (int64_t d : t.shape)
+    if (!empty && count > data_size / dtype_size(t.dtype) / static_cast<uint64_t>(d))
+      fail(path, ": tensor '", name, "' has shape ", shape_string(t.shape), ", more than the file's ", data_size,
+           " data bytes hold");
+    else
+      count *= static_cast<uint64_t>(d);
   const auto& off = e.at("data_offsets");
-  if (!off.is_array() || off.size() != 2) fail(path, ": tensor '", name, "' has bad data_offsets");
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+    fail(path, ": tensor '", name, "' has bad data_offsets");
   uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
   if (begin > end || end > data_size)
     fail(path, ": tensor '", name, "' lies outside the file (truncated or corrupt; needs bytes up to ", end,
@@ -102,6 +115,7 @@ SafetensorsContents read_safetensors(const std::string& path) {
     size_t data_size = map->size - 8 - header_len;
     for (auto it = header.begin(); it != header.end(); ++it) {
       if (it.key() == "__metadata__") {
+        if (!it->is_object()) fail(path, ": corrupt safetensors header (__metadata__ is not an object)");
         for (auto m = it->begin(); m != it->end(); ++m)
           if (m->is_string()) out.metadata[m.key()] = m->get<std::string>();
         continue;

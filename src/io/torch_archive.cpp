@@ -3,6 +3,7 @@
 #include <zip.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -77,6 +78,9 @@ class ZipArchive {
     int code = 0;
     zip_ = zip_open(path.c_str(), ZIP_RDONLY, &code);
     if (!zip_) fail_open(path, code);
+    std::error_code ec;
+    file_size_ = std::filesystem::file_size(path, ec);
+    if (ec) fail(path, ": cannot stat (", ec.message(), ")");
   }
   ~ZipArchive() { zip_discard(zip_); }
   ZipArchive(const ZipArchive&) = delete;
@@ -111,12 +115,26 @@ class ZipArchive {
         !(stat.valid & ZIP_STAT_SIZE)) {
       fail(path_, ": truncated or corrupt archive (cannot stat entry ", printable(name), ")");
     }
+    check_stated_size(name, stat);
     auto bytes = std::make_shared<Bytes>(stat.size);
     read_entry(name, static_cast<zip_uint64_t>(index), *bytes);
     return bytes;
   }
 
  private:
+  // The entry's buffer is allocated from the size the archive states, so that size must be one
+  // its compressed bytes can produce: a few hundred bytes must not claim gigabytes. Stored
+  // entries (torch.save writes storages that way) hold exactly their size; deflate expands at most
+  // 1032:1.
+  void check_stated_size(const std::string& name, const zip_stat_t& stat) const {
+    constexpr uint64_t kMaxDeflateRatio = 1032;
+    const bool known = (stat.valid & ZIP_STAT_COMP_SIZE) && (stat.valid & ZIP_STAT_COMP_METHOD);
+    const uint64_t ratio = known && stat.comp_method == ZIP_CM_STORE ? 1 : kMaxDeflateRatio;
+    if (!known || stat.comp_size > file_size_ || stat.size > stat.comp_size * ratio)
+      fail(path_, ": truncated or corrupt archive (entry ", printable(name), " claims ", stat.size, " bytes from ",
+           known ? stat.comp_size : 0, " stored bytes in a ", file_size_, "-byte file)");
+  }
+
   void read_entry(const std::string& name, zip_uint64_t index, Bytes& out) const {
     zip_file_t* file = zip_fopen_index(zip_, index, 0);
     if (!file)
@@ -147,6 +165,7 @@ class ZipArchive {
 
   std::string path_;
   zip_t* zip_ = nullptr;
+  uint64_t file_size_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -403,6 +422,58 @@ class Resolver {
   virtual Value persistent_load(const Value& pid) = 0;
 };
 
+// Pickle values are shared_ptr graphs, and the memo lets a file put a container inside itself
+// (a list appended to itself, a dict holding itself): such a cycle would never be freed. This
+// walks everything reachable from the roots (iteratively: nesting depth is the file's to choose)
+// and cuts every edge that closes a cycle, so the values are freed; it says whether it cut any.
+bool break_cycles(const std::vector<Value*>& roots) {
+  auto id = [](const Value& v) -> const void* {
+    if (v.items) return v.items.get();
+    if (v.dict) return v.dict.get();
+    return nullptr;
+  };
+  auto children = [](Value& v) {
+    std::vector<Value*> out;
+    if (v.items)
+      for (Value& c : *v.items) out.push_back(&c);
+    if (v.dict)
+      for (auto& [key, value] : v.dict->entries) out.push_back(&key), out.push_back(&value);
+    return out;
+  };
+  enum : char { kOnPath = 1, kDone = 2 };
+  std::unordered_map<const void*, char> state;
+  struct Frame {
+    Value* v;
+    std::vector<Value*> kids;
+    size_t next;
+  };
+  bool cut = false;
+  for (Value* root : roots) {
+    if (!id(*root) || state.count(id(*root))) continue;
+    state[id(*root)] = kOnPath;
+    std::vector<Frame> path{{root, children(*root), 0}};
+    while (!path.empty()) {
+      if (path.back().next == path.back().kids.size()) {
+        state[id(*path.back().v)] = kDone;
+        path.pop_back();
+        continue;
+      }
+      Value* child = path.back().kids[path.back().next++];
+      const void* cid = id(*child);
+      if (!cid) continue;
+      auto it = state.find(cid);
+      if (it == state.end()) {
+        state[cid] = kOnPath;
+        path.push_back({child, children(*child), 0});
+      } else if (it->second == kOnPath) {
+        *child = Value();  // the container stays alive through `path`
+        cut = true;
+      }
+    }
+  }
+  return cut;
+}
+
 class Unpickler {
  public:
   Unpickler(const Bytes& data, std::string where, Resolver& resolver)
@@ -417,8 +488,23 @@ class Unpickler {
     }
     if (stack_.size() != 1 || !marks_.empty())
       bad("STOP with ", stack_.size(), " values on the stack");
+    if (break_cycles({&stack_.back()})) bad("a container holds itself (a cyclic pickle)");
     return std::move(stack_.back());
   }
+  // Containers that are still alive here but unreachable (popped, or dropped with an error)
+  // can only be alive because they are on a cycle; every one is among those pushed.
+  ~Unpickler() {
+    std::vector<Value> alive;
+    for (const auto& weak : containers_)
+      if (auto items = weak.lock()) alive.emplace_back().items = std::move(items);
+    for (const auto& weak : dicts_)
+      if (auto dict = weak.lock()) alive.emplace_back().dict = std::move(dict);
+    std::vector<Value*> roots;
+    for (Value& v : alive) roots.push_back(&v);
+    break_cycles(roots);
+  }
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
 
  private:
   template <typename... Parts>
@@ -474,7 +560,11 @@ class Unpickler {
   }
 
   // --- the stack
-  void push(Value v) { stack_.push_back(std::move(v)); }
+  void push(Value v) {
+    if (v.items) containers_.push_back(v.items);  // every container that reaches the stack
+    if (v.dict) dicts_.push_back(v.dict);
+    stack_.push_back(std::move(v));
+  }
   Value pop() {
     if (stack_.size() <= floor()) bad(opcode_name(data_[op_pos_]), " on an empty stack");
     Value v = std::move(stack_.back());
@@ -571,6 +661,8 @@ class Unpickler {
   Items stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, Value> memo_;
+  std::vector<std::weak_ptr<Items>> containers_;
+  std::vector<std::weak_ptr<DictData>> dicts_;
 };
 
 void Unpickler::step(uint8_t op) {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -101,6 +102,17 @@ struct Builder {
     fail(g.source, ": layer '", L.name, "' (", L.cls, "): ", what);
   }
 
+  // Integers from the config are checked first: nlohmann's get<int64_t> would truncate a float,
+  // with undefined behaviour when it is out of range (3e20).
+  int64_t int_value(const Layer& L, const json& v, const std::string& what) const {
+    if (!v.is_number_integer()) bad(L, "'" + what + "' must be an integer, got " + v.dump().substr(0, 50));
+    return v.get<int64_t>();
+  }
+  int64_t integer(const Layer& L, const json& cfg, const char* key, std::optional<int64_t> dflt = std::nullopt) const {
+    if (dflt && !cfg.contains(key)) return *dflt;
+    return int_value(L, cfg.at(key), key);
+  }
+
   std::pair<int64_t, int64_t> pair_of(const Layer& L, const json& cfg, const char* key, int64_t dflt) const {
     if (!cfg.contains(key) || cfg[key].is_null()) return {dflt, dflt};
     const json& v = cfg[key];
@@ -170,8 +182,8 @@ struct Builder {
 
   void conv(Layer& L, const json& cfg) {
     read_window(L, cfg, "kernel_size");
-    if (cfg.value("groups", 1) != 1) bad(L, "grouped convolution is not supported");
-    const int64_t cin = L.out[2], filters = cfg.at("filters").get<int64_t>();
+    if (integer(L, cfg, "groups", 1) != 1) bad(L, "grouped convolution is not supported");
+    const int64_t cin = L.out[2], filters = integer(L, cfg, "filters");
     L.weight = take(L, "kernel", {L.kh, L.kw, cin, filters}).permute({3, 2, 0, 1}).contiguous(kChannelsLast);
     if (cfg.value("use_bias", true)) L.bias = take(L, "bias", {filters});
     L.act = activation(L, cfg.value("activation", std::string("linear")));
@@ -180,7 +192,7 @@ struct Builder {
 
   void depthwise(Layer& L, const json& cfg) {
     read_window(L, cfg, "kernel_size");
-    const int64_t cin = L.out[2], m = cfg.value("depth_multiplier", 1);
+    const int64_t cin = L.out[2], m = integer(L, cfg, "depth_multiplier", 1);
     if (cin < 0) bad(L, "input channel count is unknown");
     at::Tensor k = take(L, "depthwise_kernel", {L.kh, L.kw, cin, m});
     L.weight = k.permute({2, 3, 0, 1}).reshape({cin * m, 1, L.kh, L.kw}).contiguous(kChannelsLast);
@@ -218,8 +230,8 @@ struct Builder {
     check_channels_last(L, cfg);
     const json& p = cfg.at("padding");
     if (p.is_array() && p.size() == 2 && p[0].is_array()) {
-      L.pad_t = p[0].at(0).get<int64_t>(), L.pad_b = p[0].at(1).get<int64_t>();
-      L.pad_l = p[1].at(0).get<int64_t>(), L.pad_r = p[1].at(1).get<int64_t>();
+      L.pad_t = int_value(L, p[0].at(0), "padding"), L.pad_b = int_value(L, p[0].at(1), "padding");
+      L.pad_l = int_value(L, p[1].at(0), "padding"), L.pad_r = int_value(L, p[1].at(1), "padding");
     } else {
       auto [ph, pw] = pair_of(L, cfg, "padding", 0);
       L.pad_t = L.pad_b = ph, L.pad_l = L.pad_r = pw;
@@ -237,7 +249,7 @@ struct Builder {
       return;
     }
     const auto rank = static_cast<int64_t>(L.out.size());
-    int64_t axis = cfg.value("axis", -1);
+    int64_t axis = integer(L, cfg, "axis", -1);
     if (axis < 0) axis += rank + 1;
     if (axis < 1 || axis > rank) bad(L, "bad concat axis " + std::to_string(axis));
     const int64_t k = axis - 1;  // index into the shape without batch
@@ -252,7 +264,7 @@ struct Builder {
   void dense(Layer& L, const json& cfg) {
     const Shape& s = in_shape(L);
     if (s.size() != 1) bad(L, "expects a flat input [F], got " + shape_str(s) + " (add a Flatten)");
-    const int64_t units = cfg.at("units").get<int64_t>();
+    const int64_t units = integer(L, cfg, "units");
     L.weight = take(L, "kernel", {s[0], units}).t().contiguous();
     if (cfg.value("use_bias", true)) L.bias = take(L, "bias", {units});
     L.act = activation(L, cfg.value("activation", std::string("linear")));
@@ -326,7 +338,7 @@ struct Builder {
     const json& s = cfg.value("batch_input_shape", json());
     if (!s.is_array() || s.size() != 4 || !s[3].is_number_integer())
       fail(g.source, ": input '", L.name, "' must be an image batch [N,H,W,C] with known C, got ", s.dump());
-    for (int i = 1; i < 4; ++i) L.out.push_back(s[i].is_null() ? -1 : s[i].get<int64_t>());
+    for (int i = 1; i < 4; ++i) L.out.push_back(s[i].is_null() ? -1 : int_value(L, s[i], "batch_input_shape"));
   }
 
   void fold_paddings() {
@@ -481,7 +493,7 @@ at::Tensor decode_weight(const json& spec, const uint8_t* p, int64_t n, const st
   }
   std::string dt = spec.value("dtype", std::string("float32"));
   if (dt != "float32") fail(src, ": weight '", key, "' has unsupported dtype '", dt, "'");
-  std::memcpy(out, p, n * 4);  // little-endian hosts only (as safetensors)
+  if (n > 0) std::memcpy(out, p, n * 4);  // little-endian hosts only (as safetensors); p may be null when n = 0
   return t;
 }
 
@@ -496,11 +508,28 @@ void decode_group(const json& group, const std::vector<uint8_t>& bytes, const st
   size_t off = 0;
   for (const json& spec : group.at("weights")) {
     const std::string key = spec.at("name").get<std::string>();
-    std::vector<int64_t> shape = spec.at("shape").get<std::vector<int64_t>>();
+    const json& dims = spec.at("shape");
+    if (!dims.is_array()) fail(spans.back().file, ": weight '", key, "' has a shape that is not a list");
+    std::vector<int64_t> shape;
+    for (const json& d : dims) {
+      if (!d.is_number_integer()) fail(spans.back().file, ": weight '", key, "' has a non-integer dimension ", d.dump());
+      shape.push_back(d.get<int64_t>());
+    }
+    // The count is bounded by the shard before it is multiplied, so a hostile manifest can
+    // neither overflow the product nor make it negative.
+    const int64_t limit = static_cast<int64_t>(bytes.size());
     int64_t n = 1;
-    for (int64_t d : shape) n *= d;
+    for (int64_t d : shape)
+      if (d < 0) fail(spans.back().file, ": weight '", key, "' has a negative dimension ", d);
+    if (std::find(shape.begin(), shape.end(), 0) != shape.end()) n = 0;
+    for (int64_t d : shape)
+      if (n > 0 && n > limit / d)
+        fail(spans.back().file, ": weight '", key, "' has shape ", json(shape).dump(), ", more values than the shard",
+             spans.size() > 1 ? "s' " : "'s ", bytes.size(), " bytes hold");
+      else
+        n *= d;
     const size_t size = static_cast<size_t>(n) * bytes_per_value(spec);
-    if (off + size > bytes.size())
+    if (size > bytes.size() - off)
       fail(spans.back().file, ": truncated: weight '", key, "' needs bytes [", off, ", ", off + size, ") but the shard",
            spans.size() > 1 ? "s hold " : " holds ", bytes.size(), " bytes");
     if (w.has(key)) fail(file_at(spans, off), ": weight '", key, "' appears twice in the manifest");

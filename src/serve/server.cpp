@@ -33,6 +33,7 @@
 #include "serve/openapi.h"
 #include "serve/ref_cache.h"
 #include "serve/store.h"
+#include "serve/uploads.h"
 #include "util/base64.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -90,15 +91,6 @@ std::string lower(std::string s) {
   return s;
 }
 
-// Media type of the request without parameters, lower case.
-std::string media_type(const httplib::Request& req) {
-  std::string ct = lower(req.get_header_value("Content-Type"));
-  auto semi = ct.find(';');
-  if (semi != std::string::npos) ct = ct.substr(0, semi);
-  while (!ct.empty() && ct.back() == ' ') ct.pop_back();
-  return ct;
-}
-
 json row_json(const RefRow& r) {
   return json{{"id", r.id},           {"class", r.class_name},        {"k", r.k},
               {"created", r.created}, {"fingerprint", r.fingerprint}, {"bytes", r.bytes},
@@ -149,134 +141,6 @@ size_t default_cache_bytes() {
   return static_cast<size_t>(total / 4);
 }
 
-// Uploaded images (still encoded) and the text fields that came with them. `bytes` views the
-// request body or `owned` (base64-decoded JSON images; a deque never moves its strings).
-struct Upload {
-  std::string name;
-  std::string_view bytes;
-};
-struct Uploads {
-  std::vector<Upload> images;
-  std::deque<std::string> owned;
-  std::string class_name;
-  std::optional<std::string> far;
-};
-
-// No valid body nests deeper than 3 levels; refusing more as it is parsed keeps a "[[[[..." body
-// from building millions of levels (a 15 MB one took 950 MB before failing at its end).
-constexpr int kMaxJsonDepth = 8;
-
-json parse_json_body(const httplib::Request& req) {
-  try {
-    return json::parse(req.body, [](int depth, json::parse_event_t, json&) {
-      if (depth > kMaxJsonDepth)
-        throw HttpError(400, "malformed_json", "JSON body nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-      return true;
-    });
-  } catch (const HttpError&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw HttpError(400, "malformed_json", std::string("malformed JSON body: ") + e.what());
-  }
-}
-
-void read_json_uploads(const httplib::Request& req, Uploads& u) {
-  const json body = parse_json_body(req);
-  if (!body.is_object()) throw HttpError(400, "malformed_json", "JSON body must be an object");
-  if (body.contains("class")) {
-    if (!body["class"].is_string()) throw HttpError(400, "malformed_json", "JSON body: \"class\" must be a string");
-    u.class_name = body["class"].get<std::string>();
-  }
-  if (body.contains("far")) {
-    if (!body["far"].is_number()) throw HttpError(400, "malformed_json", "JSON body: \"far\" must be a number");
-    u.far = body["far"].dump();
-  }
-  if (!body.contains("images"))
-    throw HttpError(400, "malformed_json", "JSON body: missing \"images\" (array of base64 strings)");
-  const auto& arr = body["images"];
-  if (!arr.is_array())
-    throw HttpError(400, "malformed_json", "JSON body: \"images\" must be an array of base64 strings");
-  for (size_t i = 0; i < arr.size(); ++i) {
-    const json* data = &arr[i];
-    std::string name;
-    const std::string where = "JSON body: images[" + std::to_string(i) + "]";
-    if (arr[i].is_object()) {  // {"name": ..., "data": base64}
-      if (!arr[i].contains("data") || !arr[i]["data"].is_string())
-        throw HttpError(400, "malformed_json", where + " needs a base64 \"data\" string");
-      data = &arr[i]["data"];
-      if (arr[i].contains("name") && arr[i]["name"].is_string()) name = arr[i]["name"].get<std::string>();
-    } else if (!arr[i].is_string()) {
-      throw HttpError(400, "malformed_json", where + " is not a base64 string");
-    }
-    auto bytes = base64_decode(data->get<std::string>());
-    if (!bytes) throw HttpError(400, "malformed_json", where + " is not valid base64");
-    u.owned.push_back(std::move(*bytes));
-    u.images.push_back({name, u.owned.back()});
-  }
-}
-
-void read_multipart_uploads(const httplib::Request& req, Uploads& u) {
-  for (const auto& [field, file] : req.files) {
-    if (field == "class")
-      u.class_name = file.content;
-    else if (field == "far")
-      u.far = file.content;
-    else if (field == "images" || field == "image" || !file.filename.empty())
-      u.images.push_back({file.filename, file.content});
-    // other text fields are ignored
-  }
-}
-
-enum class Route { Register, Score, Calibrate };
-
-// The uploads of a request, by Content-Type: multipart/form-data and application/json everywhere,
-// a raw image body (image/*, application/octet-stream) for scoring. 415 for anything else.
-Uploads read_uploads(const httplib::Request& req, Route route) {
-  Uploads u;
-  const std::string mt = media_type(req);
-  if (req.is_multipart_form_data())
-    read_multipart_uploads(req, u);
-  else if (mt == "application/json")
-    read_json_uploads(req, u);
-  else if (route == Route::Score && (mt.rfind("image/", 0) == 0 || mt == "application/octet-stream"))
-    u.images.push_back({"", req.body});
-  else
-    throw HttpError(415, "unsupported_media_type",
-                    "unsupported Content-Type '" + req.get_header_value("Content-Type").substr(0, 100) + "': use " +
-                        (route == Route::Score ? "image/*, application/octet-stream, " : "") +
-                        "multipart/form-data (field images" + (route == Route::Register ? ", class" : "") +
-                        (route == Route::Calibrate ? ", far" : "") + ") or application/json");
-  return u;
-}
-
-std::string image_name(size_t i, const Upload& u) {
-  return "image " + std::to_string(i) + (u.name.empty() ? "" : " ('" + u.name.substr(0, 200) + "')");
-}
-
-// The count and every image header, before anything is decoded: 400 for a wrong count or bytes
-// that are not an image, 413 for an image above --max-pixels. Callers cap `most` at the queue
-// capacity: a request larger than the whole queue could never be admitted.
-void check_images(const Uploads& u, int most, const char* what, int64_t max_pixels) {
-  if (u.images.empty()) throw HttpError(400, "no_images", std::string("no ") + what + " (give at least one image)");
-  if (static_cast<int>(u.images.size()) > most)
-    throw HttpError(400, "too_many_images",
-                    "too many " + std::string(what) + ": " + std::to_string(u.images.size()) + ", at most " +
-                        std::to_string(most) + " per request");
-  for (size_t i = 0; i < u.images.size(); ++i) {
-    const auto& bytes = u.images[i].bytes;
-    const std::string name = image_name(i, u.images[i]);
-    if (bytes.empty()) throw HttpError(400, "bad_image", name + ": empty");
-    auto h = probe_image_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-    if (!h)
-      throw HttpError(
-          400, "bad_image",
-          name + ": not a readable image (unknown format or header cut short; gad reads " + probed_formats() + ")");
-    if (h->width <= 0 || h->height <= 0) throw HttpError(400, "bad_image", name + ": image has zero width or height");
-    const std::string too_big = pixel_limit_problem(h->width, h->height, max_pixels);
-    if (!too_big.empty()) throw HttpError(413, "too_many_pixels", name + " (" + h->format + "): " + too_big);
-  }
-}
-
 // Admits `n` images into the model queue (429 with Retry-After when it is full) and releases the
 // slots when the request is done, whatever happens.
 struct Admission {
@@ -297,20 +161,6 @@ struct BuiltSet {
   References handle;
   std::string blob;
 };
-
-double parse_far(const std::string& text) {
-  double far = 0;
-  size_t used = 0;
-  try {
-    far = std::stod(text, &used);
-  } catch (...) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || !(far > 0 && far < 1))
-    throw HttpError(400, "bad_far",
-                    "far: the false-alarm rate must be a number in (0, 1) (got '" + text.substr(0, 50) + "')");
-  return far;
-}
 
 constexpr size_t kMaxHeaderBytes = 16 * 1024;
 
