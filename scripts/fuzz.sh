@@ -11,6 +11,8 @@
 # Reproduce a finding: build-fuzz/fuzz_<target> fuzz/findings/<target>-crash-...
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The tokenizer target reads the BPE vocabulary from the source tree's assets (there is no install).
+export GAD_ASSET_DIR="$PWD/assets"
 
 seconds=${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}
 shift
