@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backbone/backbone.h"
+#include "fingerprint_backbone.h"
 #include "inctrl/reference_set.h"
 #include "io/safetensors.h"
 #include "io/torch_archive.h"
@@ -96,21 +97,6 @@ TEST(FuzzRegressions, TfjsFloatsWhereIntegersBelongAreRefused) {
             std::string::npos);
 }
 
-// Answers what ReferenceSet::load asks of a backbone; the .gadref inputs carry its fingerprint.
-class FingerprintOnlyBackbone : public gad::Backbone {
- public:
-  std::string kind() const override { return "lite"; }
-  std::string description() const override { return "fuzz backbone"; }
-  std::string fingerprint() const override { return "fuzz-backbone"; }
-  int64_t embed_dim() const override { return 4; }
-  int64_t grid() const override { return 2; }
-  int64_t input_size() const override { return 8; }
-  gad::PixelTensor preprocess(const gad::Image&) const override { return {}; }
-
- protected:
-  gad::Features encode_impl(const at::Tensor&) const override { return {}; }
-};
-
 // Before: nlohmann::json exceptions without the file name (or a wrapped-around numel()).
 TEST(FuzzRegressions, SafetensorsHeaderOfTheWrongJsonTypesIsACleanError) {
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -127,7 +113,7 @@ TEST(FuzzRegressions, SafetensorsHeaderOfTheWrongJsonTypesIsACleanError) {
 }
 
 TEST(FuzzRegressions, GadrefMetadataOfTheWrongJsonTypesIsACleanError) {
-  const FingerprintOnlyBackbone backbone;
+  const gad::fuzz::FingerprintOnlyBackbone backbone;
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"gadref-metadata-array.gadref", ": corrupt reference-set metadata (not a JSON object)"},
       {"gadref-source-not-object.gadref", ": corrupt reference-set metadata ([json.exception.type_error.306]"},
