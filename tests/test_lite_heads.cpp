@@ -7,6 +7,8 @@
 #include <fstream>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
 #include "backbone/backbone.h"
 #include "benchmark/benchmark.h"
 #include "eval/metrics.h"
@@ -171,6 +173,25 @@ TEST(LiteHeads, ShippedHeadsScoreAtLeastAsWellAsThePatchResidualOnHeldOutElpv) {
   const double heads = heads_sum / runs, patch = patch_sum / runs;
   std::printf("mean over K = 2, 4, 8 and 3 draws: heads %.4f, s_patch %.4f (%+.4f)\n", heads, patch, heads - patch);
   EXPECT_GE(heads, patch) << "the shipped heads fell below the untrained patch residual";
+}
+
+// The statistics head has s_hol but no image-level head: results say so (no "s_img": 0), and a
+// holistic map, which it does not have, is refused in one line before anything is written.
+TEST(LiteHeads, ResultsCarryOnlyTheSubScoresTheHeadHas) {
+  const std::string model = test::shared("fixtures/lite/mobilenet_v2/model.json");
+  const std::string args = "score --model " + test::shell_quote(model) +
+                           " --heads lite --precision fp32 --ref-images examples/tiles/train/good --class tile "
+                           "examples/tiles/test/defect/000_scratch.png";
+  const auto r = test::run_cli(args);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out.substr(0, r.out.find('\n')));
+  EXPECT_TRUE(j.contains("s_hol")) << r.out;
+  EXPECT_FALSE(j.contains("s_img")) << r.out;
+  const std::string dir = test::temp_dir("stats-head-maps");
+  const auto m = test::run_cli(args + " --maps " + test::shell_quote(dir) + " --map-kind holistic");
+  EXPECT_NE(m.status, 0);
+  EXPECT_NE(m.err.find("no holistic map"), std::string::npos) << m.err;
+  EXPECT_EQ(m.out, "") << "partial output";
 }
 
 }  // namespace

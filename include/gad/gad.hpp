@@ -162,7 +162,9 @@ struct ImageMap {
 struct ScoreRecord {
   std::string path;  // the file, or the ImageView's name
   double score = 0, s_patch = 0, s_img = 0, s_text = 0, s_hol = 0;
-  bool has_text = false, has_heads = false;  // which sub-scores the model has
+  // Which sub-scores the model has: s_text (CLIP), s_hol (any heads), s_img (InCTRL's image head;
+  // the lite statistics head has none).
+  bool has_text = false, has_heads = false, has_img = false;
   double ms = 0;                             // wall time per image (batch time / batch size)
   std::vector<float> residual_map;  // row-major patch grid, `grid` columns: InCTRL's M, AnomalyDINO's distances
   std::vector<float> holistic_map;  // M + s_text + s_img (InCTRL's head input); empty without heads

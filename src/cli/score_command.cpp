@@ -40,6 +40,8 @@ struct MapArgs {
 
 // The map the options asked for, in the image's own pixels.
 ImageMap record_map(const MapArgs& maps, const ScoreRecord& r) {
+  if (maps.kind == "holistic" && r.holistic_map.empty())
+    fail("--map-kind holistic: these heads have no holistic map (InCTRL's diff_head input); use --map-kind patch");
   return map_to_image(maps.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry, maps.sigma);
 }
 
@@ -171,9 +173,9 @@ int run_score(ScoreArgs& a, const std::string& command) {
   detector.score(refs, paths, options, [&](const ScoreRecord& r) {
     scored.push_back({r.path, r.score, labels[scored.size()]});
     if (!report.path.empty()) thumbs.add(r.path, maps.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry);
+    if (!maps.dir.empty()) write_maps(maps, r, map_names, detector.max_pixels());  // may fail: before any output
     std::cout << record_json(r).dump() << "\n" << std::flush;
     csv.add_row(score_csv_row(r));
-    if (!maps.dir.empty()) write_maps(maps, r, map_names, detector.max_pixels());
   });
   if (!a.csv.empty()) write_bytes(a.csv, csv.text());  // only after every image scored: no partial files
   if (!report.path.empty()) write_score_report(report, scored, thumbs, detector, refs, command);

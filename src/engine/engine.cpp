@@ -50,6 +50,7 @@ ScoreRecord make_record(const InctrlScores& s, int64_t b) {
   r.s_hol = scalar_at(s.s_hol, b);
   r.has_text = s.s_text.defined();
   r.has_heads = s.s_hol.defined();
+  r.has_img = s.s_img.defined();
   r.residual_map = row(s.residual_map, b);
   if (s.holistic_map.defined()) r.holistic_map = row(s.holistic_map, b);
   return r;
@@ -159,6 +160,8 @@ struct Detector::Impl {
     for (auto& r : records) {
       r.ms = ms;
       if (o.map == MapKind::None) continue;
+      if (o.map == MapKind::Holistic && r.holistic_map.empty())
+        fail("--map-kind holistic: these heads have no holistic map (InCTRL's diff_head input); use --map-kind patch");
       r.map = map_to_image(o.map == MapKind::Holistic ? r.holistic_map : r.residual_map, r.grid, r.geometry, o.map_sigma);
     }
   }
