@@ -97,6 +97,11 @@ TEST(FuzzRegressions, TfjsFloatsWhereIntegersBelongAreRefused) {
             std::string::npos);
 }
 
+TEST(FuzzRegressions, TfjsZeroWindowsAndStridesAreRefused) {
+  // Before: a pooling/conv window or stride of 0 divided by zero computing the output shape (UB).
+  EXPECT_NE(tfjs_error("tfjs-zero-window").find("must be 1..65536"), std::string::npos) << tfjs_error("tfjs-zero-window");
+}
+
 // Before: nlohmann::json exceptions without the file name (or a wrapped-around numel()).
 TEST(FuzzRegressions, SafetensorsHeaderOfTheWrongJsonTypesIsACleanError) {
   const std::vector<std::pair<std::string, std::string>> cases = {

@@ -160,6 +160,8 @@ struct Builder {
     return s;
   }
 
+  static constexpr int64_t kMaxWindow = 1 << 16;
+
   static int64_t conv_out(int64_t n, int64_t k, int64_t s, int64_t d, bool same) {
     if (n < 0) return -1;
     if (same) return (n + s - 1) / s;
@@ -173,6 +175,13 @@ struct Builder {
     std::tie(L.sh, L.sw) = pair_of(L, cfg, "strides", 0);
     if (L.sh == 0) std::tie(L.sh, L.sw) = std::make_pair(L.kh, L.kw);  // pooling: strides default to pool_size
     std::tie(L.dh, L.dw) = pair_of(L, cfg, "dilation_rate", 1);
+    // Windows, strides and dilations of 0 would divide by zero below, huge ones overflow.
+    const std::pair<const char*, std::pair<int64_t, int64_t>> sizes[] = {
+        {kernel_key, {L.kh, L.kw}}, {"strides", {L.sh, L.sw}}, {"dilation_rate", {L.dh, L.dw}}};
+    for (const auto& [key, hw] : sizes)
+      if (hw.first < 1 || hw.second < 1 || hw.first > kMaxWindow || hw.second > kMaxWindow)
+        bad(L, std::string("'") + key + "' must be 1.." + std::to_string(kMaxWindow) + ", got " +
+                   std::to_string(hw.first) + "x" + std::to_string(hw.second));
     std::string p = cfg.value("padding", std::string("valid"));
     if (p != "same" && p != "valid") bad(L, "padding '" + p + "' is not supported");
     L.same = p == "same";
