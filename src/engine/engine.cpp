@@ -149,6 +149,25 @@ struct Detector::Impl {
     return out;
   }
 
+  // Scores n images in batches of o.batch, in order: `prepare(i, name)` gives image i's network
+  // input (and sets its name); each record goes to `emit` once its batch is done.
+  void score_in_batches(const ReferenceSet& set, size_t n, const ScoreOptions& o,
+                        const std::function<PixelTensor(size_t, std::string&)>& prepare,
+                        const std::function<void(ScoreRecord&&)>& emit) const {
+    check(o);
+    at::NoGradGuard no_grad;
+    for (size_t start = 0; start < n; start += o.batch) {
+      const size_t end = std::min(n, start + o.batch);
+      const double t0 = now_ms();
+      std::vector<PixelTensor> pixels;
+      std::vector<std::string> names(end - start);
+      for (size_t i = start; i < end; ++i) pixels.push_back(prepare(i, names[i - start]));
+      std::vector<ScoreRecord> records = score_batch(set, pixels, names);
+      finish(records, o, (now_ms() - t0) / static_cast<double>(end - start));
+      for (auto& r : records) emit(std::move(r));
+    }
+  }
+
   void check(const ScoreOptions& o) const {
     if (o.batch < 1) fail("--batch: must be at least 1 (got ", o.batch, ")");
     if (o.map == MapKind::Holistic && !model.heads)
@@ -272,8 +291,7 @@ std::string References::to_bytes() const {
 }
 
 References References::with_threshold(const Threshold& t) const {
-  auto h = std::make_shared<RefHandle>(*handle());  // the tensors are shared, not copied
-  set_of(*this);
+  auto h = std::make_shared<RefHandle>(RefHandle{set_of(*this)});  // the tensors are shared, not copied
   h->set.threshold = t;
   return References(std::move(h));
 }
@@ -410,17 +428,13 @@ References Detector::calibrate(const References& refs, const std::vector<ImageVi
 
 void Detector::score(const References& refs, const std::vector<std::string>& paths, const ScoreOptions& options,
                      const std::function<void(const ScoreRecord&)>& on_result) {
-  impl_->check(options);
-  const ReferenceSet& set = set_of(refs);
-  for (size_t start = 0; start < paths.size(); start += options.batch) {
-    const size_t end = std::min(paths.size(), start + options.batch);
-    const double t0 = now_ms();
-    std::vector<PixelTensor> pixels;
-    for (size_t i = start; i < end; ++i) pixels.push_back(impl_->load_pixels(paths[i]));
-    std::vector<ScoreRecord> records = impl_->score_batch(set, pixels, {paths.begin() + start, paths.begin() + end});
-    impl_->finish(records, options, (now_ms() - t0) / static_cast<double>(end - start));
-    for (const auto& r : records) on_result(r);
-  }
+  impl_->score_in_batches(
+      set_of(refs), paths.size(), options,
+      [&](size_t i, std::string& name) {
+        name = paths[i];
+        return impl_->load_pixels(paths[i]);
+      },
+      [&](ScoreRecord&& r) { on_result(r); });
 }
 
 std::vector<ScoreRecord> Detector::score(const References& refs, const std::vector<std::string>& paths,
@@ -432,22 +446,14 @@ std::vector<ScoreRecord> Detector::score(const References& refs, const std::vect
 
 std::vector<ScoreRecord> Detector::score(const References& refs, const std::vector<ImageView>& images,
                                          const ScoreOptions& options) {
-  impl_->check(options);
-  const ReferenceSet& set = set_of(refs);
   std::vector<ScoreRecord> out;
-  for (size_t start = 0; start < images.size(); start += options.batch) {
-    const size_t end = std::min(images.size(), start + options.batch);
-    const double t0 = now_ms();
-    std::vector<PixelTensor> pixels;
-    std::vector<std::string> names;
-    for (size_t i = start; i < end; ++i) {
-      pixels.push_back(impl_->backbone().preprocess(image_of(images[i], i, impl_->max_pixels)));
-      names.push_back(images[i].name.empty() ? "image " + std::to_string(i) : images[i].name);
-    }
-    std::vector<ScoreRecord> records = impl_->score_batch(set, pixels, names);
-    impl_->finish(records, options, (now_ms() - t0) / static_cast<double>(end - start));
-    for (auto& r : records) out.push_back(std::move(r));
-  }
+  impl_->score_in_batches(
+      set_of(refs), images.size(), options,
+      [&](size_t i, std::string& name) {
+        name = images[i].name.empty() ? "image " + std::to_string(i) : images[i].name;
+        return impl_->backbone().preprocess(image_of(images[i], i, impl_->max_pixels));
+      },
+      [&](ScoreRecord&& r) { out.push_back(std::move(r)); });
   return out;
 }
 
@@ -470,16 +476,10 @@ std::vector<ScoreRecord> score_pixels(Detector& detector, const References& refs
                                       int batch) {
   ScoreOptions options;
   options.batch = batch;
-  detector.impl().check(options);
-  const ReferenceSet& set = set_of(refs);
   std::vector<ScoreRecord> out;
-  for (size_t start = 0; start < pixels.size(); start += batch) {
-    const size_t end = std::min(pixels.size(), start + batch);
-    const double t0 = now_ms();
-    std::vector<ScoreRecord> records = detector.impl().score_batch(set, {pixels.begin() + start, pixels.begin() + end}, {});
-    detector.impl().finish(records, options, (now_ms() - t0) / static_cast<double>(end - start));
-    for (auto& r : records) out.push_back(std::move(r));
-  }
+  detector.impl().score_in_batches(
+      set_of(refs), pixels.size(), options, [&](size_t i, std::string&) { return pixels[i]; },
+      [&](ScoreRecord&& r) { out.push_back(std::move(r)); });
   return out;
 }
 
