@@ -17,9 +17,24 @@ import sys
 
 import numpy as np
 
-# The statistics of the residual map M the variant head reads (position-free: any permutation of
-# the grid gives the same values). Keep in step with src/inctrl/stats_head.cpp.
+# The statistics of the residual map M the variant head reads, after averaging M over every
+# WINDOW x WINDOW square of the grid (position-free: no weight belongs to a grid position). Keep in
+# step with src/inctrl/stats_head.cpp.
 STAT_NAMES = ["max", "top2%", "top10%"]
+WINDOW = 3
+
+
+def smooth(m, window):
+    """[N, g*g] maps -> the means of every window x window square, [N, (g - window + 1)^2]."""
+    g = int(round(np.sqrt(m.shape[1])))
+    if g * g != m.shape[1]:
+        sys.exit("smooth: %d values are not a square grid" % m.shape[1])
+    grid, n = m.reshape(-1, g, g), g - window + 1
+    out = np.zeros((len(m), n, n))
+    for i in range(window):
+        for j in range(window):
+            out += grid[:, i : i + n, j : j + n]
+    return (out / window**2).reshape(len(m), -1)
 
 
 def all_stats(m):
@@ -30,15 +45,20 @@ def all_stats(m):
     return np.stack([s[:, 0], top(0.02), top(0.10), m.mean(1), m.std(1)], 1)
 
 
-def map_stats(m):
+def map_stats(m, window=WINDOW):
     """The variant head's statistics, [N, 3]."""
-    return all_stats(m)[:, :3]
+    return all_stats(smooth(m, window))[:, :3]
+
+
+# Diagnosis only (`gad bench --dump-maps` writes them): residuals of the raw global feature to the
+# mean reference and to the nearest one, and the references' own leave-one-out residuals.
+EXTRA = ["g_mean", "g_nn", "ref_max", "ref_top2", "ref_top10", "ref_gnn"]
 
 
 def load(path):
     try:  # a parsed copy beside the CSV, refreshed when the CSV is newer
         import os
-        cached = path + ".npz"
+        cached = path + ".v2.npz"  # v2: with the diagnosis columns
         if os.path.exists(cached) and os.path.getmtime(cached) >= os.path.getmtime(path):
             z = np.load(cached)
             if "path" in z.files:
@@ -47,7 +67,7 @@ def load(path):
         pass
     d = parse(path)
     try:
-        np.savez(path + ".npz", **d)
+        np.savez(cached, **d)
     except OSError:
         pass
     return d
@@ -58,7 +78,7 @@ def parse(path):
         r = csv.reader(f)
         head = next(r)
         rows = list(r)
-    mcols = [i for i, h in enumerate(head) if h.startswith("m")]
+    mcols = [i for i, h in enumerate(head) if h[0] == "m" and h[1:].isdigit()]
     col = {h: i for i, h in enumerate(head)}
     num = lambda name: np.array([float(x[col[name]]) if x[col[name]] else np.nan for x in rows])
     return {
@@ -71,6 +91,7 @@ def parse(path):
         "s_patch": num("s_patch"),
         "s_img": num("s_img"),
         "s_hol": num("s_hol"),
+        **{e: num(e) for e in EXTRA if e in col},
         "M": np.array([[float(x[i]) for i in mcols] for x in rows], dtype=np.float64),
     }
 
@@ -163,10 +184,18 @@ class Learner:
         return z @ self.beta[:-1] + self.beta[-1]
 
 
+def with_self_norm(d):
+    """The variant's statistics divided by the references' own leave-one-out ones."""
+    return map_stats(d["M"], 1) / np.stack([d["ref_max"], d["ref_top2"], d["ref_top10"]], 1)
+
+
 LEARNERS = {
     "LR [s_patch, s_img]": lambda d: np.stack([d["s_patch"], d["s_img"]], 1),
     "LR stats of M (max, top-k means, mean, std)": lambda d: all_stats(d["M"]),
-    "LR stats of M (max, top-2 %, top-10 % means): the variant": lambda d: map_stats(d["M"]),
+    "LR stats of M (max, top-2 %, top-10 % means), no window": lambda d: map_stats(d["M"], 1),
+    "LR stats of M + global residuals": lambda d: np.hstack([map_stats(d["M"], 1), np.stack([d["g_nn"], d["g_mean"]], 1)]),
+    "LR stats of M / the references' own": with_self_norm,
+    "LR stats of M after a %dx%d mean: the variant" % (WINDOW, WINDOW): lambda d: map_stats(d["M"]),
     "LR on M by grid position (diff_head's view)": lambda d: d["M"],
     "LR on sorted M (position-free)": lambda d: -np.sort(-d["M"], 1),
 }
@@ -196,6 +225,15 @@ def rows_of(d, dataset):
     return {k: v[keep] for k, v in d.items()} if 0 < keep.sum() < len(keep) else d
 
 
+def usable(learner, d):
+    """Whether a dump holds what a learner reads (s_img needs heads, the rest newer dumps)."""
+    if "s_img" in learner:
+        return not np.isnan(d["s_img"]).all()
+    if "global" in learner or "references' own" in learner:
+        return all(e in d for e in EXTRA)
+    return True
+
+
 def diagnose(out_path, named):
     data = {name: rows_of(load(path), name.split(" ")[0]) for name, path in named}
     lines = ["| data | scorer | K=2 | K=4 | K=8 | mean AUROC |", "|---|---|---|---|---|---|"]
@@ -212,12 +250,12 @@ def diagnose(out_path, named):
         target_only = name.endswith("(target only)")  # never trained on, not even in this check
         tr, te = split_half(d)
         for lname, feat in ([] if target_only else LEARNERS.items()):
-            if "s_img" in lname and np.isnan(d["s_img"]).all():
+            if not usable(lname, d):
                 continue
             row(name, lname + ", in distribution (half/half)", evaluate(te, Learner(lname, feat).fit([tr]).score(te)))
         others = [o for n, o in data.items() if n != name and not n.endswith("(target only)")]
         for lname, feat in (LEARNERS.items() if others else []):
-            if "s_img" in lname and np.isnan(d["s_img"]).all():
+            if not all(usable(lname, x) for x in [d] + others):
                 continue
             row(name, lname + ", held out (trained on the others)", evaluate(d, Learner(lname, feat).fit(others).score(d)))
     with open(out_path, "w") as f:
@@ -246,8 +284,8 @@ def fingerprint(maps_csv):
     return m.group(1), m.group(2)
 
 
-def fit_variant(datasets):
-    return Learner("stats", lambda d: map_stats(d["M"])).fit(datasets)
+def fit_variant(datasets, window=WINDOW):
+    return Learner("stats", lambda d: map_stats(d["M"], window)).fit(datasets)
 
 
 def fit(out_path, paths):
@@ -257,13 +295,13 @@ def fit(out_path, paths):
     description, fp = models.pop()
     meta = {"format": "gad-stats-head-1", "backbone": {"kind": "lite", "fingerprint": fp, "description": description},
             "head": "gad variant for the lite backbone: logistic regression on " + ", ".join(STAT_NAMES) +
-                    " of the residual map M (standardised)",
+                    " of the residual map M after a %dx%d mean (standardised)" % (WINDOW, WINDOW),
             "data": [p.split("/")[-2] for p in paths]}
     metadata = {"gad": json.dumps(meta)}
     learner = fit_variant([load(p) for p in paths])
     write_safetensors(out_path, [("stats_head.mean", learner.mu), ("stats_head.scale", learner.sd),
-                                 ("stats_head.weight", learner.beta[:-1]), ("stats_head.bias", learner.beta[-1:])],
-                      metadata)
+                                 ("stats_head.weight", learner.beta[:-1]), ("stats_head.bias", learner.beta[-1:]),
+                                 ("stats_head.window", np.array([WINDOW]))], metadata)
     print("stats head: " + ", ".join("%s %+.3f" % (n, b) for n, b in zip(STAT_NAMES, learner.beta[:-1])) +
           ", bias %+.3f (standardised statistics)" % learner.beta[-1])
 
@@ -293,7 +331,8 @@ def lodo(out_path, work, names):
              "|---|---|---|---|---|---|---|---|"]
     wins = {}
     for held in aux:
-        variant = fit_variant([maps[n] for n in aux if n != held])
+        train = [maps[n] for n in aux if n != held]
+        variant, unwindowed = fit_variant(train), fit_variant(train, 1)
         official_csv = os.path.join(work, "folds", held, "bench", "results.csv")
         official = bench_results(official_csv, "inctrl") if os.path.exists(official_csv) else {}
         for ev in (held, target):
@@ -301,7 +340,8 @@ def lodo(out_path, work, names):
             base = evaluate(d, d["s_patch"])
             rows = [("s_patch", base), ("patch-knn", list(knn[ev].values())[0]),
                     ("InCTRL heads (official design, gad train --k 4)", official.get(ev)),
-                    ("stats head (gad lite variant)", evaluate(d, variant.score(d)))]
+                    ("stats head without the window (the previous variant)", evaluate(d, unwindowed.score(d))),
+                    ("stats head, %dx%d window (gad lite variant, shipped)" % (WINDOW, WINDOW), evaluate(d, variant.score(d)))]
             for scorer, r in rows:
                 if r is None:
                     lines.append("| %s | %s | %s | – | – | – | – | – |" % (held, ev, scorer))

@@ -21,6 +21,7 @@
 #include "image/image.h"
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
+#include "inctrl/stats_head.h"
 #include "maps/anomaly_map.h"
 #include "report/html_report.h"
 #include "report/thumbnails.h"
@@ -317,13 +318,18 @@ void write_outputs(const BenchOptions& o, const Outputs& out, const std::string&
 class MapDump {
  public:
   MapDump(const std::string& path, const Backbone& bb, const std::optional<InctrlHeads>& heads)
-      : file_(path), scorer_(bb, heads) {}
+      : file_(path), scorer_(bb, heads), scorer_grid_(bb.grid()) {}
   void add(const std::string& dataset, const std::string& category, int k, int draw, const std::vector<std::string>& paths,
            const std::vector<int>& labels, size_t first, const ReferenceSet& refs, const Features& f) {
     const InctrlScores s = scorer_.score(refs, f);
     const at::Tensor m = s.residual_map.contiguous();
+    const at::Tensor g = global_residuals(refs, f).contiguous();  // [B, 2]
+    const std::string run = dataset + "/" + category + "|" + std::to_string(k) + "|" + std::to_string(draw);
+    auto cached = self_.find(run);
+    if (cached == self_.end()) cached = self_.emplace(run, reference_self_residuals(refs)).first;
+    const std::vector<double>& self = cached->second;
     if (!header_) {
-      file_ << "dataset,category,k,draw,path,label,s_patch,s_img,s_hol";
+      file_ << "dataset,category,k,draw,path,label,s_patch,s_img,s_hol,g_mean,g_nn,ref_max,ref_top2,ref_top10,ref_gnn";
       for (int64_t j = 0; j < m.size(1); ++j) file_ << ",m" << j;
       file_ << "\n";
       header_ = true;
@@ -332,7 +338,9 @@ class MapDump {
       file_ << dataset << ',' << category << ',' << k << ',' << draw << ',' << paths[first + b] << ',' << labels[first + b]
             << ',' << csv_number(s.s_patch[b].item<double>()) << ','
             << (s.s_img.defined() ? csv_number(s.s_img[b].item<double>()) : "") << ','
-            << (s.s_hol.defined() ? csv_number(s.s_hol[b].item<double>()) : "");
+            << (s.s_hol.defined() ? csv_number(s.s_hol[b].item<double>()) : "") << ','
+            << csv_number(g[b][0].item<double>()) << ',' << csv_number(g[b][1].item<double>());
+      for (double v : self) file_ << ',' << (std::isnan(v) ? "" : csv_number(v));
       const float* row = m[b].data_ptr<float>();
       for (int64_t j = 0; j < m.size(1); ++j) file_ << ',' << csv_number(row[j], "%.6g");
       file_ << '\n';
@@ -340,9 +348,46 @@ class MapDump {
     if (!file_) fail("bench: cannot write maps.csv");
   }
 
+  // Image-level residuals of the raw global features: ½(1 − cos(query, mean reference)) and
+  // ½(1 − max_k cos(query, reference k)), [B, 2].
+  static at::Tensor global_residuals(const ReferenceSet& refs, const Features& f) {
+    const at::Tensor q = f.global / f.global.norm(2, -1, true);
+    const at::Tensor r = refs.globals / refs.globals.norm(2, -1, true);
+    at::Tensor mean = r.mean(0);
+    mean = mean / mean.norm();
+    const at::Tensor to_mean = 0.5 * (1 - at::matmul(q, mean));
+    const at::Tensor to_nearest = 0.5 * (1 - std::get<0>(at::matmul(q, r.t()).max(1)));
+    return at::stack({to_mean, to_nearest}, 1).to(at::kDouble);
+  }
+  // How anomalous the references look to each other: each reference scored leave-one-out against
+  // the other K − 1 (patch residual map statistics max, top 2 %, top 10 % and the nearest-global
+  // residual), averaged over the K references; NaN for K = 1.
+  std::vector<double> reference_self_residuals(const ReferenceSet& refs) const {
+    const int64_t k = refs.k();
+    if (k < 2) return std::vector<double>(4, std::nan(""));
+    at::Tensor stats = at::zeros({3}, at::kFloat);
+    for (int64_t i = 0; i < k; ++i) {
+      std::vector<at::Tensor> layers;
+      for (const auto& bank : refs.banks) {
+        const int64_t p = bank.size(0) / k;
+        const at::Tensor own = bank.slice(0, i * p, (i + 1) * p);
+        const at::Tensor others = at::cat({bank.slice(0, 0, i * p), bank.slice(0, (i + 1) * p)});
+        layers.push_back(layer_residual(own.unsqueeze(0), others, scorer_grid_));
+      }
+      stats += StatsHead::statistics(at::stack(layers, 1).mean(1))[0];
+    }
+    stats /= static_cast<double>(k);
+    const at::Tensor r = refs.globals / refs.globals.norm(2, -1, true);
+    at::Tensor cos = at::matmul(r, r.t()) - 3 * at::eye(k, r.options());
+    const double gnn = (0.5 * (1 - std::get<0>(cos.max(1)))).mean().item<double>();
+    return {stats[0].item<double>(), stats[1].item<double>(), stats[2].item<double>(), gnn};
+  }
+
  private:
   std::ofstream file_;
   InctrlScorer scorer_;
+  int64_t scorer_grid_;
+  std::map<std::string, std::vector<double>> self_;  // per (dataset/category, K, draw)
   bool header_ = false;
 };
 

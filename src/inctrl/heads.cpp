@@ -121,6 +121,7 @@ void InctrlHeads::visit(const std::function<void(const std::string&, at::Tensor&
     fn("stats_head.scale", stats->scale);
     fn("stats_head.weight", stats->weight);
     fn("stats_head.bias", stats->bias);
+    fn("stats_head.window", stats->window);
     return;
   }
   fn("adapter.fc.0.weight", adapter.fc1);

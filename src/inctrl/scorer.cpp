@@ -84,7 +84,7 @@ InctrlScores InctrlScorer::score(const ReferenceSet& refs, const Features& query
     return s;
   }
   if (heads_->stats) {  // gad's lite variant: position-free statistics of M, nothing else
-    s.s_hol = at::sigmoid(heads_->stats->forward(s.residual_map));
+    s.s_hol = at::sigmoid(heads_->stats->forward(s.residual_map, backbone_.grid()));
     s.final_score = s.s_hol;
     return s;
   }

@@ -7,7 +7,7 @@
 //   holistic        s_hol = σ(diff_head(M + s_text + s_img)), final = (s_hol + s_patch)/2
 //
 // Without heads only the untrained patch residual exists and final = s_patch. With gad's lite
-// variant (heads.stats, stats_head.h) s_hol = σ(stats head(M)) and final = s_hol. The reference code
+// variant (heads.stats, stats_head.h) s_hol = σ(stats head(M, smoothed)) and final = s_hol. The reference code
 // reshapes instead of permuting when batch > 1 and so mixes samples; we do not reproduce that.
 #pragma once
 
