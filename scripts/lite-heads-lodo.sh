@@ -16,6 +16,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 GAD="$here/../build/gad"
 PY="${PYTHON:-python3}"
+# numpy comes from Debian (python3-numpy): a python3 earlier on PATH may lack it
+"$PY" -c 'import numpy' 2>/dev/null || PY=/usr/bin/python3
 work=$(mkdir -p "$1" && cd "$1" && pwd)
 . "$here/lite-heads-data.sh"
 aux="elpv cifar mnist fashion"

@@ -10,6 +10,7 @@
 #          train/good, every test image scored; maps.csv holds s_patch and the residual map M
 #   fit    `scripts/lite_heads.py fit`: logistic regression (Newton, L2 1e-3, each dataset and
 #          each label weighted equally) on the standardised max, top-2 % and top-10 % means of M
+#          after averaging it over every 3x3 square of the grid
 #
 # Run from the repository root after `bash scripts/setup.sh`. Prints the time it took; set
 # LITE_HEADS_WORK=DIR to keep the converted data and maps (default: a temporary folder).
@@ -17,6 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GAD="$PWD/build/gad"
 PY="${PYTHON:-python3}"
+# numpy comes from Debian (python3-numpy): a python3 earlier on PATH may lack it
+"$PY" -c 'import numpy' 2>/dev/null || PY=/usr/bin/python3
 OUT="$PWD/assets/heads/lite-mobilenet_v2.safetensors"
 . scripts/lite-heads-data.sh
 work=${LITE_HEADS_WORK:-}
@@ -32,5 +35,4 @@ for n in elpv cifar mnist fashion; do
   maps+=("$work/maps/$n/maps.csv")
 done
 "$PY" scripts/lite_heads.py fit "$OUT" "${maps[@]}"
-echo "wrote $OUT in ${SECONDS} s wall; CPU (user, system) of the steps:"
-times | tail -1
+echo "wrote $OUT in ${SECONDS} s wall"

@@ -12,6 +12,12 @@
 
 namespace gad::test {
 
+// Final-score budget of bf16 runs against the fp32 reference on a CPU without a bf16 dot product
+// (no AVX512-BF16/AMX): LibTorch 1.13's fallback bf16 kernels round more than oneDNN's. The worst
+// measured on an AVX2-only CPU was 0.0186 (AnomalyDINO) and 0.0147 (InCTRL); 0.025 leaves room for
+// other fallback CPUs, still far below the score gaps that separate normals from anomalies.
+constexpr double kBf16FallbackBudget = 0.025;
+
 inline std::string shared(const std::string& rel) { return std::string(GAD_SHARED_DIR) + "/" + rel; }
 inline std::string inctrl_fixture(const std::string& rel) { return shared("fixtures/inctrl/" + rel); }
 

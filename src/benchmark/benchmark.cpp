@@ -361,10 +361,11 @@ class MapDump {
   }
   // How anomalous the references look to each other: each reference scored leave-one-out against
   // the other K − 1 (patch residual map statistics max, top 2 %, top 10 % and the nearest-global
-  // residual), averaged over the K references; NaN for K = 1.
+  // residual), averaged over the K references; NaN for K = 1 and on backbones whose grid follows
+  // each image (DINOv2: references of different sizes have no common grid).
   std::vector<double> reference_self_residuals(const ReferenceSet& refs) const {
     const int64_t k = refs.k();
-    if (k < 2) return std::vector<double>(4, std::nan(""));
+    if (k < 2 || scorer_grid_ == 0 || refs.views != 1) return std::vector<double>(4, std::nan(""));
     at::Tensor stats = at::zeros({3}, at::kFloat);
     for (int64_t i = 0; i < k; ++i) {
       std::vector<at::Tensor> layers;
@@ -378,7 +379,7 @@ class MapDump {
     }
     stats /= static_cast<double>(k);
     const at::Tensor r = refs.globals / refs.globals.norm(2, -1, true);
-    at::Tensor cos = at::matmul(r, r.t()) - 3 * at::eye(k, r.options());
+    at::Tensor cos = at::matmul(r, r.t()) - 3 * at::eye(k, r.options());  // below any other: never its own nearest
     const double gnn = (0.5 * (1 - std::get<0>(cos.max(1)))).mean().item<double>();
     return {stats[0].item<double>(), stats[1].item<double>(), stats[2].item<double>(), gnn};
   }

@@ -53,7 +53,8 @@ void add_bench_options(CLI::App* cmd, BenchArgs& a) {
   cmd->add_option("--batch", a.batch, "images per forward pass (default 8)");
   cmd->add_option("-o,--output", a.out, "output directory")->required();
   cmd->add_flag("--dump-maps", a.dump_maps, "also write OUT/maps.csv: per test image and draw, label, s_patch, s_img and\n"
-                                             "s_hol (with heads) and the patch residual map M, row-major");
+                                             "s_hol (with heads), global-feature residuals (g_mean, g_nn), the references'\n"
+                                             "own leave-one-out residuals (ref_*) and the patch residual map M, row-major");
   cmd->add_flag("--report", a.report, "also write OUT/report.html: tables, per category a score histogram, ROC/PR of\n"
                                       "every scorer and overlay thumbnails sorted by score (self-contained HTML)");
 }
