@@ -318,7 +318,7 @@ void write_outputs(const BenchOptions& o, const Outputs& out, const std::string&
 class MapDump {
  public:
   MapDump(const std::string& path, const Backbone& bb, const std::optional<InctrlHeads>& heads)
-      : file_(path), scorer_(bb, heads), scorer_grid_(bb.grid()) {}
+      : file_(path), scorer_(bb, heads), patch_scorer_(bb, std::nullopt), scorer_grid_(bb.grid()) {}
   void add(const std::string& dataset, const std::string& category, int k, int draw, const std::vector<std::string>& paths,
            const std::vector<int>& labels, size_t first, const ReferenceSet& refs, const Features& f) {
     const InctrlScores s = scorer_.score(refs, f);
@@ -366,27 +366,19 @@ class MapDump {
   std::vector<double> reference_self_residuals(const ReferenceSet& refs) const {
     const int64_t k = refs.k();
     if (k < 2 || scorer_grid_ == 0 || refs.views != 1) return std::vector<double>(4, std::nan(""));
-    at::Tensor stats = at::zeros({3}, at::kFloat);
+    at::Tensor sum = at::zeros({4}, at::kDouble);
     for (int64_t i = 0; i < k; ++i) {
-      std::vector<at::Tensor> layers;
-      for (const auto& bank : refs.banks) {
-        const int64_t p = bank.size(0) / k;
-        const at::Tensor own = bank.slice(0, i * p, (i + 1) * p);
-        const at::Tensor others = at::cat({bank.slice(0, 0, i * p), bank.slice(0, (i + 1) * p)});
-        layers.push_back(layer_residual(own.unsqueeze(0), others, scorer_grid_));
-      }
-      stats += StatsHead::statistics(at::stack(layers, 1).mean(1))[0];
+      const HeldOutReference h = hold_out_reference(refs, i);
+      const at::Tensor m = patch_scorer_.score(h.rest, h.query).residual_map;
+      sum += at::cat({StatsHead::statistics(m)[0].to(at::kDouble), global_residuals(h.rest, h.query)[0].slice(0, 1)});
     }
-    stats /= static_cast<double>(k);
-    const at::Tensor r = refs.globals / refs.globals.norm(2, -1, true);
-    at::Tensor cos = at::matmul(r, r.t()) - 3 * at::eye(k, r.options());  // below any other: never its own nearest
-    const double gnn = (0.5 * (1 - std::get<0>(cos.max(1)))).mean().item<double>();
-    return {stats[0].item<double>(), stats[1].item<double>(), stats[2].item<double>(), gnn};
+    sum /= static_cast<double>(k);
+    return {sum[0].item<double>(), sum[1].item<double>(), sum[2].item<double>(), sum[3].item<double>()};
   }
 
  private:
   std::ofstream file_;
-  InctrlScorer scorer_;
+  InctrlScorer scorer_, patch_scorer_;  // with the model's heads; without (the references' own M)
   int64_t scorer_grid_;
   std::map<std::string, std::vector<double>> self_;  // per (dataset/category, K, draw)
   bool header_ = false;

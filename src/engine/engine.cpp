@@ -386,22 +386,8 @@ std::vector<double> Detector::leave_one_out_scores(const References& references)
   at::NoGradGuard no_grad;
   std::vector<double> scores;
   for (int64_t k = 0; k < K; ++k) {
-    // Reference k becomes the query (its bank rows are its tapped tokens, already normalised,
-    // which the patch residual normalises anyway); the other K − 1 form the set.
-    ReferenceSet rest = refs;
-    rest.threshold.reset();
-    Features query;
-    rest.banks.clear();
-    rest.banks_bf16.clear();
-    for (const auto& bank : refs.banks) {
-      const int64_t P = bank.size(0) / K;
-      query.taps.push_back(bank.slice(0, k * P, (k + 1) * P).unsqueeze(0));
-      rest.banks.push_back(at::cat({bank.slice(0, 0, k * P), bank.slice(0, (k + 1) * P)}).contiguous());
-      rest.banks_bf16.push_back(rest.banks.back().to(at::kBFloat16));
-    }
-    query.global = refs.globals.slice(0, k, k + 1);
-    rest.globals = at::cat({refs.globals.slice(0, 0, k), refs.globals.slice(0, k + 1)}).contiguous();
-    scores.push_back(impl_->scorer->score(rest, query).final_score[0].item<double>());
+    const HeldOutReference h = hold_out_reference(refs, k);
+    scores.push_back(impl_->scorer->score(h.rest, h.query).final_score[0].item<double>());
   }
   return scores;
 }

@@ -187,4 +187,23 @@ ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbon
   return set;
 }
 
+HeldOutReference hold_out_reference(const ReferenceSet& refs, int64_t k) {
+  const int64_t K = refs.k();
+  if (K < 2 || k < 0 || k >= K || refs.views != 1)
+    fail("hold_out_reference: reference ", k, " of a set of K = ", K, " with ", refs.views, " view(s)");
+  HeldOutReference h{{}, refs};
+  h.rest.threshold.reset();
+  h.rest.banks.clear();
+  h.rest.banks_bf16.clear();
+  for (const auto& bank : refs.banks) {
+    const int64_t p = bank.size(0) / K;
+    h.query.taps.push_back(bank.slice(0, k * p, (k + 1) * p).unsqueeze(0));
+    h.rest.banks.push_back(at::cat({bank.slice(0, 0, k * p), bank.slice(0, (k + 1) * p)}).contiguous());
+    h.rest.banks_bf16.push_back(h.rest.banks.back().to(at::kBFloat16));
+  }
+  h.query.global = refs.globals.slice(0, k, k + 1);
+  h.rest.globals = at::cat({refs.globals.slice(0, 0, k), refs.globals.slice(0, k + 1)}).contiguous();
+  return h;
+}
+
 }  // namespace gad

@@ -63,4 +63,15 @@ struct ReferenceSet {
   static ReferenceSet load(const std::string& path, const Backbone& backbone);
 };
 
+// Reference `k` of a set as a query against the other K − 1 (leave-one-out calibration, the
+// references' own residuals in `gad bench --dump-maps`): its bank rows become the query's taps
+// (already normalised, which the patch residual does anyway) and its global the query's global.
+// Needs K ≥ 2 and one view per reference; the banks split into K equal blocks, so fixed-grid
+// backbones only.
+struct HeldOutReference {
+  Features query;
+  ReferenceSet rest;
+};
+HeldOutReference hold_out_reference(const ReferenceSet& refs, int64_t k);
+
 }  // namespace gad
