@@ -88,7 +88,7 @@ py::dict record_dict(const gad::ScoreRecord& r, bool with_map) {
   py::dict out;
   out["path"] = r.path;
   for (auto item : d) out[item.first] = item.second;  // the CLI's keys, in its order
-  if (with_map) {
+  if (with_map && r.ok()) {
     py::array_t<float> map({r.map.height, r.map.width});
     std::copy(r.map.values.begin(), r.map.values.end(), map.mutable_data());
     out["map"] = map;
@@ -96,15 +96,26 @@ py::dict record_dict(const gad::ScoreRecord& r, bool with_map) {
   return out;
 }
 
+py::dict threshold_of(const gad::Threshold& t) {
+  py::dict d;
+  d["threshold"] = t.value;
+  d["far"] = t.far;
+  d["method"] = t.method;
+  d["n"] = t.n;
+  d["time"] = t.time;
+  d["setup"] = t.setup;
+  return d;
+}
+
 py::object threshold_dict(const gad::References& refs) {
   auto t = refs.threshold();
-  if (!t) return py::none();
-  py::dict d;
-  d["threshold"] = t->value;
-  d["far"] = t->far;
-  d["method"] = t->method;
-  d["n"] = t->n;
-  return d;
+  return t ? py::object(threshold_of(*t)) : py::none();
+}
+
+py::list threshold_history(const gad::References& refs) {
+  py::list out;
+  for (const auto& t : refs.threshold_history()) out.append(threshold_of(t));
+  return out;
 }
 
 }  // namespace
@@ -128,7 +139,11 @@ PYBIND11_MODULE(gad, m) {
       .def_property_readonly("k", &gad::References::k)
       .def_property_readonly("class_name", &gad::References::class_name)
       .def_property_readonly("scorer", &gad::References::scorer)
-      .def_property_readonly("threshold", &threshold_dict, "None, or {threshold, far, method, n}")
+      .def_property_readonly("threshold", &threshold_dict, "None, or {threshold, far, method, n, time, setup}")
+      .def_property_readonly("threshold_history", &threshold_history, "every calibration, oldest first")
+      .def_property_readonly("taps", &gad::References::taps, "lite patch taps the set was built with")
+      .def_property_readonly("sources", &gad::References::sources, "the reference images")
+      .def_property_readonly("integrity", &gad::References::integrity, "verified | built | unverified (no checksum)")
       .def_property_readonly("summary", &gad::References::summary)
       .def("save", &gad::References::save, py::arg("path"), "write a .gadref file (gad refs/score --refs read it)")
       .def("__repr__", [](const gad::References& r) { return "<gad.ReferenceSet " + r.summary() + ">"; });
@@ -136,7 +151,7 @@ PYBIND11_MODULE(gad, m) {
   py::class_<gad::Detector>(m, "Detector")
       .def(py::init([](std::optional<std::string> model, std::optional<std::string> heads, const std::string& precision,
                        std::optional<int> threads, const std::string& scorer, bool rotate,
-                       std::optional<std::string> config, int64_t max_pixels) {
+                       std::optional<std::string> config, int64_t max_pixels, std::vector<std::string> lite_taps) {
              // Threads are process-wide (torch/OpenBLAS): set only when asked.
              if (threads) gad::set_threads(*threads);
              gad::ModelOptions o;
@@ -147,13 +162,16 @@ PYBIND11_MODULE(gad, m) {
              o.scorer = scorer_of(scorer);
              o.rotate = rotate;
              o.max_pixels = max_pixels;
+             o.lite_taps = lite_taps;
              py::gil_scoped_release unlocked;
              return new gad::Detector(o);
            }),
            py::arg("model") = py::none(), py::arg("heads") = py::none(), py::arg("precision") = "auto",
            py::arg("threads") = py::none(), py::arg("scorer") = "auto", py::arg("rotate") = false,
            py::arg("config") = py::none(), py::arg("max_pixels") = gad::ModelOptions().max_pixels,
-           "Load a model: model=None is the installed lite model; threads sets the process's compute threads")
+           py::arg("lite_taps") = std::vector<std::string>{},
+           "Load a model: model=None is the installed lite model; threads sets the process's compute threads;\n"
+           "lite_taps: the lite model's patch taps (default block_12_add, or a loaded set's)")
       .def("describe", &gad::Detector::describe)
       .def_property_readonly("has_heads", &gad::Detector::has_heads)
       .def(
@@ -178,20 +196,25 @@ PYBIND11_MODULE(gad, m) {
           py::arg("path"))
       .def(
           "calibrate",
-          [](gad::Detector& d, const gad::References& refs, std::optional<py::sequence> normals, double far) {
+          [](gad::Detector& d, const gad::References& refs, std::optional<py::sequence> normals, double far,
+             bool allow_few) {
             Inputs in = normals ? inputs_of(*normals) : Inputs{};
+            const gad::CalibrationOptions c{far, allow_few};
             py::gil_scoped_release unlocked;
-            if (!in.views.empty()) return d.calibrate(refs, in.views, far);
-            return d.calibrate(refs, in.paths.empty() ? in.paths : gad::list_images(in.paths), far);
+            if (!in.views.empty()) return d.calibrate(refs, in.views, c);
+            return d.calibrate(refs, in.paths.empty() ? in.paths : gad::list_images(in.paths), c);
           },
-          py::arg("refs"), py::arg("normals") = py::none(), py::arg("far") = 0.05,
-          "A calibrated copy: threshold from held-out normals (or leave-one-out over the references)")
+          py::arg("refs"), py::arg("normals") = py::none(), py::arg("far") = 0.05, py::arg("allow_few") = false,
+          "A calibrated copy: threshold from held-out normals (never the references; or leave-one-out over them);\n"
+          "fewer normals than far needs raise unless allow_few")
       .def(
           "score",
-          [](gad::Detector& d, const gad::References& refs, const py::sequence& images, bool maps, int batch) {
+          [](gad::Detector& d, const gad::References& refs, const py::sequence& images, bool maps, int batch,
+             bool use_threshold) {
             Inputs in = inputs_of(images);
             gad::ScoreOptions o;
             o.batch = batch;
+            o.use_threshold = use_threshold;
             o.map = maps ? gad::MapKind::Patch : gad::MapKind::None;
             std::vector<gad::ScoreRecord> records;
             {
@@ -203,7 +226,10 @@ PYBIND11_MODULE(gad, m) {
             return out;
           },
           py::arg("refs"), py::arg("images"), py::arg("maps") = false, py::arg("batch") = 8,
-          "Score images: a list of dicts (path, score, s_patch, ..., ms[, map: float32 HxW in image pixels])");
+          py::arg("use_threshold") = true,
+          "Score images: a list of dicts, one per image in order: (path, score, s_patch, ..., [anomalous,] ms\n"
+          "[, map: float32 HxW in image pixels]) or, for an image that could not be scored, (path, error) with no\n"
+          "score and no verdict. use_threshold=False: scores without a verdict.");
 
   m.def(
       "load_references", [](const std::string& path, gad::Detector& d) { return d.load_references(path); },

@@ -61,7 +61,7 @@ TEST(Calibration, ThresholdRoundTripsAndOldSetsStayLoadable) {
   const References calibrated = plain.with_threshold(conformal_threshold(loo, 0.2, "conformal-leave-one-out"));
   calibrated.save(dir + "/calibrated.gadref");
   // Detector::calibrate without normals is the same leave-one-out rule.
-  EXPECT_EQ(other.calibrate(plain, std::vector<std::string>{}, 0.2).threshold()->value, calibrated.threshold()->value);
+  EXPECT_EQ(other.calibrate(plain, std::vector<std::string>{}, CalibrationOptions{0.2}).threshold()->value, calibrated.threshold()->value);
   Detector third(o);
   const References reloaded = third.load_references(dir + "/calibrated.gadref");
   ASSERT_TRUE(reloaded.threshold().has_value());

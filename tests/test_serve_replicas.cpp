@@ -50,7 +50,7 @@ TEST(ServeReplicas, ShareOneStoreAndSeeEachOthersChanges) {
   EXPECT_FALSE(score(ca, id, {10})["results"][0].contains("anomalous"));
 
   // Calibrated through B: A's very next score carries "anomalous" (version 2 reloaded).
-  auto cal = cb.Post(("/v1/refsets/" + id + "/calibrate").c_str(), images_form({20, 21, 22, 23, 24, 25, 26, 27}, "0.1"));
+  auto cal = cb.Post(("/v1/refsets/" + id + "/calibrate").c_str(), images_form({20, 21, 22, 23, 24, 25, 26, 27, 28}, "0.1"));
   ASSERT_TRUE(cal);
   ASSERT_EQ(cal->status, 200) << cal->body;
   const json after = score(ca, id, {10});

@@ -65,9 +65,12 @@ typedef struct {
   gad_scorer scorer;
   int rotate;         /* AnomalyDINO: also every reference rotated by 45..315 degrees */
   int64_t max_pixels; /* largest image accepted, width x height */
+  const char* lite_taps; /* lite model patch taps, comma-separated ("block_12_add,block_5_add"); NULL = default */
 } gad_model_params;
 
-/* One scored image. Maps (when asked for) are allocated by gad: free with gad_result_free. */
+/* One image: scored when status is GAD_OK; otherwise it was not scored (error says why, the
+ * score fields are 0 and anomalous is -1: never read a verdict from a result that failed).
+ * Maps (when asked for) are allocated by gad: free with gad_result_free. */
 typedef struct {
   double score, s_patch, s_img, s_text, s_hol;
   int has_text, has_heads;
@@ -75,6 +78,8 @@ typedef struct {
   double threshold;    /* the set's threshold (valid when anomalous >= 0) */
   float* map;          /* map_width x map_height floats, row-major, in image pixels; NULL if not asked */
   int map_width, map_height;
+  gad_status status;   /* GAD_OK: scored; else why this image has no score */
+  char error[256];     /* the one-line reason when status != GAD_OK (truncated), else "" */
 } gad_result;
 
 const char* gad_version(void);
@@ -99,16 +104,23 @@ gad_status gad_references_build_pixels(gad_detector* detector, const void* const
                                        gad_references** out);
 gad_status gad_references_load(gad_detector* detector, const char* path, gad_references** out);
 gad_status gad_references_save(const gad_references* refs, const char* path);
-/* Replaces *refs by a calibrated copy (normals: held-out normal files; NULL/0 = leave-one-out). */
+/* Replaces *refs by a calibrated copy (normals: held-out normal files, never the references;
+ * NULL/0 = leave-one-out). Fewer normals than `far` needs (ceil(1/far) - 1) is an error;
+ * gad_references_calibrate_allow_few takes them (largest normal score plus a margin). */
 gad_status gad_references_calibrate(gad_detector* detector, gad_references** refs, const char* const* normals,
                                     size_t n_normals, double far);
+gad_status gad_references_calibrate_allow_few(gad_detector* detector, gad_references** refs, const char* const* normals,
+                                              size_t n_normals, double far);
 int64_t gad_references_k(const gad_references* refs);
 void gad_references_free(gad_references* refs);
 
-/* Score one image; `result` may be NULL when only the score is wanted. */
+/* Score one image; `result` may be NULL when only the score is wanted. An image that cannot be
+ * scored is the call's error status (its result is not written). */
 gad_status gad_score_path(gad_detector* detector, const gad_references* refs, const char* path, double* score,
                           gad_result* result);
-/* Score n files in batches; results[i] for paths[i]; `maps` = gad_map_kind. */
+/* Score n files in batches; results[i] for paths[i]; `maps` = gad_map_kind. GAD_OK when the call
+ * ran: each results[i].status then says whether that image was scored (one bad file does not
+ * stop the others). */
 gad_status gad_score_paths(gad_detector* detector, const gad_references* refs, const char* const* paths, size_t n,
                            gad_map_kind maps, gad_result* results);
 /* Score one in-memory image (see gad_references_build_pixels for the layout). */

@@ -20,11 +20,20 @@
 //
 // Errors: every failure is a gad::Error whose what() is one line naming the file or option and
 // the problem, and whose kind() says what sort of failure it is (a server maps it to a status).
+//
+// Fail-safe results: scoring never says "normal" about an image it did not score. Every image
+// yields a ScoreRecord that is either ok() — a finite score, and a verdict (anomalous()) when the
+// set's threshold applies — or carries an `error` for that image (unreadable, too large, a
+// non-finite value anywhere in its scoring), in which case it has no score and no verdict. One
+// bad image never ends a run; a bad set (a checksum mismatch, non-finite banks) is refused when
+// it is loaded. Thresholds remember the scoring setup they were calibrated under and are refused
+// under another one.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -83,7 +92,8 @@ struct ModelOptions {
   Precision precision = Precision::Auto;
   Scorer scorer = Scorer::Auto;  // how new reference sets score; a loaded set keeps its own
   bool rotate = false;           // AnomalyDINO: add each reference rotated by 45, ..., 315 degrees
-  std::vector<std::string> lite_taps;  // lite model patch taps; empty = its default
+  // Lite model patch taps; empty = its default, or the taps of the first saved set loaded.
+  std::vector<std::string> lite_taps;
   int resolution = 0;                  // DINOv2: smaller image edge in px; 0 = 448
   int64_t max_pixels = 40'000'000;     // largest image accepted (width x height), checked before decoding
 };
@@ -102,11 +112,33 @@ struct ImageView {
 
 // ---- Reference sets ----
 
+// What a score depends on besides the images: "model" and "heads" fingerprints, "scorer",
+// "taps", "views", "resolution" (and "precision", which moves scores by ~0.01 only). Map
+// settings are not in it: they shape the maps, never the score.
+using ScoringSetup = std::map<std::string, std::string>;
+
 struct Threshold {
   double value = 0;    // anomalous = score > value
   double far = 0;      // requested false-alarm rate on normal images
   std::string method;  // "conformal-heldout" | "conformal-leave-one-out"
   int64_t n = 0;       // normal scores it was computed from
+  std::string time;    // when, UTC "YYYY-MM-DDTHH:MM:SSZ" ("" in files written before it was kept)
+  ScoringSetup setup;  // the setup the normals were scored under ({} in files written before)
+  // The largest patch-map value over the calibration normals: the top of the colour scale that
+  // makes overlays comparable across images (0 when unknown).
+  double map_top = 0;
+};
+
+// "" when scores made under `now` may use a threshold calibrated under `calibrated`; otherwise
+// what differs, e.g. "heads: 3f2a… then, none now". Precision is not compared (it moves scores by
+// ~0.01 only); keys a threshold did not record (older files) are not compared either.
+std::string setup_difference(const ScoringSetup& calibrated, const ScoringSetup& now);
+
+struct CalibrationOptions {
+  double far = 0.05;
+  // Fewer normals than `far` needs (⌈1/far⌉ − 1) is an error unless this is set; then the
+  // threshold is the largest normal score plus a margin, and a warning says so.
+  bool allow_few = false;
 };
 
 struct RefHandle;  // internal
@@ -122,6 +154,12 @@ class References {
   std::string class_name() const;
   std::string scorer() const;  // "inctrl" | "anomalydino"
   std::optional<Threshold> threshold() const;
+  std::vector<Threshold> threshold_history() const;  // every calibration, oldest first
+  std::vector<std::string> sources() const;          // the reference images, as given
+  std::vector<std::string> taps() const;             // lite patch taps it was built with ({} otherwise)
+  // "verified" (a saved set whose checksum matched), "built" (made in this process) or
+  // "unverified" (written before sets carried a checksum).
+  std::string integrity() const;
   std::string summary() const;  // "class 'tile', K = 4, text prior, scorer inctrl"
   size_t memory_bytes() const;  // tensor memory held
   void save(const std::string& path) const;  // a .gadref file (atomically replaced)
@@ -158,9 +196,12 @@ struct ImageMap {
   std::vector<float> values;
 };
 
-// One scored image.
+// One scored image: ok() with a finite score, or an error for this image and no score.
 struct ScoreRecord {
-  std::string path;  // the file, or the ImageView's name
+  std::string path;   // the file, or the ImageView's name
+  std::string error;  // why this image has no score (one line); empty when it was scored
+  ErrorKind error_kind = ErrorKind::InvalidArgument;  // what sort of failure `error` is
+  bool ok() const { return error.empty(); }
   double score = 0, s_patch = 0, s_img = 0, s_text = 0, s_hol = 0;
   // Which sub-scores the model has: s_text (CLIP), s_hol (any heads), s_img (InCTRL's image head;
   // the lite statistics head has none).
@@ -169,11 +210,12 @@ struct ScoreRecord {
   std::vector<float> residual_map;  // row-major patch grid, `grid` columns: InCTRL's M, AnomalyDINO's distances
   std::vector<float> holistic_map;  // M + s_text + s_img (InCTRL's head input); empty without heads
   int grid = 0;                     // columns of the grid maps (rows = residual_map.size() / grid)
-  std::optional<double> threshold;  // the reference set's threshold, when it is calibrated
+  std::optional<double> threshold;  // the set's threshold, when it is calibrated and applies
   CropGeometry geometry;            // how the network input was cut from the image
   ImageMap map;                     // the map ScoreOptions asked for, in image pixels (else empty)
+  // A verdict only for a scored image under a threshold: never "normal" without a score.
   std::optional<bool> anomalous() const {
-    return threshold ? std::optional<bool>(score > *threshold) : std::nullopt;
+    return ok() && threshold ? std::optional<bool>(score > *threshold) : std::nullopt;
   }
 };
 
@@ -182,8 +224,15 @@ enum class MapKind { None, Patch, Holistic };  // Holistic needs heads
 struct ScoreOptions {
   int batch = 8;                  // images per forward pass (results do not depend on it)
   MapKind map = MapKind::None;    // also return Result::map
-  double map_sigma = 4.0;         // Gaussian smoothing of the map, px at a 240 px input
+  double map_sigma = 4.0;         // Gaussian smoothing of the map, px at a 240 px input (0..kMaxMapSigma)
+  // false: scores without a verdict, even when the set's threshold was calibrated under another
+  // scoring setup (which is otherwise an error).
+  bool use_threshold = true;
+  // Asked before each batch; when it returns true the images not yet scored get an error record
+  // ("not scored: interrupted") and scoring returns. Programs wire it to their signal handling.
+  std::function<bool()> interrupted;
 };
+constexpr double kMaxMapSigma = 64.0;
 
 // A grid map (`grid_w` columns) in the image's own pixels: the crop undone, bilinear, then a
 // Gaussian of σ = sigma_at_240 px at a 240 px input. With geometry.stretch_to_image (DINOv2),
@@ -199,7 +248,8 @@ std::string to_json(const ScoreRecord& record);
 // ---- Image lists ----
 
 // The image files `files_or_dirs` name: files as given, directories listed recursively and sorted
-// by path (gad's image extensions). Throws when a path is missing or nothing is found.
+// by path (gad's image extensions; hidden files and folders — dot-names, AppleDouble "._*" — are
+// skipped). Throws when a path is missing or nothing is found.
 std::vector<std::string> list_images(const std::vector<std::string>& files_or_dirs);
 // K of `paths` drawn by a partial Fisher-Yates shuffle driven by std::mt19937_64(seed) (the same
 // on every machine; the CLI's --k/--seed).
@@ -228,22 +278,36 @@ class Detector {
   References build_references(const std::vector<std::string>& paths, const std::string& class_name = "");
   References build_references(const std::vector<ImageView>& images, const std::string& class_name = "");
   References build_references_from_prompts(const std::string& prompt_file, const std::string& class_name);
-  References load_references(const std::string& path) const;
-  References references_from_bytes(const std::string& bytes) const;
+  // A saved set: its checksum is verified (a mismatch is a CorruptFile error naming the file; sets
+  // written before checksums load as "unverified"), its banks checked finite, its model checked
+  // against this one. A lite set built with other taps switches this detector to those taps
+  // unless ModelOptions::lite_taps were given.
+  References load_references(const std::string& path);
+  References references_from_bytes(const std::string& bytes, const std::string& name = "reference set") const;
+
+  // What scores of `refs` depend on under this detector (see ScoringSetup).
+  ScoringSetup scoring_setup(const References& refs) const;
 
   // A calibrated copy of `refs`: the threshold that flags at most `far` of normal images, from
-  // held-out normal images (files or pixels), or with no normals from leave-one-out over the
-  // references (needs K >= 2; InCTRL sets on CLIP or lite models). `warning` receives a line
-  // when there are too few normals for `far`.
-  References calibrate(const References& refs, const std::vector<std::string>& normal_paths, double far = 0.05,
-                       std::string* warning = nullptr);
-  References calibrate(const References& refs, const std::vector<ImageView>& normals, double far = 0.05,
-                       std::string* warning = nullptr);
+  // held-out normal images (files or pixels; references themselves are refused), or with no
+  // normals from leave-one-out over the references (needs K >= 2; InCTRL sets on CLIP or lite
+  // models). The threshold records this detector's scoring setup and joins the set's history.
+  // `warning` receives a line when allow_few let too few normals through.
+  References calibrate(const References& refs, const std::vector<std::string>& normal_paths,
+                       const CalibrationOptions& options = {}, std::string* warning = nullptr);
+  References calibrate(const References& refs, const std::vector<ImageView>& normals,
+                       const CalibrationOptions& options = {}, std::string* warning = nullptr);
+  // The same from normal scores computed elsewhere (a server scores uploads in its own queue).
+  References calibrate_scores(const References& refs, const std::vector<double>& normal_scores,
+                              const std::string& method, const CalibrationOptions& options = {},
+                              std::string* warning = nullptr, double map_top = 0);
   // The final score of each reference against a set of the other K − 1 (leave-one-out).
   std::vector<double> leave_one_out_scores(const References& refs);
 
-  // Scores images; results in input order. The streaming form calls `on_result` per image as
-  // its batch finishes, so a long list never holds more than one batch of images.
+  // Scores images; results in input order, one per input, each ok() or with its error. Throws
+  // only for what concerns the whole call: bad options, an empty set, a threshold calibrated
+  // under another setup (unless options.use_threshold is false). The streaming form calls
+  // `on_result` per image as its batch finishes, so a long list never holds more than one batch.
   std::vector<ScoreRecord> score(const References& refs, const std::vector<std::string>& paths,
                             const ScoreOptions& options = {});
   void score(const References& refs, const std::vector<std::string>& paths, const ScoreOptions& options,

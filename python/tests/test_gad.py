@@ -117,3 +117,35 @@ def test_scoring_releases_the_gil(detector, refs):
     t.join()
     # With the GIL held for the whole call the other thread could not run at all meanwhile.
     assert during > 1000
+
+
+def test_bad_image_is_an_error_record_without_a_verdict(detector, refs, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    calibrated = detector.calibrate(refs, [os.path.join(TILES, "validation", "good")], far=0.1)
+    good, bad = detector.score(calibrated, [TEST[0], str(broken)])
+    assert "score" in good and "anomalous" in good and "error" not in good
+    assert bad["path"] == str(broken) and "broken.png" in bad["error"]
+    assert "score" not in bad and "anomalous" not in bad
+    assert len(calibrated.threshold_history) == 1 and calibrated.threshold["setup"]["scorer"] == "inctrl"
+    assert calibrated.integrity == "built"
+
+
+def test_calibration_refuses_references_and_too_few(detector, refs):
+    with pytest.raises(gad.Error, match="is reference"):
+        detector.calibrate(refs, [os.path.join(REFS, "000.png")], far=0.5)
+    with pytest.raises(gad.Error, match="at least 19"):
+        detector.calibrate(refs, [os.path.join(TILES, "validation", "good")], far=0.05)
+    assert detector.calibrate(refs, [os.path.join(TILES, "validation", "good")], far=0.05, allow_few=True).threshold
+
+
+def test_lite_taps_are_settable_and_sets_keep_them(tmp_path):
+    two = gad.Detector(model=MODEL, precision="fp32", lite_taps=["block_12_add", "block_5_add"])
+    refs = two.build_references([REFS], class_name="tile")
+    assert refs.taps == ["block_12_add", "block_5_add"]
+    path = str(tmp_path / "two.gadref")
+    refs.save(path)
+    plain = gad.Detector(model=MODEL, precision="fp32")  # default taps: the set's are adopted on load
+    loaded = plain.load_references(path)
+    assert loaded.integrity == "verified"
+    assert plain.score(loaded, TEST[:1])[0]["score"] == pytest.approx(two.score(refs, TEST[:1])[0]["score"], abs=1e-6)

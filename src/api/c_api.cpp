@@ -2,7 +2,9 @@
 #include <gad/gad.h>
 
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <optional>
 #include <exception>
 #include <new>
 #include <string>
@@ -102,7 +104,17 @@ void fill(const gad::ScoreRecord& r, gad_result* out) {
   g.s_hol = r.s_hol;
   g.has_text = r.has_text;
   g.has_heads = r.has_heads;
-  g.anomalous = r.threshold ? (r.score > *r.threshold) : -1;
+  g.status = GAD_OK;
+  if (!r.ok()) {  // no score, no verdict
+    g = gad_result{};
+    g.anomalous = -1;
+    g.status = status_of(r.error_kind);
+    std::snprintf(g.error, sizeof g.error, "%s", r.error.c_str());
+    *out = g;
+    return;
+  }
+  const std::optional<bool> verdict = r.anomalous();
+  g.anomalous = verdict ? *verdict : -1;
   g.threshold = r.threshold.value_or(0.0);
   if (!r.map.values.empty()) {
     g.map = static_cast<float*>(std::malloc(r.map.values.size() * sizeof(float)));
@@ -112,6 +124,26 @@ void fill(const gad::ScoreRecord& r, gad_result* out) {
     g.map_height = r.map.height;
   }
   *out = g;
+}
+
+gad_status calibrate(gad_detector* detector, gad_references** refs, const char* const* normals, size_t n_normals,
+                     double far, bool allow_few) {
+  GAD_REQUIRE(detector && refs && *refs, "detector and refs must not be NULL");
+  GAD_REQUIRE(normals || n_normals == 0, "normals is NULL");
+  return guarded([&] {
+    auto files = n_normals ? gad::expand_image_args(strings(normals, n_normals), "normals") : std::vector<std::string>{};
+    (*refs)->refs = detector->detector.calibrate((*refs)->refs, files, gad::CalibrationOptions{far, allow_few});
+  });
+}
+
+std::vector<std::string> split_commas(const std::string& list) {
+  std::vector<std::string> out;
+  for (size_t start = 0;;) {
+    const size_t comma = list.find(',', start);
+    out.push_back(list.substr(start, comma - start));
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
 }
 
 }  // namespace
@@ -166,6 +198,7 @@ gad_status gad_detector_open(const gad_model_params* params, gad_detector** out)
                                                           : gad::Scorer::Auto;
     o.rotate = params->rotate != 0;
     o.max_pixels = params->max_pixels;
+    if (params->lite_taps) o.lite_taps = split_commas(params->lite_taps);
     *out = new gad_detector{gad::Detector(o)};
   });
 }
@@ -214,14 +247,15 @@ gad_status gad_references_save(const gad_references* refs, const char* path) {
   return guarded([&] { refs->refs.save(path); });
 }
 
+
 gad_status gad_references_calibrate(gad_detector* detector, gad_references** refs, const char* const* normals,
                                     size_t n_normals, double far) {
-  GAD_REQUIRE(detector && refs && *refs, "detector and refs must not be NULL");
-  GAD_REQUIRE(normals || n_normals == 0, "normals is NULL");
-  return guarded([&] {
-    auto files = n_normals ? gad::expand_image_args(strings(normals, n_normals), "normals") : std::vector<std::string>{};
-    (*refs)->refs = detector->detector.calibrate((*refs)->refs, files, far);
-  });
+  return calibrate(detector, refs, normals, n_normals, far, false);
+}
+
+gad_status gad_references_calibrate_allow_few(gad_detector* detector, gad_references** refs, const char* const* normals,
+                                              size_t n_normals, double far) {
+  return calibrate(detector, refs, normals, n_normals, far, true);
 }
 
 int64_t gad_references_k(const gad_references* refs) { return refs ? refs->refs.k() : 0; }
@@ -254,6 +288,7 @@ gad_status gad_score_path(gad_detector* detector, const gad_references* refs, co
   gad_result r{};
   gad_status s = gad_score_paths(detector, refs, &path, 1, GAD_MAP_NONE, &r);
   if (s != GAD_OK) return s;
+  if (r.status != GAD_OK) return fail(r.status, r.error);
   if (score) *score = r.score;
   if (result) *result = r;
   return GAD_OK;
@@ -267,6 +302,7 @@ gad_status gad_score_pixels(gad_detector* detector, const gad_references* refs, 
     gad::ScoreOptions o;
     o.map = map_kind(maps);
     auto records = detector->detector.score(refs->refs, {view(pixels, width, height, channels, bits, row_bytes, 0)}, o);
+    if (!records.at(0).ok()) throw gad::Error(records[0].error, records[0].error_kind);  // the call's error
     fill(records.at(0), result);
   });
 }

@@ -35,6 +35,8 @@ class Backbone {
   // then images are encoded one at a time and Features say their own grid.
   virtual int64_t grid() const = 0;
   virtual int64_t input_size() const = 0;       // side of the square network input, in pixels
+  // Named patch taps a user chose (the lite model's layers); {} when the taps are fixed.
+  virtual std::vector<std::string> patch_taps() const { return {}; }
   int64_t num_patches() const { return grid() * grid(); }
 
   virtual PixelTensor preprocess(const Image& image) const = 0;

@@ -23,12 +23,6 @@ struct BenchArgs {
 };
 
 
-// Set by SIGINT. A signal handler can only reach process-wide state, so this one flag is global;
-// the benchmark polls it between batches and keeps the categories it finished.
-std::atomic<bool> interrupted{false};
-
-extern "C" void on_sigint(int) { interrupted.store(true); }
-
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream in(s);
@@ -40,7 +34,7 @@ std::vector<std::string> split(const std::string& s) {
 
 void add_bench_options(CLI::App* cmd, BenchArgs& a) {
   a.model.add_to(cmd);
-  cmd->add_option("--data", a.data, "dataset roots in MVTec layout (<category>/train/good, test/good, test/<defect>)")
+  add_list_option(cmd, "--data", a.data, "dataset roots in MVTec layout (<category>/train/good, test/good, test/<defect>)")
       ->required();
   cmd->add_option("--k", a.ks, "comma-separated K values (default 2,4,8)");
   cmd->add_option("--draws", a.draws, "reference draws per K (default 3)");
@@ -85,10 +79,11 @@ int run_bench(BenchArgs& a, const std::string& command) {
   o.report = a.report;
   o.dump_maps = a.dump_maps;
   o.command_line = command;
-  std::signal(SIGINT, on_sigint);
-  int finished = gad::run_benchmark(o, &interrupted);
+  prepare_output_dir("--output", a.out);
+  catch_stop_signals();  // the benchmark polls the flag between batches and keeps finished categories
+  int finished = gad::run_benchmark(o, &stop_requested());
   std::fprintf(stderr, "gad: wrote %s/summary.md (%d categor%s)\n", a.out.c_str(), finished, finished == 1 ? "y" : "ies");
-  return interrupted.load() ? 130 : 0;
+  return stop_requested().load() ? kExitInterrupted : kExitOk;
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 #include "cli/cli.h"
 
+#include <csignal>
 #include <cstdio>
+#include <filesystem>
+#include <unistd.h>
 
 #include "engine/catalog.h"
 #include "util/error.h"
@@ -14,8 +17,8 @@ void ModelArgs::add_to(CLI::App* app) {
                   "weight file: OpenCLIP/InCTRL .safetensors, .pt, .bin or .pyth; a lite model (tfjs model.json or gad\n"
                   "lite .safetensors); a fetched model's name (" + catalog_names().substr(6) + "); default or\n"
                   "'lite': the installed lite model (`gad models fetch lite`)");
-  app->add_option("--lite-taps", options.lite_taps, "lite model patch taps (default block_12_add; e.g. "
-                  "block_12_add,block_5_add)")->delimiter(',');
+  add_list_option(app, "--lite-taps", options.lite_taps, "lite model patch taps (default block_12_add, or a loaded set's; e.g. "
+                  "block_12_add,block_5_add)");
   app->add_option("--config", options.config,
                   "CLIP architecture: ViT-B-16-plus-240 (default), ViT-B-16, ViT-B-32, ViT-L-14, or a JSON file");
   app->add_option("--heads", options.heads, "separate InCTRL adapter+heads file (overrides heads in --model); 'none' = no "
@@ -46,12 +49,12 @@ ModelOptions ModelArgs::resolve() {
 }
 
 void RefArgs::add_images_and_class(CLI::App* app) {
-  app->add_option("--class", class_name, "class name for the text prior (e.g. metal_nut; '_' reads as a space)");
-  app->add_option("--k", k,
+  class_option = app->add_option("--class", class_name, "class name for the text prior (e.g. metal_nut; '_' reads as a space)");
+  k_option = app->add_option("--k", k,
                   "draw K of the given images (directories are listed recursively and sorted by path; the draw is a\n"
                   "partial Fisher-Yates shuffle driven by std::mt19937_64(seed), j = i + rng() % (n - i), the same on\n"
                   "every machine); default: use every given image");
-  app->add_option("--seed", seed, "seed of the reference draw (default 0)");
+  seed_option = app->add_option("--seed", seed, "seed of the reference draw (default 0)");
   app->add_option("--prompts", prompts, "an InCTRL few-shot prompt file (fs_samples/<dataset>/<K>/<category>.pt: a torch.save\n"
                                         "of K preprocessed [3,H,W] tensors, or one [K,3,H,W]) as the references");
 }
@@ -59,20 +62,71 @@ void RefArgs::add_images_and_class(CLI::App* app) {
 References RefArgs::build(Detector& detector) const {
   if (!refs_file.empty() + !ref_images.empty() + !prompts.empty() > 1)
     fail("--refs, --ref-images (or reference images) and --prompts are exclusive");
-  if (!refs_file.empty()) return detector.load_references(refs_file);
+  auto given_option = [](const CLI::Option* o) { return o && o->count() > 0; };
+  if (!refs_file.empty()) {
+    for (const CLI::Option* o : {class_option, k_option, seed_option})
+      if (given_option(o)) fail(o->get_name(), ": a saved set (--refs) keeps its own class and references; drop it");
+    return load_set(detector, refs_file);
+  }
   if (!given()) return {};
+  if (given_option(k_option) && k < 1) fail("--k: must be at least 1 (got ", k, "); leave it out to use every image");
   if (class_name.empty() && detector.needs_class_name())
     fail("--class: a class name is required with reference images or --prompts (the InCTRL scorer's text prior)");
   if (!prompts.empty()) {
-    if (k != -1) fail("--k: a prompt file is used whole (it holds its own K)");
+    if (given_option(k_option)) fail("--k: a prompt file is used whole (it holds its own K)");
     return detector.build_references_from_prompts(prompts, class_name);
   }
   std::vector<std::string> paths = expand_image_args(ref_images, "reference images");
-  if (k != -1) paths = draw_references(paths, k, seed);
+  if (given_option(k_option)) paths = draw_references(paths, k, seed);
   return detector.build_references(paths, class_name);
 }
 
+References load_set(Detector& detector, const std::string& path) {
+  References refs = detector.load_references(path);
+  if (refs.integrity() == "unverified")
+    log_warning(path + ": written before sets carried a checksum: loaded unverified (calibrate or rebuild it to add one)");
+  return refs;
+}
+
+CLI::Option* add_list_option(CLI::App* app, const std::string& name, std::vector<std::string>& values,
+                             const std::string& help) {
+  return app->add_option(name, values, help)->delimiter(',')->allow_extra_args(false);
+}
+
 void log_line(const std::string& s) { std::fprintf(stderr, "gad: %s\n", s.c_str()); }
+void log_warning(const std::string& s) { std::fprintf(stderr, "gad: warning: %s\n", s.c_str()); }
+
+void prepare_output_dir(const std::string& option, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) fail(option, ": ", dir, " exists and is not a folder");
+  fs::create_directories(dir, ec);
+  if (ec) fail_as(ErrorKind::Io, option, ": cannot create the folder ", dir, " (", ec.message(), ")");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) fail_as(ErrorKind::Io, option, ": the folder ", dir, " is not writable");
+}
+
+void prepare_output_file(const std::string& option, const std::string& path) {
+  namespace fs = std::filesystem;
+  if (path.empty() || path.back() == '/') fail(option, ": '", path, "' is not a file name");
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) fail(option, ": ", path, " is a folder, not a file");
+  const fs::path parent = fs::path(path).parent_path();
+  prepare_output_dir(option, parent.empty() ? "." : parent.string());
+  if (fs::exists(path, ec) && ::access(path.c_str(), W_OK) != 0)
+    fail_as(ErrorKind::Io, option, ": ", path, " exists and is not writable");
+}
+
+namespace {
+std::atomic<bool> g_stop{false};  // process-wide by nature: set from a signal handler
+extern "C" void on_stop_signal(int) { g_stop.store(true); }
+}  // namespace
+
+void catch_stop_signals() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+const std::atomic<bool>& stop_requested() { return g_stop; }
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   write_file_atomically(path, [&](std::FILE* f) {

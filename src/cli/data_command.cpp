@@ -60,7 +60,7 @@ void add_data_command(CLI::App& app, Context& ctx) {
                            "synthetic: anomalies per kind and category; mosaic: images per folder (default 100)");
   data_convert->add_option("--tiles", conv.mosaic_tiles, "mosaic: tiles per side (default 3)");
   data_convert->add_option("--normal", conv.normal_dir, "folder: normal images dir, relative to SRC (default good)");
-  data_convert->add_option("--anomalous", conv.anomalous_dirs,
+  add_list_option(data_convert, "--anomalous", conv.anomalous_dirs,
                             "folder: anomalous image dirs, relative to SRC (repeatable; each becomes test/<name>; default defect)");
   data_convert->add_option("--category", conv.category, "folder: category name (default: SRC's directory name)");
   data_convert->add_option("--defect", conv.defect_name, "folder: defect folder name under test/ (default defect)");

@@ -40,7 +40,7 @@ void add_inspect_command(CLI::App& app, Context& ctx) {
                   "  (blocks 7/9/11, CLS dropped, row-major); with --ref-images/--class or --refs also\n"
                   "  <i>.residual_map [P], <i>.s_patch, <i>.s_text, <i>.s_img, <i>.holistic_map [P],\n"
                   "  <i>.s_hol, <i>.final_score (0-d)");
-  cmd->add_option("--ref-images", a->refs.ref_images, "reference (normal) images or directories");
+  add_list_option(cmd, "--ref-images", a->refs.ref_images, "reference (normal) images or directories");
   cmd->add_option("--refs", a->refs.refs_file, "reference set file (.gadref)");
   a->refs.add_images_and_class(cmd);
   cmd->callback([a, &ctx] { ctx.run = [a] { return run_inspect(*a); }; });

@@ -19,11 +19,11 @@ struct TrainArgs {
 void add_train_options(CLI::App* cmd, TrainArgs& a) {
   a.model.add_to(cmd);
   gad::TrainOptions& o = a.options;
-  cmd->add_option("--data", o.data,
+  add_list_option(cmd, "--data", o.data,
                   "auxiliary data: MVTec-layout roots (normals = train/good + test/good, anomalies = test/<defect>) "
                   "and/or the reference's JSON lists (image_path, target, type)")
       ->required();
-  cmd->add_option("-o,--out", o.out, "trained heads (safetensors; the epoch with the best validation AUROC)")->required();
+  cmd->add_option("-o,--output,--out", o.out, "trained heads (safetensors; the epoch with the best validation AUROC)")->required();
   cmd->add_option("--k", o.k, "prompts (normal references) per query, default 2");
   cmd->add_option("--epochs", o.epochs, "epochs, default 10");
   cmd->add_option("--steps", o.steps, "steps per epoch, default 100");

@@ -21,8 +21,11 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "maps/anomaly_map.h"
+#include "model/weights.h"
 #include <ATen/Parallel.h>
+#include <cmath>
 #include <cstring>
+#include <ctime>
 
 namespace gad {
 namespace {
@@ -56,6 +59,55 @@ ScoreRecord make_record(const InctrlScores& s, int64_t b) {
   return r;
 }
 
+// A non-finite value anywhere in a record's scores or maps: the record becomes an error, never a
+// verdict. Returns the name of the first such value, or "".
+std::string non_finite_part(const ScoreRecord& r) {
+  const std::pair<const char*, double> parts[] = {{"score", r.score}, {"s_patch", r.s_patch}, {"s_img", r.s_img},
+                                                  {"s_text", r.s_text}, {"s_hol", r.s_hol}};
+  for (const auto& [name, v] : parts)
+    if (!std::isfinite(v)) return name;
+  for (float v : r.residual_map)
+    if (!std::isfinite(v)) return "residual map";
+  for (float v : r.holistic_map)
+    if (!std::isfinite(v)) return "holistic map";
+  return "";
+}
+
+ScoreRecord error_record(const std::string& path, const std::string& error, ErrorKind kind = ErrorKind::InvalidArgument) {
+  ScoreRecord r;
+  r.path = path;
+  r.error = error;
+  r.error_kind = kind;
+  return r;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string heads_fingerprint(const std::optional<InctrlHeads>& heads) {
+  if (!heads) return "none";
+  InctrlHeads h = *heads;  // state() hands out the (shared) tensors, so it is not const
+  std::map<std::string, at::Tensor> named;
+  for (auto& [key, t] : h.state()) named[key] = t;
+  if (h.stats)
+    for (const auto& [key, t] : {std::pair<const char*, at::Tensor>{"stats.mean", h.stats->mean}, {"stats.scale", h.stats->scale},
+                                 {"stats.weight", h.stats->weight}, {"stats.bias", h.stats->bias}, {"stats.window", h.stats->window}})
+      if (t.defined()) named[key] = t;
+  return fingerprint(named);
+}
+
+std::string join(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : ",") + p;
+  return out;
+}
+
 }  // namespace
 
 struct RefHandle {
@@ -86,11 +138,57 @@ struct RemoveOnExit {
 }  // namespace
 
 struct Detector::Impl {
+  ModelOptions options;
   LoadedModel model;
   std::unique_ptr<InctrlScorer> scorer;
   std::string new_set_scorer;  // inctrl | anomalydino
+  std::string heads_fingerprint;
   bool rotate = false, explicit_scorer = false;
   int64_t max_pixels = kDefaultMaxPixels;
+
+  // (Re)loads the model of `options` (construction, and a lite set that brings its own taps).
+  void load(const ModelOptions& o) {
+    model = load_model(o);
+    model.backbone->set_precision(resolve_precision(o.precision));
+    scorer = std::make_unique<InctrlScorer>(*model.backbone, model.heads);
+    heads_fingerprint = gad::heads_fingerprint(model.heads);
+    options = o;
+  }
+
+  // A lite set records the taps its banks came from; a detector opened without explicit taps
+  // switches to them (the lite model reloads in well under a second), so a set is used as built.
+  void adopt_taps(const std::string& path) {
+    if (backbone().kind() != "lite" || !options.lite_taps.empty()) return;
+    const std::vector<std::string> taps = ReferenceSet::saved_taps(path);
+    if (taps.empty() || taps == backbone().patch_taps()) return;
+    ModelOptions o = options;
+    o.lite_taps = taps;
+    load(o);
+    options.lite_taps.clear();  // still the user's choice: the next set may bring other taps
+  }
+
+  ScoringSetup setup(const ReferenceSet& set) const {
+    const Backbone& bb = backbone();
+    return {{"model", bb.fingerprint()},
+            {"heads", set.scorer == "inctrl" ? heads_fingerprint : "none"},
+            {"scorer", set.scorer},
+            {"taps", join(bb.patch_taps())},
+            {"views", std::to_string(set.views)},
+            {"resolution", std::to_string(bb.input_size())},
+            {"precision", precision_name(bb.precision())}};
+  }
+
+  // Whether the set's threshold applies to scores made now: yes when calibrated under this setup
+  // (or before setups were recorded); an error naming what differs otherwise, unless the caller
+  // asked for scores without a verdict. Precision moves scores by ~0.01 only: it never refuses.
+  bool threshold_applies(const ReferenceSet& set, const ScoreOptions& o) const {
+    if (!set.threshold || !o.use_threshold) return false;
+    const std::string diff = setup_difference(set.threshold->setup, setup(set));
+    if (!diff.empty())
+      fail("threshold: calibrated under another scoring setup (", diff,
+           "); recalibrate under this one, or score without a verdict (no threshold)");
+    return true;
+  }
 
   const Backbone& backbone() const { return *model.backbone; }
   PixelTensor load_pixels(const std::string& path) const { return backbone().preprocess(decode_image(path, max_pixels)); }
@@ -142,45 +240,83 @@ struct Detector::Impl {
         out[i].path = i < names.size() ? names[i] : std::string();
         out[i].grid = static_cast<int>(f.grid_w);
         out[i].geometry = pixels[i].geometry;
-        if (set.threshold) out[i].threshold = set.threshold->value;
       }
       start = end;
     }
     return out;
   }
 
-  // Scores n images in batches of o.batch, in order: `prepare(i, name)` gives image i's network
-  // input (and sets its name); each record goes to `emit` once its batch is done.
+  // Scores n images in batches of o.batch, in order: `prepare(i)` gives image i's network input,
+  // `name_of(i)` its name; each record goes to `emit` once its batch is done. An image that
+  // cannot be prepared, or whose scoring gives a non-finite value, becomes an error record.
   void score_in_batches(const ReferenceSet& set, size_t n, const ScoreOptions& o,
-                        const std::function<PixelTensor(size_t, std::string&)>& prepare,
+                        const std::function<std::string(size_t)>& name_of,
+                        const std::function<PixelTensor(size_t)>& prepare,
                         const std::function<void(ScoreRecord&&)>& emit) const {
     check(o);
+    check_taps(set);
+    const bool verdict = threshold_applies(set, o);
     at::NoGradGuard no_grad;
     for (size_t start = 0; start < n; start += o.batch) {
       const size_t end = std::min(n, start + o.batch);
+      if (o.interrupted && o.interrupted()) {
+        for (size_t i = start; i < n; ++i) emit(error_record(name_of(i), name_of(i) + ": not scored: the run was interrupted"));
+        return;
+      }
       const double t0 = now_ms();
+      std::vector<ScoreRecord> records(end - start);
       std::vector<PixelTensor> pixels;
-      std::vector<std::string> names(end - start);
-      for (size_t i = start; i < end; ++i) pixels.push_back(prepare(i, names[i - start]));
-      std::vector<ScoreRecord> records = score_batch(set, pixels, names);
-      finish(records, o, (now_ms() - t0) / static_cast<double>(end - start));
+      std::vector<std::string> names;
+      std::vector<size_t> slots;  // record index of each prepared image
+      for (size_t i = start; i < end; ++i) {
+        ScoreRecord& r = records[i - start];
+        r.path = name_of(i);
+        try {
+          pixels.push_back(prepare(i));
+          names.push_back(r.path);
+          slots.push_back(i - start);
+        } catch (const Error& e) {
+          r.error = e.what();
+          r.error_kind = e.kind();
+        }
+      }
+      std::vector<ScoreRecord> scored = score_batch(set, pixels, names);
+      for (size_t j = 0; j < scored.size(); ++j) records[slots[j]] = std::move(scored[j]);
+      finish(records, o, (now_ms() - t0) / static_cast<double>(end - start), verdict ? &*set.threshold : nullptr);
       for (auto& r : records) emit(std::move(r));
     }
   }
 
-  void check(const ScoreOptions& o) const {
-    if (o.batch < 1) fail("--batch: must be at least 1 (got ", o.batch, ")");
-    if (o.map == MapKind::Holistic && !model.heads)
-      fail("--map-kind holistic: this model has no InCTRL heads (the holistic map is M + s_text + s_img)");
+  // A set's banks come from its taps: scoring it with other taps would compare other layers.
+  void check_taps(const ReferenceSet& set) const {
+    const std::vector<std::string> mine = backbone().patch_taps();
+    if (!set.taps.empty() && set.taps != mine)
+      fail("reference set: built with the lite taps ", join(set.taps), ", but this detector uses ", join(mine),
+           " (load the set into a detector opened with its taps)");
   }
 
-  // Per-image time and, when asked, the map in image pixels.
-  static void finish(std::vector<ScoreRecord>& records, const ScoreOptions& o, double ms) {
+  void check(const ScoreOptions& o) const {
+    if (o.batch < 1) fail("batch: must be at least 1 (got ", o.batch, ")");
+    if (!(o.map_sigma >= 0 && o.map_sigma <= kMaxMapSigma))
+      fail("map sigma: must be within 0..", kMaxMapSigma, " px at a 240 px input (got ", o.map_sigma, ")");
+    if (o.map == MapKind::Holistic && !model.heads)
+      fail("holistic map: this model has no InCTRL heads (the holistic map is M + s_text + s_img)");
+  }
+
+  // Per-image time, the finiteness check, the threshold and, when asked, the map in image pixels.
+  static void finish(std::vector<ScoreRecord>& records, const ScoreOptions& o, double ms, const Threshold* threshold) {
     for (auto& r : records) {
+      if (!r.ok()) continue;
       r.ms = ms;
+      if (const std::string part = non_finite_part(r); !part.empty()) {
+        r = error_record(r.path, r.path + ": scoring gave a non-finite " + part + " (NaN or infinity); no verdict",
+                         ErrorKind::Unsupported);
+        continue;
+      }
+      if (threshold) r.threshold = threshold->value;
       if (o.map == MapKind::None) continue;
       if (o.map == MapKind::Holistic && r.holistic_map.empty())
-        fail("--map-kind holistic: these heads have no holistic map (InCTRL's diff_head input); use --map-kind patch");
+        fail("holistic map: these heads have no holistic map (InCTRL's diff_head input); ask for the patch map");
       r.map = map_to_image(o.map == MapKind::Holistic ? r.holistic_map : r.residual_map, r.grid, r.geometry, o.map_sigma);
     }
   }
@@ -202,6 +338,15 @@ References wrap(ReferenceSet set) {
   auto h = std::make_shared<RefHandle>();
   h->set = std::move(set);
   return References(std::move(h));
+}
+
+// Identifies in-memory images the way file hashes identify files (reference checks).
+std::string pixels_sha256(const Image& image) {
+  Sha256 h;
+  const std::string head = std::to_string(image.width) + "x" + std::to_string(image.height) + "x" + std::to_string(image.channels);
+  h.update(head.data(), head.size());
+  h.update(image.pixels.data(), image.pixels.size());
+  return "pixels:" + h.hex();
 }
 
 // 8-bit interleaved pixels of an ImageView (16-bit samples keep their high byte, as decoding does).
@@ -262,6 +407,28 @@ int64_t References::k() const { return set_of(*this).k(); }
 std::string References::class_name() const { return set_of(*this).class_name; }
 std::string References::scorer() const { return set_of(*this).scorer; }
 std::optional<Threshold> References::threshold() const { return set_of(*this).threshold; }
+std::vector<Threshold> References::threshold_history() const { return set_of(*this).threshold_history; }
+std::vector<std::string> References::taps() const { return set_of(*this).taps; }
+std::string References::integrity() const { return set_of(*this).integrity; }
+
+std::vector<std::string> References::sources() const {
+  std::vector<std::string> out;
+  for (const auto& s : set_of(*this).sources) out.push_back(s.path);
+  return out;
+}
+
+std::string setup_difference(const ScoringSetup& calibrated, const ScoringSetup& now) {
+  std::string diff;
+  for (const auto& [key, then] : calibrated) {
+    if (key == "precision") continue;
+    auto it = now.find(key);
+    const std::string current = it == now.end() ? "" : it->second;
+    if (current != then)
+      diff += (diff.empty() ? "" : "; ") + key + ": " + (then.empty() ? "(none)" : then) + " then, " +
+              (current.empty() ? "(none)" : current) + " now";
+  }
+  return diff;
+}
 
 std::string References::summary() const {
   const ReferenceSet& r = set_of(*this);
@@ -290,25 +457,19 @@ std::string References::to_bytes() const {
   return std::string(bytes.begin(), bytes.end());
 }
 
-References References::with_threshold(const Threshold& t) const {
-  auto h = std::make_shared<RefHandle>(RefHandle{set_of(*this)});  // the tensors are shared, not copied
-  h->set.threshold = t;
-  return References(std::move(h));
-}
+References References::with_threshold(const Threshold& t) const { return wrap(set_of(*this).with_threshold(t)); }
 
 // ---- Detector ----
 
 Detector::Detector(const ModelOptions& options) : impl_(std::make_unique<Impl>()) {
-  if (options.max_pixels < 1) fail("--max-pixels: must be at least 1 (got ", options.max_pixels, ")");
+  if (options.max_pixels < 1) fail("max pixels: must be at least 1 (got ", options.max_pixels, ")");
   impl_->max_pixels = options.max_pixels;
-  impl_->model = load_model(options);
-  impl_->model.backbone->set_precision(resolve_precision(options.precision));
-  impl_->scorer = std::make_unique<InctrlScorer>(*impl_->model.backbone, impl_->model.heads);
+  impl_->load(options);
   impl_->new_set_scorer = scorer_name(options.scorer, impl_->model.backbone->kind() == "dinov2");
   if (impl_->new_set_scorer == "anomalydino" && impl_->model.heads)
-    fail("--scorer anomalydino: is training-free and uses no heads; drop --heads");
+    fail("scorer anomalydino: is training-free and uses no heads; open the detector without heads");
   impl_->rotate = options.rotate;
-  if (options.rotate && impl_->new_set_scorer != "anomalydino") fail("--rotate: applies to --scorer anomalydino only");
+  if (options.rotate && impl_->new_set_scorer != "anomalydino") fail("rotate: applies to the anomalydino scorer only");
   impl_->explicit_scorer = options.scorer != Scorer::Auto;
 }
 
@@ -336,7 +497,10 @@ References Detector::build_references(const std::vector<std::string>& paths, con
   std::vector<ReferenceSource> sources;
   for (const auto& p : paths) {
     for (auto& v : impl_->reference_views(decode_image(p, impl_->max_pixels))) views.push_back(std::move(v));
-    sources.push_back({p, file_sha256(p)});
+    const std::string sha = file_sha256(p);
+    for (const auto& earlier : sources)
+      if (earlier.sha256 == sha) fail(p, ": the same image as reference ", earlier.path, " (each reference must be distinct)");
+    sources.push_back({p, sha});
   }
   return wrap(impl_->build_set_from_views(views, sources, class_name));
 }
@@ -345,8 +509,9 @@ References Detector::build_references(const std::vector<ImageView>& images, cons
   std::vector<PixelTensor> views;
   std::vector<ReferenceSource> sources;
   for (size_t i = 0; i < images.size(); ++i) {
-    for (auto& v : impl_->reference_views(image_of(images[i], i, impl_->max_pixels))) views.push_back(std::move(v));
-    sources.push_back({images[i].name.empty() ? "image " + std::to_string(i) : images[i].name, ""});
+    const Image image = image_of(images[i], i, impl_->max_pixels);
+    for (auto& v : impl_->reference_views(image)) views.push_back(std::move(v));
+    sources.push_back({images[i].name.empty() ? "image " + std::to_string(i) : images[i].name, pixels_sha256(image)});
   }
   return wrap(impl_->build_set_from_views(views, sources, class_name));
 }
@@ -360,7 +525,9 @@ References Detector::build_references_from_prompts(const std::string& prompt_fil
   return wrap(ReferenceSet::build(bb, prompts.pixels, prompts.sources, class_name));
 }
 
-References Detector::load_references(const std::string& path) const {
+References Detector::load_references(const std::string& path) {
+  if (std::filesystem::is_directory(path)) fail(path, ": is a directory, not a reference-set file (.gadref)");
+  impl_->adopt_taps(path);
   References refs = wrap(ReferenceSet::load(path, impl_->backbone()));
   if (impl_->explicit_scorer && refs.scorer() != impl_->new_set_scorer)
     fail(path, ": this set was built for the ", refs.scorer(), " scorer, not ", impl_->new_set_scorer,
@@ -368,13 +535,21 @@ References Detector::load_references(const std::string& path) const {
   return refs;
 }
 
-References Detector::references_from_bytes(const std::string& bytes) const {
+References Detector::references_from_bytes(const std::string& bytes, const std::string& name) const {
   RemoveOnExit tmp{temp_ref_path()};
   write_file_atomically(tmp.path, [&](std::FILE* f) {
     if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) fail_as(ErrorKind::Io, tmp.path, ": write failed");
   });
-  return wrap(ReferenceSet::load(tmp.path, impl_->backbone()));  // tensors are copied out of the mapping
+  try {
+    return wrap(ReferenceSet::load(tmp.path, impl_->backbone()));  // tensors are copied out of the mapping
+  } catch (const Error& e) {  // name the set as the caller knows it, not the temporary file
+    std::string message = e.what();
+    for (size_t at; (at = message.find(tmp.path)) != std::string::npos;) message.replace(at, tmp.path.size(), name);
+    throw Error(message, e.kind());
+  }
 }
+
+ScoringSetup Detector::scoring_setup(const References& refs) const { return impl_->setup(set_of(refs)); }
 
 std::vector<double> Detector::leave_one_out_scores(const References& references) {
   const ReferenceSet& refs = set_of(references);
@@ -392,35 +567,77 @@ std::vector<double> Detector::leave_one_out_scores(const References& references)
   return scores;
 }
 
-References Detector::calibrate(const References& refs, const std::vector<std::string>& normal_paths, double far,
-                               std::string* warning) {
-  std::vector<double> scores;
-  if (normal_paths.empty()) {
-    scores = leave_one_out_scores(refs);
-  } else {
-    for (const auto& r : score(refs, normal_paths)) scores.push_back(r.score);
-  }
-  return refs.with_threshold(conformal_threshold(
-      scores, far, normal_paths.empty() ? "conformal-leave-one-out" : "conformal-heldout", warning));
+namespace {
+
+// Normal images that are references would calibrate on the references' own near-zero residuals
+// and flag every other normal image.
+void refuse_references(const ReferenceSet& set, const std::string& name, const std::string& sha) {
+  for (const auto& s : set.sources)
+    if (!s.sha256.empty() && s.sha256 == sha)
+      fail(name, ": is reference ", s.path, " of this set (same content); calibrate on other normal images");
 }
 
-References Detector::calibrate(const References& refs, const std::vector<ImageView>& normals, double far,
-                               std::string* warning) {
-  if (normals.empty()) return calibrate(refs, std::vector<std::string>{}, far, warning);
+// Scores of normal images, none of which may have failed: a threshold from the images that
+// happened to decode would not be the threshold asked for.
+std::vector<double> normal_scores(const std::vector<ScoreRecord>& records, double& map_top) {
   std::vector<double> scores;
-  for (const auto& r : score(refs, normals)) scores.push_back(r.score);
-  return refs.with_threshold(conformal_threshold(scores, far, "conformal-heldout", warning));
+  for (const auto& r : records) {
+    if (!r.ok()) fail("normal image ", r.path, ": ", r.error);
+    scores.push_back(r.score);
+    for (float v : r.residual_map) map_top = std::max(map_top, static_cast<double>(v));
+  }
+  return scores;
+}
+
+ScoreOptions without_verdict() {
+  ScoreOptions o;
+  o.use_threshold = false;  // a recalibration may be what moves a set to a new setup
+  return o;
+}
+
+}  // namespace
+
+References Detector::calibrate(const References& refs, const std::vector<std::string>& normal_paths,
+                               const CalibrationOptions& options, std::string* warning) {
+  if (normal_paths.empty())
+    return calibrate_scores(refs, leave_one_out_scores(refs), "conformal-leave-one-out", options, warning);
+  for (const auto& p : normal_paths) refuse_references(set_of(refs), p, file_sha256(p));
+  double map_top = 0;
+  const std::vector<double> scores = normal_scores(score(refs, normal_paths, without_verdict()), map_top);
+  return calibrate_scores(refs, scores, "conformal-heldout", options, warning, map_top);
+}
+
+References Detector::calibrate(const References& refs, const std::vector<ImageView>& normals,
+                               const CalibrationOptions& options, std::string* warning) {
+  if (normals.empty()) return calibrate(refs, std::vector<std::string>{}, options, warning);
+  for (size_t i = 0; i < normals.size(); ++i) {
+    const std::string name = normals[i].name.empty() ? "image " + std::to_string(i) : normals[i].name;
+    refuse_references(set_of(refs), name, pixels_sha256(image_of(normals[i], i, impl_->max_pixels)));
+  }
+  double map_top = 0;
+  const std::vector<double> scores = normal_scores(score(refs, normals, without_verdict()), map_top);
+  return calibrate_scores(refs, scores, "conformal-heldout", options, warning, map_top);
+}
+
+References Detector::calibrate_scores(const References& refs, const std::vector<double>& scores, const std::string& method,
+                                      const CalibrationOptions& options, std::string* warning, double map_top) {
+  std::string few;
+  Threshold t = conformal_threshold(scores, options.far, method, &few);
+  if (!few.empty() && !options.allow_few)
+    fail("calibration: ", scores.size(), " normal image(s) are too few for a false-alarm rate of ", options.far,
+         ": it needs at least ", normals_needed(options.far), " (give more normals or a larger rate, or allow too few)");
+  if (warning) *warning = few;
+  t.time = utc_now();
+  t.setup = impl_->setup(set_of(refs));
+  t.map_top = map_top;
+  return refs.with_threshold(t);
 }
 
 void Detector::score(const References& refs, const std::vector<std::string>& paths, const ScoreOptions& options,
                      const std::function<void(const ScoreRecord&)>& on_result) {
   impl_->score_in_batches(
-      set_of(refs), paths.size(), options,
-      [&](size_t i, std::string& name) {
-        name = paths[i];
-        return impl_->load_pixels(paths[i]);
-      },
-      [&](ScoreRecord&& r) { on_result(r); });
+      set_of(refs), paths.size(), options, [&](size_t i) { return paths[i]; },
+      [&](size_t i) { return impl_->load_pixels(paths[i]); }, [&](ScoreRecord&& r) { on_result(r); });
 }
 
 std::vector<ScoreRecord> Detector::score(const References& refs, const std::vector<std::string>& paths,
@@ -435,10 +652,8 @@ std::vector<ScoreRecord> Detector::score(const References& refs, const std::vect
   std::vector<ScoreRecord> out;
   impl_->score_in_batches(
       set_of(refs), images.size(), options,
-      [&](size_t i, std::string& name) {
-        name = images[i].name.empty() ? "image " + std::to_string(i) : images[i].name;
-        return impl_->backbone().preprocess(image_of(images[i], i, impl_->max_pixels));
-      },
+      [&](size_t i) { return images[i].name.empty() ? "image " + std::to_string(i) : images[i].name; },
+      [&](size_t i) { return impl_->backbone().preprocess(image_of(images[i], i, impl_->max_pixels)); },
       [&](ScoreRecord&& r) { out.push_back(std::move(r)); });
   return out;
 }
@@ -464,8 +679,8 @@ std::vector<ScoreRecord> score_pixels(Detector& detector, const References& refs
   options.batch = batch;
   std::vector<ScoreRecord> out;
   detector.impl().score_in_batches(
-      set_of(refs), pixels.size(), options, [&](size_t i, std::string&) { return pixels[i]; },
-      [&](ScoreRecord&& r) { out.push_back(std::move(r)); });
+      set_of(refs), pixels.size(), options, [](size_t) { return std::string(); },
+      [&](size_t i) { return pixels[i]; }, [&](ScoreRecord&& r) { out.push_back(std::move(r)); });
   return out;
 }
 
@@ -498,9 +713,17 @@ std::vector<InspectRecord> inspect(Detector& detector, const std::vector<std::st
     const std::string p = std::to_string(i) + ".";
     add(p + "pixel_values", pixels[0]);
     add(p + "cls_embedding", f.global[0]);
-    std::vector<at::Tensor> taps;
-    for (const auto& t : f.taps) taps.push_back(t[0]);
-    add(p + "tapped_tokens", at::stack(taps));
+    // Taps on one grid stack into one tensor; finer taps (lite block_5_add) keep their own grid.
+    bool one_grid = true;
+    for (size_t l = 0; l < f.taps.size(); ++l) {
+      add(p + "tap." + std::to_string(l), f.taps[l][0]);
+      one_grid = one_grid && f.taps[l].sizes() == f.taps[0].sizes();
+    }
+    if (one_grid) {
+      std::vector<at::Tensor> taps;
+      for (const auto& t : f.taps) taps.push_back(t[0]);
+      add(p + "tapped_tokens", at::stack(taps));
+    }
     if (bb.kind() == "dinov2") add(p + "patch_tokens", f.taps[0][0]);  // [h·w, D], AnomalyDINO's features
     if (!set) continue;
     InctrlScores s = impl.scorer->score(*set, f);
@@ -516,6 +739,13 @@ std::vector<InspectRecord> inspect(Detector& detector, const std::vector<std::st
   }
   if (!dump_path.empty()) write_safetensors(dump_path, dump, {{"producer", "gad inspect"}});
   return records;
+}
+
+References peek_references(const std::string& path, std::string* model) {
+  if (std::filesystem::is_directory(path)) fail(path, ": is a directory, not a reference-set file (.gadref)");
+  ReferenceSet set = ReferenceSet::peek(path);
+  if (model) *model = set.backbone_description + " (fingerprint " + set.backbone_fingerprint + ")";
+  return wrap(std::move(set));
 }
 
 int64_t image_encodes(const Detector& detector) { return detector.impl().backbone().image_encodes(); }

@@ -42,6 +42,10 @@ std::vector<ScoreRecord> score_pixels(Detector& detector, const References& refs
 std::vector<InspectRecord> inspect(Detector& detector, const std::vector<std::string>& paths,
                                    const std::string& dump_path, const References* refs = nullptr);
 
+// A saved set read without a model (`gad refs show`): checksum and banks verified, the model it
+// was made with not checked. Description of that model in `model` when given.
+References peek_references(const std::string& path, std::string* model = nullptr);
+
 int64_t image_encodes(const Detector& detector);  // backbone image encodes so far (tests use it)
 int64_t text_encodes(const Detector& detector);
 

@@ -17,6 +17,9 @@ namespace gad {
 
 // Threshold is declared in <gad/gad.hpp>.
 
+// The fewest normal scores for which the rule above gives a rank within them: ⌈1/far⌉ − 1.
+int64_t normals_needed(double far);
+
 // `warning` (optional) receives a one-line message when n is too small for `far`; "" otherwise.
 Threshold conformal_threshold(std::vector<double> normal_scores, double far, const std::string& method,
                               std::string* warning = nullptr);

@@ -1,6 +1,7 @@
 #include "inctrl/reference_set.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
@@ -13,6 +14,38 @@ namespace gad {
 namespace {
 
 constexpr const char* kFormat = "gad-refset-1";
+constexpr const char* kChecksumKey = "gad_sha256";
+
+// The integrity checksum (see the header): the metadata JSON, then every tensor by name.
+std::string payload_sha256(const std::string& meta_json, RawTensorList tensors) {
+  std::sort(tensors.begin(), tensors.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  Sha256 h;
+  h.update(meta_json.data(), meta_json.size());
+  for (const auto& [name, raw] : tensors) {
+    const std::string head = "\n" + name + " " + dtype_name(raw.dtype) + " " + shape_string(raw.shape) + "\n";
+    h.update(head.data(), head.size());
+    h.update(raw.data, raw.nbytes);
+  }
+  return h.hex();
+}
+
+nlohmann::json threshold_to_json(const Threshold& t) {
+  nlohmann::json j = {{"value", t.value}, {"far", t.far}, {"method", t.method}, {"n", t.n}};
+  if (!t.time.empty()) j["time"] = t.time;
+  if (!t.setup.empty()) j["setup"] = t.setup;
+  if (t.map_top > 0) j["map_top"] = t.map_top;
+  return j;
+}
+
+Threshold threshold_from_json(const std::string& path, const nlohmann::json& t) {
+  if (!t.is_object() || !t.contains("value") || !t["value"].is_number() || !std::isfinite(t["value"].get<double>()))
+    fail_as(ErrorKind::CorruptFile, path, ": corrupt reference-set metadata (threshold without a finite numeric value)");
+  Threshold out{t["value"].get<double>(), t.value("far", 0.0), t.value("method", ""), t.value("n", int64_t{0})};
+  out.time = t.value("time", "");
+  if (t.contains("setup")) out.setup = t["setup"].get<ScoringSetup>();
+  out.map_top = t.value("map_top", 0.0);
+  return out;
+}
 
 at::Tensor tensor_copy(const RawTensor& r) {
   std::vector<int64_t> shape(r.shape.begin(), r.shape.end());
@@ -44,34 +77,42 @@ PixelTensor prompt_pixels(const std::string& path, size_t index, const at::Tenso
 
 // The `gad` metadata of a .gadref into `set`, checked against `backbone`. Throws gad::Error, or
 // nlohmann::json::exception for a key of the wrong type (the caller words that).
-void read_metadata(const std::string& path, const std::string& text, const Backbone& backbone, ReferenceSet& set) {
+void read_metadata(const std::string& path, const std::string& text, const Backbone* backbone, ReferenceSet& set) {
   nlohmann::json meta;
   try {
     meta = nlohmann::json::parse(text);
   } catch (const std::exception& e) {
-    fail(path, ": corrupt reference-set metadata (", e.what(), ")");
+    fail_as(ErrorKind::CorruptFile, path, ": corrupt reference-set metadata (", e.what(), ")");
   }
-  if (!meta.is_object()) fail(path, ": corrupt reference-set metadata (not a JSON object)");
+  if (!meta.is_object()) fail_as(ErrorKind::CorruptFile, path, ": corrupt reference-set metadata (not a JSON object)");
   if (meta.value("format", "") != kFormat) fail(path, ": unsupported reference-set format '", meta.value("format", ""), "'");
   set.class_name = meta.value("class_name", "");
   set.backbone_kind = meta.value("backbone_kind", "");
   set.backbone_fingerprint = meta.value("backbone_fingerprint", "");
   set.backbone_description = meta.value("backbone", "");
-  if (set.backbone_fingerprint != backbone.fingerprint())
+  if (meta.contains("taps")) set.taps = meta["taps"].get<std::vector<std::string>>();
+  if (backbone && set.backbone_fingerprint != backbone->fingerprint())
     fail(path, ": made with another model (", set.backbone_description, ", fingerprint ", set.backbone_fingerprint,
-         "); this model is ", backbone.description(), " (fingerprint ", backbone.fingerprint(), ")");
+         "); this model is ", backbone->description(), " (fingerprint ", backbone->fingerprint(), ")");
   if (meta.contains("sources"))
     for (const auto& s : meta["sources"]) set.sources.push_back({s.value("path", ""), s.value("sha256", "")});
   set.scorer = meta.value("scorer", "inctrl");
   set.views = meta.value("views", int64_t{1});
   if ((set.scorer != "inctrl" && set.scorer != "anomalydino") || set.views < 1)
     fail(path, ": corrupt reference-set metadata (scorer '", set.scorer, "', views ", set.views, ")");
+  if (meta.contains("thresholds"))
+    for (const auto& t : meta["thresholds"]) set.threshold_history.push_back(threshold_from_json(path, t));
   if (meta.contains("threshold")) {
-    const auto& t = meta["threshold"];
-    if (!t.is_object() || !t.contains("value") || !t["value"].is_number())
-      fail(path, ": corrupt reference-set metadata (threshold without a numeric value)");
-    set.threshold = Threshold{t["value"].get<double>(), t.value("far", 0.0), t.value("method", ""), t.value("n", int64_t{0})};
+    set.threshold = threshold_from_json(path, meta["threshold"]);
+    if (set.threshold_history.empty()) set.threshold_history.push_back(*set.threshold);  // an older file
   }
+}
+
+// Every bank, global and prior value must be finite: one NaN in a bank makes every query's score
+// NaN, which must never reach a verdict.
+void check_finite(const std::string& path, const std::string& name, const at::Tensor& t) {
+  if (!at::isfinite(t).all().item<bool>())
+    fail_as(ErrorKind::CorruptFile, path, ": tensor '", name, "' holds NaN or infinite values (a damaged set; rebuild it)");
 }
 
 }  // namespace
@@ -127,9 +168,11 @@ ReferenceSet ReferenceSet::from_features(const Backbone& backbone, const Feature
   set.backbone_fingerprint = backbone.fingerprint();
   set.backbone_description = backbone.description();
   set.sources = sources;
+  set.taps = backbone.patch_taps();
   set.text_prior = std::move(text_prior);
   set.globals = f.global.contiguous();
   for (const auto& tap : f.taps) set.banks.push_back(l2_normalise_rows(tap.reshape({-1, tap.size(-1)})).contiguous());
+  for (size_t l = 0; l < set.banks.size(); ++l) check_finite("reference images", "bank." + std::to_string(l), set.banks[l]);
   set.banks_bf16 = to_bf16(set.banks);
   return set;
 }
@@ -150,18 +193,45 @@ void ReferenceSet::save(const std::string& path) const {
                                                                        : "lite-bilinear"},
                          {"scorer", scorer},
                          {"views", views}};
+  if (!taps.empty()) meta["taps"] = taps;
   for (const auto& s : sources) meta["sources"].push_back({{"path", s.path}, {"sha256", s.sha256}});
-  if (threshold)
-    meta["threshold"] = {{"value", threshold->value}, {"far", threshold->far}, {"method", threshold->method},
-                         {"n", threshold->n}};
-  write_safetensors(path, tensors, {{"gad", meta.dump()}});
+  if (threshold) meta["threshold"] = threshold_to_json(*threshold);
+  for (const auto& t : threshold_history) meta["thresholds"].push_back(threshold_to_json(t));
+  const std::string text = meta.dump();
+  write_safetensors(path, tensors, {{"gad", text}, {kChecksumKey, payload_sha256(text, tensors)}});
 }
 
-ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbone) {
+ReferenceSet ReferenceSet::with_threshold(const Threshold& t) const {
+  ReferenceSet out = *this;  // the tensors are shared, not copied
+  out.threshold = t;
+  out.threshold_history.push_back(t);
+  return out;
+}
+
+std::vector<std::string> ReferenceSet::saved_taps(const std::string& path) {
+  SafetensorsContents c = read_safetensors(path);
+  auto it = c.metadata.find("gad");
+  if (it == c.metadata.end()) return {};
+  nlohmann::json meta = nlohmann::json::parse(it->second, nullptr, false);
+  if (!meta.is_object() || !meta.contains("taps") || !meta["taps"].is_array()) return {};
+  std::vector<std::string> taps;
+  for (const auto& t : meta["taps"])
+    if (t.is_string()) taps.push_back(t.get<std::string>());
+  return taps;
+}
+
+ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbone) { return read(path, &backbone); }
+ReferenceSet ReferenceSet::peek(const std::string& path) { return read(path, nullptr); }
+
+ReferenceSet ReferenceSet::read(const std::string& path, const Backbone* backbone) {
   SafetensorsContents c = read_safetensors(path);
   auto it = c.metadata.find("gad");
   if (it == c.metadata.end()) fail(path, ": not a gad reference set (no gad metadata)");
   ReferenceSet set;
+  auto sum = c.metadata.find(kChecksumKey);
+  set.integrity = sum == c.metadata.end() ? "unverified" : "verified";
+  if (sum != c.metadata.end() && sum->second != payload_sha256(it->second, c.tensors))
+    fail_as(ErrorKind::CorruptFile, path, ": checksum mismatch: the file was changed or damaged after it was written");
   try {
     read_metadata(path, it->second, backbone, set);
   } catch (const nlohmann::json::exception& e) {  // a key of the wrong JSON type
@@ -180,10 +250,12 @@ ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbon
   if (!named.count("globals") || set.banks.empty()) fail(path, ": reference set lacks its banks or globals");
   set.globals = named["globals"];
   if (named.count("text_prior")) set.text_prior = named["text_prior"];
+  for (const auto& [name, t] : named) check_finite(path, name, t);
   set.banks_bf16 = to_bf16(set.banks);
   if (set.globals.dim() == 2 && set.globals.size(0) == 0) fail(path, ": holds no reference images (K = 0)");
-  if (set.globals.dim() != 2 || set.globals.size(1) != backbone.embed_dim() || set.globals.size(0) % set.views != 0)
-    fail(path, ": globals have shape ", set.globals.sizes(), ", expected [K·", set.views, ",", backbone.embed_dim(), "]");
+  const int64_t dim = backbone ? backbone->embed_dim() : set.globals.size(-1);
+  if (set.globals.dim() != 2 || set.globals.size(1) != dim || set.globals.size(0) % set.views != 0)
+    fail(path, ": globals have shape ", set.globals.sizes(), ", expected [K·", set.views, ",", dim, "]");
   return set;
 }
 
@@ -193,6 +265,7 @@ HeldOutReference hold_out_reference(const ReferenceSet& refs, int64_t k) {
     fail("hold_out_reference: reference ", k, " of a set of K = ", K, " with ", refs.views, " view(s)");
   HeldOutReference h{{}, refs};
   h.rest.threshold.reset();
+  h.rest.threshold_history.clear();
   h.rest.banks.clear();
   h.rest.banks_bf16.clear();
   for (const auto& bank : refs.banks) {

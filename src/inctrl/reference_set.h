@@ -5,8 +5,14 @@
 // File format (".gadref"): safetensors with tensors `bank.<l>` [K·P_l, C_l], `globals` [K, D],
 // optional `text_prior` [2, D], and `__metadata__.gad` holding JSON: format, backbone kind and
 // fingerprint, class name, K, source paths with sha256, preprocessing, and (after `gad refs
-// calibrate`) "threshold": {"value", "far", "method", "n"}. Files without it load as uncalibrated.
-// "scorer" and "views" (absent in older files: inctrl, 1) say how the set is used.
+// calibrate`) "threshold": {"value", "far", "method", "n", "time", "setup", "map_top"} and
+// "thresholds", every calibration oldest first. Files without it load as uncalibrated.
+// "scorer" and "views" (absent in older files: inctrl, 1) say how the set is used; "taps" the
+// lite patch taps it was built with.
+//
+// Integrity: `__metadata__.gad_sha256` is a sha256 over the metadata JSON and every tensor's
+// name, dtype, shape and bytes, so a flipped byte anywhere in the payload is a CorruptFile error
+// on load, not a set that silently scores NaN. Files written before it load as "unverified".
 #pragma once
 
 #include <ATen/ATen.h>
@@ -43,6 +49,9 @@ struct ReferenceSet {
   at::Tensor globals;             // [K, D]
   at::Tensor text_prior;          // [2, D] (normal, anomaly), or undefined without a text tower
   std::optional<Threshold> threshold;  // decision threshold on the final score, when calibrated
+  std::vector<Threshold> threshold_history;  // every calibration, oldest first (the last = threshold)
+  std::vector<std::string> taps;  // lite patch taps the banks come from; {} for other backbones
+  std::string integrity = "built";  // built | verified | unverified (see above)
   std::string scorer = "inctrl";  // how queries are scored against it: inctrl | anomalydino
   int64_t views = 1;              // encoded views per reference image (8 with AnomalyDINO's rotations)
 
@@ -59,8 +68,18 @@ struct ReferenceSet {
   static ReferenceSet from_features(const Backbone& backbone, const Features& features, at::Tensor text_prior,
                                     const std::vector<ReferenceSource>& sources, const std::string& class_name);
   void save(const std::string& path) const;
-  // Loads and checks that the set was made with `backbone` (same fingerprint).
+  // Loads, verifies the checksum and the banks, and checks that the set was made with
+  // `backbone` (same fingerprint).
   static ReferenceSet load(const std::string& path, const Backbone& backbone);
+  // The same without a model (`gad refs show`): checksum and banks verified, model not checked.
+  static ReferenceSet peek(const std::string& path);
+  // The `taps` a saved set records, read from its metadata alone ({} when it records none).
+  static std::vector<std::string> saved_taps(const std::string& path);
+  // A calibrated copy: `t` becomes the threshold and joins the history.
+  ReferenceSet with_threshold(const Threshold& t) const;
+
+ private:
+  static ReferenceSet read(const std::string& path, const Backbone* backbone);
 };
 
 // Reference `k` of a set as a query against the other K − 1 (leave-one-out calibration, the

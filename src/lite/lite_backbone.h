@@ -32,6 +32,7 @@ class LiteBackbone : public Backbone {
   int64_t embed_dim() const override { return embed_dim_; }
   int64_t grid() const override { return grid_; }
   int64_t input_size() const override { return input_size_; }
+  std::vector<std::string> patch_taps() const override { return taps_.patch; }
   PixelTensor preprocess(const Image& image) const override;
 
   const TfjsModel& model() const { return model_; }

@@ -23,7 +23,6 @@
 #include "engine/score_json.h"
 #include "image/header.h"
 #include "image/image.h"
-#include "inctrl/calibration.h"
 #include "maps/anomaly_map.h"
 #include "serve/http.h"
 #include "serve/connection_guard.h"
@@ -454,7 +453,7 @@ struct Server::Impl {
       j.update(score_json(r));
       j["width"] = r.geometry.src_w;
       j["height"] = r.geometry.src_h;
-      if (want_map) j["map_png"] = base64_encode(map_png8(map_to_image(r.residual_map, r.grid, r.geometry)));
+      if (want_map && r.ok()) j["map_png"] = base64_encode(map_png8(map_to_image(r.residual_map, r.grid, r.geometry)));
       results.push_back(std::move(j));
     }
     send_json(res, 200, json{{"refset", id}, {"results", results}});
@@ -470,16 +469,23 @@ struct Server::Impl {
     if (!u.far && req.has_param("far")) u.far = req.get_param_value("far");
     const double far = u.far ? parse_far(*u.far) : 0.05;
     check_images(u, std::min(o.max_images, o.queue), "normal images", o.engine.max_pixels);
+    const bool allow_few = req.get_param_value("allow_few") == "1" || req.get_param_value("allow_few") == "true";
     std::vector<double> scores;
-    for (const auto& r : score_all(id, row.version, u, res)) scores.push_back(r.score);
+    double map_top = 0;
+    for (const auto& r : score_all(id, row.version, u, res)) {
+      if (!r.ok()) throw HttpError(422, "normal_not_scored", "normal image " + r.path + ": " + r.error);
+      scores.push_back(r.score);
+      for (float v : r.residual_map) map_top = std::max(map_top, static_cast<double>(v));
+    }
     std::string warning;
-    const Threshold t = conformal_threshold(scores, far, "conformal-heldout", &warning);
     BuiltSet built = queue
                          .run<BuiltSet>([&](Detector& engine) {
-                           auto handle = queue.resolve(engine, id, row.version).with_threshold(t);
+                           auto handle = engine.calibrate_scores(queue.resolve(engine, id, row.version), scores,
+                                                                 "conformal-heldout", {far, allow_few}, &warning, map_top);
                            return BuiltSet{handle, handle.to_bytes()};
                          })
                          .get();
+    const Threshold t = *built.handle.threshold();
     const auto version = store->update_blob(id, built.blob);
     if (!version) throw HttpError(404, "unknown_refset", "reference set '" + id + "' was deleted during calibration");
     cache.replace(id, built.handle, built.handle.memory_bytes(), *version);

@@ -19,17 +19,32 @@ bool is_image_file(const fs::path& p) {
   return std::any_of(std::begin(kExts), std::end(kExts), [&](const char* e) { return ext == e; });
 }
 
+// Dot-names (".git", ".DS_Store") and AppleDouble files ("._part1.png", macOS metadata that
+// only looks like an image) are never a user's images.
+bool is_hidden(const fs::path& p) {
+  const std::string name = p.filename().string();
+  return !name.empty() && name[0] == '.';
+}
+
 }  // namespace
 
-std::vector<std::string> expand_image_args(const std::vector<std::string>& args, const std::string& what) {
+std::vector<std::string> expand_image_args(const std::vector<std::string>& args, const std::string& what,
+                                           size_t* not_images) {
   std::vector<std::string> out;
   for (const auto& arg : args) {
     std::error_code ec;
     if (fs::is_directory(arg, ec)) {
       std::vector<std::string> found;
       for (auto it = fs::recursive_directory_iterator(arg, ec); !ec && it != fs::recursive_directory_iterator();
-           it.increment(ec))
-        if (it->is_regular_file() && is_image_file(it->path())) found.push_back(it->path().string());
+           it.increment(ec)) {
+        if (is_hidden(it->path())) {
+          if (it->is_directory()) it.disable_recursion_pending();
+          continue;
+        }
+        if (!it->is_regular_file()) continue;
+        if (is_image_file(it->path())) found.push_back(it->path().string());
+        else if (not_images) ++*not_images;
+      }
       if (ec) fail_as(ErrorKind::Io, arg, ": cannot list directory (", ec.message(), ")");
       if (found.empty()) fail(arg, ": no image files in this directory");
       std::sort(found.begin(), found.end());
@@ -59,9 +74,9 @@ std::vector<size_t> draw_indices(size_t n, size_t k, std::mt19937_64& rng) {
 }
 
 std::vector<std::string> draw_references(const std::vector<std::string>& paths, int k, uint64_t seed) {
-  if (k < 1) fail("--k: must be at least 1 (got ", k, ")");
+  if (k < 1) fail("k: must be at least 1 (got ", k, ")");
   if (static_cast<size_t>(k) > paths.size())
-    fail("--k ", k, ": only ", paths.size(), " reference image(s) available");
+    fail("k = ", k, ": only ", paths.size(), " reference image(s) available");
   std::mt19937_64 rng(seed);
   std::vector<std::string> out;
   for (size_t i : draw_indices(paths.size(), static_cast<size_t>(k), rng)) out.push_back(paths[i]);

@@ -11,9 +11,11 @@
 namespace gad {
 
 // Files are taken as given; directories are walked recursively for image files (png, jpg, jpeg,
-// bmp, tif, tiff, webp; case-insensitive), sorted by path so every machine sees the same order.
-// An empty result is an error naming the arguments.
-std::vector<std::string> expand_image_args(const std::vector<std::string>& args, const std::string& what);
+// bmp, tif, tiff, webp; case-insensitive), sorted by path so every machine sees the same order;
+// hidden files and folders (dot-names, AppleDouble "._*") are skipped, and other files are
+// counted in `not_images` when given. An empty result is an error naming the arguments.
+std::vector<std::string> expand_image_args(const std::vector<std::string>& args, const std::string& what,
+                                           size_t* not_images = nullptr);
 
 // FNV-1a of `text` started from `seed`: a portable per-name seed (categories, datasets).
 uint64_t name_seed(uint64_t seed, const std::string& text);

@@ -47,14 +47,14 @@ std::vector<std::string> read_path_list(const std::string& file) {
 }
 
 std::vector<std::string> score_inputs(const std::vector<std::string>& args, const std::string& list_file,
-                                      const std::string& shard) {
+                                      const std::string& shard, size_t* not_images) {
   std::vector<std::string> all = args;
   if (!list_file.empty()) {
     auto listed = read_path_list(list_file);
     all.insert(all.end(), listed.begin(), listed.end());
   }
   if (all.empty()) fail("score: give query images, directories or --list FILE");
-  auto paths = expand_image_args(all, "queries");
+  auto paths = expand_image_args(all, "queries", not_images);
   return shard.empty() ? paths : shard_paths(std::move(paths), parse_shard(shard));
 }
 

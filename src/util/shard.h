@@ -31,7 +31,7 @@ std::vector<std::string> read_path_list(const std::string& file);
 // The images `gad score` scores: `args` and the --list entries, expanded as expand_image_args
 // does, then the --shard slice (when `shard` is not empty).
 std::vector<std::string> score_inputs(const std::vector<std::string>& args, const std::string& list_file,
-                                      const std::string& shard);
+                                      const std::string& shard, size_t* not_images = nullptr);
 
 // The CSV text of the shard files `files` merged (see above). Throws gad::Error naming the file.
 std::string merge_score_csvs(const std::vector<std::string>& files);
