@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-creates assets/heads/lite-mobilenet_v2.safetensors (`--heads lite`), gad's statistics head
 # for the lite backbone (src/inctrl/stats_head.h; not InCTRL's official head design, which does
-# not transfer on this backbone: README "Heads for the lite model"), from data anyone can
+# not transfer on this backbone: docs/models.md "Heads for the lite model"), from data anyone can
 # re-obtain (scripts/lite-heads-data.sh): ELPV without the elpv_sample cells, the CIFAR-10 subset
 # (cat, airplane, truck, frog one-vs-all), MNIST and Fashion-MNIST (one-vs-all, 100 per folder).
 # The magnetic-tile sample is not used.

@@ -22,7 +22,7 @@ void ModelArgs::add_to(CLI::App* app) {
   app->add_option("--config", options.config,
                   "CLIP architecture: ViT-B-16-plus-240 (default), ViT-B-16, ViT-B-32, ViT-L-14, or a JSON file");
   app->add_option("--heads", options.heads, "separate InCTRL adapter+heads file (overrides heads in --model); 'none' = no "
-                  "heads (score = s_patch); 'lite' = the heads shipped for the lite model (see README)");
+                  "heads (score = s_patch); 'lite' = the heads shipped for the lite model (see docs/models.md)");
   app->add_option("--resolution", options.resolution, "DINOv2: smaller image edge in px (default 448; inputs are cropped\n"
                   "to multiples of 14)");
   app->add_option("--threads", threads, "CPU threads (default: all cores)");

@@ -25,7 +25,8 @@ struct LoadedModel {
 // Reads the file fields of `files` (model, config, heads, lite_taps, resolution).
 LoadedModel load_model(const ModelOptions& files);
 
-// The lite heads shipped with gad (see assets/heads/README.md for how they were made).
+// The lite heads shipped with gad (see docs/models.md, "Heads for the lite model", for how they
+// were made).
 std::string shipped_lite_heads_path();
 
 }  // namespace gad

@@ -2,12 +2,12 @@
 //
 // InCTRL's diff_head weighs each grid position of the residual map M separately. On the lite
 // MobileNetV2 that learns where defects sat in the auxiliary images, which does not transfer to a
-// target with another layout (README "Heads for the lite model"). This head reads only
-// position-free statistics of M: it first averages M over every `window` × `window` square of the
-// grid (a defect covers several 16-px patches, texture noise lifts single ones; files without a
-// window use M as it is), then takes the max and the means of the top 2 % and top 10 % values,
-// standardises them with the training set's mean and scale and scores a logistic regression on
-// them: logit = Σ w_i (stat_i − mean_i) / scale_i + bias.
+// target with another layout (docs/benchmarks.md, "Lite heads: leave-one-dataset-out"). This head
+// reads only position-free statistics of M: it first averages M over every `window` × `window`
+// square of the grid (a defect covers several 16-px patches, texture noise lifts single ones; files
+// without a window use M as it is), then takes the max and the means of the top 2 % and top 10 %
+// values, standardises them with the training set's mean and scale and scores a logistic regression
+// on them: logit = Σ w_i (stat_i − mean_i) / scale_i + bias.
 // Fitted by `scripts/lite_heads.py fit` (the same statistics in numpy). The design was chosen by
 // leave-one-dataset-out on the auxiliary data: the map's mean and std, and residuals of the
 // global feature, carry dataset-specific signs and lowered held-out AUROC.

@@ -2,8 +2,8 @@
 //
 // HTTP handlers only parse, validate (every limit is decided from the request line, headers and
 // image headers, before anything is decoded) and enqueue; model worker threads (one gad::Detector
-// each, serve/model_queue.h) decode and score. See /openapi.json for the API and README.md
-// ("As a service") for the operational contract.
+// each, serve/model_queue.h) decode and score. See /openapi.json for the API and docs/service.md
+// for the operational contract.
 //
 // Lifecycle, driven by the program (which owns the signals):
 //   Server server(options, log);  // checks options, opens the database, binds: no thread yet
