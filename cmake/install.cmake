@@ -18,7 +18,8 @@ install(FILES ${CMAKE_BINARY_DIR}/gadConfig.cmake ${CMAKE_BINARY_DIR}/gadConfigV
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/gad)
 
 # gad.pc locates its prefix from its own directory (${pcfiledir}), so it is right for any
-# --prefix given at install time.
+# --prefix given at install time. It is only right there, so the build tree keeps it out of sight
+# (under CMakeFiles/) rather than offering a gad.pc whose include folder does not exist.
 file(RELATIVE_PATH GAD_PC_TO_PREFIX /p/${CMAKE_INSTALL_LIBDIR}/pkgconfig /p)
-configure_file(cmake/gad.pc.in ${CMAKE_BINARY_DIR}/gad.pc @ONLY)
-install(FILES ${CMAKE_BINARY_DIR}/gad.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+configure_file(cmake/gad.pc.in ${CMAKE_BINARY_DIR}/CMakeFiles/gad-install/gad.pc @ONLY)
+install(FILES ${CMAKE_BINARY_DIR}/CMakeFiles/gad-install/gad.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -312,7 +312,7 @@ def bench_results(path, scorer):
     with open(path) as f:
         for r in csv.DictReader(f):
             if r["scorer"] == scorer:
-                cells.setdefault(r["dataset"], {}).setdefault(int(r["K"]), {}).setdefault(int(r["draw"]), []).append(
+                cells.setdefault(r["dataset"], {}).setdefault(int(r["k"]), {}).setdefault(int(r["draw"]), []).append(
                     (float(r["AUROC"]), float(r["AUPRC"])))
     return {ds: {k: tuple(np.mean([np.mean(v, 0) for v in draws.values()], 0)) for k, draws in byk.items()}
             for ds, byk in cells.items()}

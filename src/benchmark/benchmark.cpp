@@ -273,14 +273,14 @@ std::vector<ReportTable> report_tables(const BenchOptions& o, const std::vector<
 
 struct Outputs {
   std::vector<Result> results;
-  CsvTable scores_csv{{"dataset", "category", "method", "k", "draw", "path", "label", "score"}};
+  CsvTable scores_csv{{"dataset", "category", "scorer", "k", "draw", "path", "label", "score"}};
   std::vector<ReportSection> report_sections;  // one per finished category (--report)
 };
 
 void write_outputs(const BenchOptions& o, const Outputs& out, const std::string& model_line, const char* precision,
                    int threads, size_t finished, size_t total) {
   const bool pixel = std::any_of(out.results.begin(), out.results.end(), [](const Result& r) { return r.aupro >= 0; });
-  std::vector<std::string> header = {"dataset", "category", "scorer",      "K",           "draw",
+  std::vector<std::string> header = {"dataset", "category", "scorer",      "k",           "draw",
                                      "AUROC",   "AUPRC",    "n_normal", "n_anomalous", "ms_per_image"};
   if (pixel) header.insert(header.end(), {"pixel_AUROC", "AUPRO"});
   CsvTable csv(header);

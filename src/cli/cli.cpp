@@ -118,12 +118,12 @@ void prepare_output_file(const std::string& option, const std::string& path) {
 
 namespace {
 std::atomic<bool> g_stop{false};  // process-wide by nature: set from a signal handler
-extern "C" void on_stop_signal(int) { g_stop.store(true); }
+extern "C" void set_stop_flag(int) { g_stop.store(true); }
 }  // namespace
 
 void catch_stop_signals() {
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGINT, set_stop_flag);
+  std::signal(SIGTERM, set_stop_flag);
 }
 
 const std::atomic<bool>& stop_requested() { return g_stop; }

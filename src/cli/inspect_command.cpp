@@ -36,8 +36,9 @@ void add_inspect_command(CLI::App& app, Context& ctx) {
   cmd->add_option("images", a->images, "image files or directories")->required();
   cmd->add_option("--dump", a->dump,
                   "write tensors to a safetensors file, <i> = 0-based image index on the command line:\n"
-                  "  <i>.pixel_values [3,H,W], <i>.cls_embedding [D], <i>.tapped_tokens [L,P,W]\n"
-                  "  (blocks 7/9/11, CLS dropped, row-major); with --ref-images/--class or --refs also\n"
+                  "  <i>.pixel_values [3,H,W], <i>.cls_embedding [D], <i>.tap.<l> [P_l,W_l] per tap on its own\n"
+                  "  grid, and <i>.tapped_tokens [L,P,W] when the taps share one grid (CLIP: blocks 7/9/11, CLS\n"
+                  "  dropped, row-major); with --ref-images/--class or --refs also\n"
                   "  <i>.residual_map [P], <i>.s_patch, <i>.s_text, <i>.s_img, <i>.holistic_map [P],\n"
                   "  <i>.s_hol, <i>.final_score (0-d)");
   add_list_option(cmd, "--ref-images", a->refs.ref_images, "reference (normal) images or directories");
