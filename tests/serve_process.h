@@ -59,15 +59,17 @@ class ServerProcess {
       execv(argv[0], argv.data());
       _exit(127);
     }
-    // The port is printed once bound; requests are served once the model is loaded ("ready").
-    const std::string marker = "listening on http://127.0.0.1:";
+    // The port is printed once bound ("listening on http://HOST:PORT"); requests are served once
+    // the model is loaded ("ready"). Clients connect to 127.0.0.1, which any --host the tests
+    // give (loopback or a wildcard) reaches.
+    const std::string marker = "listening on http://";
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (std::chrono::steady_clock::now() < deadline) {
       std::string log = slurp(err_);
       auto at = log.find(marker);
-      if (at != std::string::npos && log.find('\n', at) != std::string::npos &&
-          (!wait_ready || log.find("gad: ready\n") != std::string::npos)) {
-        port_ = std::stoi(log.substr(at + marker.size()));
+      const auto eol = at == std::string::npos ? std::string::npos : log.find('\n', at);
+      if (eol != std::string::npos && (!wait_ready || log.find("gad: ready\n") != std::string::npos)) {
+        port_ = std::stoi(log.substr(log.rfind(':', eol) + 1));
         return;
       }
       int status = 0;

@@ -4,8 +4,10 @@
 // no test measures time (the replica kill's gap is printed, not asserted).
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <set>
 
 #include "replica_processes.h"
 #include "serve/store.h"
@@ -139,7 +141,7 @@ TEST(ServeReplicas, SchemaIsCreatedOnAnEmptyDatabaseAndANewerOneRefused) {
     auto c = first.client();
     EXPECT_FALSE(register_set(c, "cell", {1, 2}).empty());
   }
-  EXPECT_EQ(pg.psql("empty", "SELECT version FROM gad_schema"), "1");
+  EXPECT_EQ(pg.psql("empty", "SELECT version FROM gad_schema"), "2");
   EXPECT_EQ(pg.psql("empty", "SELECT version FROM refsets"), "1");
   {
     ServerProcess again(pg.uri("empty"));  // an up-to-date schema is left as it is
@@ -152,13 +154,72 @@ TEST(ServeReplicas, SchemaIsCreatedOnAnEmptyDatabaseAndANewerOneRefused) {
   ASSERT_EQ(pg.psql("empty", "UPDATE gad_schema SET version = 99"), "UPDATE 1");
   auto refused = run_gad({"serve", "--model", kLiteModel, "--db", pg.uri("empty"), "--port", "0"}, 120);
   EXPECT_EQ(refused.code, 1) << refused.err;
-  EXPECT_NE(refused.err.find("database schema version 99 is newer than this gad knows (1)"), std::string::npos)
+  EXPECT_NE(refused.err.find("database schema version 99 is newer than this gad knows (2)"), std::string::npos)
       << refused.err;
   auto unreachable = run_gad({"serve", "--model", kLiteModel, "--db", "postgresql://gad@127.0.0.1:" +
                                                                         std::to_string(free_port()) + "/none", "--port", "0"},
                              120);
   EXPECT_EQ(unreachable.code, 1) << unreachable.err;
   EXPECT_NE(unreachable.err.find("cannot connect to PostgreSQL"), std::string::npos) << unreachable.err;
+}
+
+// A database left by a schema-1 gad is migrated (idempotency added, the set kept). Tries with one
+// Idempotency-Key through both replicas at once make one set; a retry through either replays it;
+// another request with the key is a 409; deleting the set frees the key.
+TEST(ServeReplicas, IdempotencyKeysHoldAcrossReplicasOnAMigratedSchema) {
+  PostgresCluster pg;
+  pg.create_database("keys");
+  ASSERT_EQ(pg.psql("keys", "CREATE TABLE gad_schema(version integer NOT NULL)"), "CREATE TABLE");
+  ASSERT_EQ(pg.psql("keys", "INSERT INTO gad_schema VALUES(1)"), "INSERT 0 1");
+  ASSERT_EQ(pg.psql("keys",
+                    "CREATE TABLE refsets(id text PRIMARY KEY, class text NOT NULL, k bigint NOT NULL, created text "
+                    "NOT NULL, fingerprint text NOT NULL, version bigint NOT NULL DEFAULT 1, blob bytea NOT NULL)"),
+            "CREATE TABLE");
+  ASSERT_EQ(pg.psql("keys", "INSERT INTO refsets(id, class, k, created, fingerprint, blob) VALUES("
+                            "'0123456789abcdef0123456789abcdef', 'cell', 1, '2026-01-01T00:00:00.000Z', 'f00d', '\\x00')"),
+            "INSERT 0 1");
+  ServerProcess a(pg.uri("keys")), b(pg.uri("keys"));
+  ASSERT_GT(a.port(), 0);
+  ASSERT_GT(b.port(), 0);
+  EXPECT_EQ(pg.psql("keys", "SELECT version FROM gad_schema"), "2");
+  EXPECT_EQ(pg.psql("keys", "SELECT count(*) FROM refsets"), "1");
+
+  std::mutex m;
+  std::vector<int> statuses;
+  std::set<std::string> ids;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      auto c = (t % 2 ? b : a).client();
+      auto r = c.Post("/v1/refsets", {{"Idempotency-Key", "batch-9"}}, refset_form("cell", {1, 2}));
+      std::lock_guard<std::mutex> lock(m);
+      statuses.push_back(r ? r->status : -1);
+      if (r && r->status / 100 == 2) ids.insert(json::parse(r->body)["id"].get<std::string>());
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(std::count(statuses.begin(), statuses.end(), 201), 1);
+  EXPECT_EQ(std::count(statuses.begin(), statuses.end(), 200), 3);
+  ASSERT_EQ(ids.size(), 1u);
+  const std::string id = *ids.begin();
+  EXPECT_EQ(pg.psql("keys", "SELECT count(*) FROM refsets"), "2");
+  EXPECT_EQ(pg.psql("keys", "SELECT refset_id FROM idempotency WHERE key = 'batch-9'"), id);
+
+  auto ca = a.client(), cb = b.client();
+  auto retry = cb.Post("/v1/refsets", {{"Idempotency-Key", "batch-9"}}, refset_form("cell", {1, 2}));
+  ASSERT_TRUE(retry);
+  EXPECT_EQ(retry->status, 200) << retry->body;
+  EXPECT_EQ(json::parse(retry->body)["id"], id);
+  auto other = ca.Post("/v1/refsets", {{"Idempotency-Key", "batch-9"}}, refset_form("cell", {1, 3}));
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 409) << other->body;
+  auto del = cb.Delete(("/v1/refsets/" + id).c_str());
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 200);
+  EXPECT_EQ(pg.psql("keys", "SELECT count(*) FROM idempotency"), "0");
+  auto fresh = ca.Post("/v1/refsets", {{"Idempotency-Key", "batch-9"}}, refset_form("cell", {1, 2}));
+  ASSERT_TRUE(fresh);
+  EXPECT_EQ(fresh->status, 201) << fresh->body;
+  EXPECT_NE(json::parse(fresh->body)["id"], id);
 }
 
 void sqlite_exec(const std::string& path, const std::string& sql) {
@@ -187,6 +248,7 @@ TEST(ServeReplicas, SqliteFileFromBeforeVersioningIsMigratedAndANewerOneRefused)
     EXPECT_EQ(store.load(row->id)->version, 2);
     EXPECT_EQ(store.load(row->id)->bytes, "abc");
     EXPECT_EQ(store.update_blob("ffffffffffffffffffffffffffffffff", "abc"), std::nullopt);
+    EXPECT_FALSE(store.find_key("any"));  // the idempotency table exists
   }
   sqlite_exec(path, "PRAGMA user_version = 7");
   EXPECT_NE(error_of([&] { serve::SqliteStore store(path); }).find("database schema version 7 is newer than this gad knows"),

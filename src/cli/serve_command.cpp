@@ -11,7 +11,11 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "util/allocator.h"
 #include "util/error.h"
@@ -25,7 +29,53 @@ struct ServeArgs {
   std::string max_body = "20MB";
   double cache_mb = 0;  // 0: a quarter of RAM
   double drain_timeout_s = 30;
+  std::string token_file;
+  const CLI::Option* token_option = nullptr;  // given, even as --token "" (which is refused)
 };
+
+std::string trim(const std::string& s) {
+  const char* space = " \t\r\n\v\f";
+  const size_t first = s.find_first_not_of(space);
+  return first == std::string::npos ? "" : s.substr(first, s.find_last_not_of(space) - first + 1);
+}
+
+// The first line of `path`, trimmed: a mounted secret or a file only the service user reads.
+std::string read_token_file(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) gad::fail("--token-file ", path, ": cannot open (", std::strerror(errno), ")");
+  std::string text;
+  char buf[4096];
+  ssize_t n = 0;
+  while (text.find('\n') == std::string::npos && text.size() < (1u << 20) && (n = read(fd, buf, sizeof buf)) > 0)
+    text.append(buf, static_cast<size_t>(n));
+  const int err = errno;
+  close(fd);
+  if (n < 0) gad::fail("--token-file ", path, ": cannot read (", std::strerror(err), ")");
+  const std::string token = trim(text.substr(0, text.find('\n')));
+  if (token.empty()) gad::fail("--token-file ", path, ": no token on its first line");
+  return token;
+}
+
+// The bearer token from exactly one of --token, --token-file and GAD_TOKEN; "" when none is
+// given. A source that is given but empty is an error, not a server without a token.
+std::string resolve_token(const ServeArgs& a) {
+  const bool flag = a.token_option && a.token_option->count() > 0;
+  const char* env = std::getenv("GAD_TOKEN");
+  std::vector<std::string> given;
+  if (flag) given.push_back("--token");
+  if (!a.token_file.empty()) given.push_back("--token-file");
+  if (env) given.push_back("GAD_TOKEN");
+  if (given.size() > 1) {
+    std::string names = given[0];
+    for (size_t i = 1; i < given.size(); ++i) names += (i + 1 == given.size() ? " and " : ", ") + given[i];
+    gad::fail("the token was given more than once (", names, "): give it one way");
+  }
+  if (!a.token_file.empty()) return read_token_file(a.token_file);
+  const std::string token = trim(env ? env : a.options.token);
+  if (token.empty() && env) gad::fail("GAD_TOKEN: set but empty (unset it to serve without a token)");
+  if (token.empty() && flag) gad::fail("--token: empty");
+  return token;
+}
 
 
 // SIGTERM/SIGINT reach whichever thread the kernel picks — libraries start threads before main
@@ -87,12 +137,22 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
       ->required();
   cmd->add_option("--host", o.host, "address to bind (default 127.0.0.1, loopback only)");
   cmd->add_option("--port", o.port, "port (default 8080; 0: any free port, printed on stderr)");
-  cmd->add_option("--token", o.token, "require 'Authorization: Bearer TOKEN' on every request");
+  a.token_option = cmd->add_option("--token", o.token,
+                                   "require 'Authorization: Bearer TOKEN' on every request but /healthz and\n"
+                                   "/readyz; visible to every user in `ps`: prefer --token-file or GAD_TOKEN");
+  cmd->add_option("--token-file", a.token_file,
+                  "read the token from the first line of FILE (whitespace trimmed), e.g. a mounted\n"
+                  "secret; or set the environment variable GAD_TOKEN. Give the token one way only")
+      ->type_name("FILE");
+  cmd->add_flag("--metrics-public", o.metrics_public,
+                "with a token: serve /metrics without it too (for a Prometheus scraper)");
   cmd->add_option("--max-body", a.max_body, "largest request body (default 20MB); larger: 413");
   cmd->add_option("--workers", o.workers, "model worker threads, one model copy each (default 1)");
   cmd->add_option("--queue", o.queue, "images queued or in the model at once (default 64); beyond: 429");
   cmd->add_option("--max-k", o.max_k, "most reference images per set (default 32)");
-  cmd->add_option("--max-images", o.max_images, "most images per score or calibrate request (default 32)");
+  cmd->add_option("--max-images", o.max_images,
+                  "most images per score request (and at most --queue) and per calibrate request\n"
+                  "(scored in chunks when more than --queue) (default 32)");
   cmd->add_option("--batch", o.batch, "most images per forward pass (default 8)");
   cmd->add_option("--batch-wait-ms", o.batch_wait_ms, "how long to wait to fill a batch (default 5)");
   cmd->add_option("--cache-mb", a.cache_mb,
@@ -113,6 +173,7 @@ int run_serve(ServeArgs& a) {
   // Workers share the process's compute threads: by default each gets an equal part of the cores.
   if (a.model.threads == 0 && o.workers > 1)
     a.model.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.workers);
+  o.token = resolve_token(a);
   o.engine = a.model.resolve();
   o.max_body = gad::serve::parse_size(a.max_body);
   if (!(a.cache_mb >= 0) || !std::isfinite(a.cache_mb) || a.cache_mb > 1e9)

@@ -85,13 +85,15 @@ std::string Metrics::render(const ServerState& s) {
 }
 
 std::string route_label(const std::string& path) {
-  if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/openapi.json" || path == "/v1/refsets") return path;
+  if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/openapi.json" || path == "/v1/refsets" ||
+      path == "/v1/refsets/import")
+    return path;
   const std::string prefix = "/v1/refsets/";
   if (path.compare(0, prefix.size(), prefix) != 0 || path.size() == prefix.size()) return "other";
   const size_t slash = path.find('/', prefix.size());
   if (slash == std::string::npos) return "/v1/refsets/{id}";
   const std::string action = path.substr(slash + 1);
-  if (slash > prefix.size() && (action == "score" || action == "calibrate")) return "/v1/refsets/{id}/" + action;
+  if (slash > prefix.size() && (action == "score" || action == "calibrate" || action == "export")) return "/v1/refsets/{id}/" + action;
   return "other";
 }
 

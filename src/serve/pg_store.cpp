@@ -127,13 +127,23 @@ void PgStore::migrate() {
       if (version > kSchemaVersion)
         fail(where_, ": database schema version ", version, " is newer than this gad knows (", kSchemaVersion,
              "); upgrade gad or use another database");
-      if (version == 0) {
+      if (version < 1)
         run(conn_, where_,
             "CREATE TABLE refsets(id text PRIMARY KEY, class text NOT NULL, k bigint NOT NULL, created text NOT NULL, "
             "fingerprint text NOT NULL, version bigint NOT NULL DEFAULT 1, blob bytea NOT NULL)",
             {});
-        run(conn_, where_, "INSERT INTO gad_schema(version) VALUES(" + std::to_string(kSchemaVersion) + ")", {});
+      if (version < 2) {
+        run(conn_, where_,
+            "CREATE TABLE IF NOT EXISTS idempotency(key text PRIMARY KEY, request_sha256 text NOT NULL, "
+            "refset_id text NOT NULL, created text NOT NULL)",
+            {});
+        run(conn_, where_, "CREATE INDEX IF NOT EXISTS idempotency_refset ON idempotency(refset_id)", {});
       }
+      const std::string now = std::to_string(kSchemaVersion);
+      if (version == 0)
+        run(conn_, where_, "INSERT INTO gad_schema(version) VALUES(" + now + ")", {});
+      else if (version < kSchemaVersion)
+        run(conn_, where_, "UPDATE gad_schema SET version = " + now, {});
     }
     run(conn_, where_, "COMMIT", {});
   } catch (...) {
@@ -151,12 +161,59 @@ pg_conn* PgStore::connection() {
   return conn_;
 }
 
+void PgStore::insert_row(pg_conn* conn, const RefRow& row, const std::string& blob) {
+  const std::string k = std::to_string(row.k);
+  run(conn, where_, "INSERT INTO refsets(id, class, k, created, fingerprint, blob) VALUES($1, $2, $3::bigint, $4, $5, $6)",
+      {{row.id}, {row.class_name}, {k}, {row.created}, {row.fingerprint}, {blob, true}});
+}
+
 void PgStore::insert(const RefRow& row, const std::string& blob) {
   std::lock_guard<std::mutex> lock(mutex_);
-  const std::string k = std::to_string(row.k);
-  run(connection(), where_,
-      "INSERT INTO refsets(id, class, k, created, fingerprint, blob) VALUES($1, $2, $3::bigint, $4, $5, $6)",
-      {{row.id}, {row.class_name}, {k}, {row.created}, {row.fingerprint}, {blob, true}});
+  insert_row(connection(), row, blob);
+}
+
+std::optional<IdempotencyRecord> PgStore::find_key(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Result r = run(connection(), where_,
+                 "SELECT i.key, i.request_sha256, i.refset_id FROM idempotency i JOIN refsets r ON r.id = i.refset_id "
+                 "WHERE i.key = $1",
+                 {{key}}, false, true);
+  if (r.rows() == 0) return std::nullopt;
+  return IdempotencyRecord{r.text(0, 0), r.text(0, 1), r.text(0, 2)};
+}
+
+// The key goes in first: a concurrent transaction inserting the same key waits for ours, then
+// finds it taken. A taken key whose set is gone (deleted by a build that left keys behind) is
+// locked and reused; the set's existence is read in its own statement, so after waiting on the
+// lock it sees what the other transaction committed.
+std::optional<IdempotencyRecord> PgStore::insert_keyed(const RefRow& row, const std::string& blob,
+                                                       const IdempotencyRecord& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  pg_conn* conn = connection();
+  run(conn, where_, "BEGIN", {});
+  try {
+    Result inserted = run(conn, where_,
+                          "INSERT INTO idempotency(key, request_sha256, refset_id, created) VALUES($1, $2, $3, $4) "
+                          "ON CONFLICT (key) DO NOTHING RETURNING key",
+                          {{key.key}, {key.request_sha256}, {row.id}, {row.created}});
+    if (inserted.rows() == 0) {
+      Result held = run(conn, where_, "SELECT request_sha256, refset_id FROM idempotency WHERE key = $1 FOR UPDATE",
+                        {{key.key}});
+      const IdempotencyRecord taken{key.key, held.text(0, 0), held.text(0, 1)};
+      if (run(conn, where_, "SELECT 1 FROM refsets WHERE id = $1", {{taken.refset_id}}).rows() > 0) {
+        run(conn, where_, "ROLLBACK", {});
+        return taken;
+      }
+      run(conn, where_, "UPDATE idempotency SET request_sha256 = $2, refset_id = $3, created = $4 WHERE key = $1",
+          {{key.key}, {key.request_sha256}, {row.id}, {row.created}});
+    }
+    insert_row(conn, row, blob);
+    run(conn, where_, "COMMIT", {});
+  } catch (...) {
+    PQclear(PQexec(conn, "ROLLBACK"));
+    throw;
+  }
+  return std::nullopt;
 }
 
 std::optional<int64_t> PgStore::update_blob(const std::string& id, const std::string& blob) {
@@ -194,7 +251,9 @@ std::optional<RefBlob> PgStore::load(const std::string& id) {
 
 bool PgStore::remove(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Result r = run(connection(), where_, "DELETE FROM refsets WHERE id = $1 RETURNING id", {{id}});
+  Result r = run(connection(), where_,
+                 "WITH keys AS (DELETE FROM idempotency WHERE refset_id = $1) DELETE FROM refsets WHERE id = $1 RETURNING id",
+                 {{id}});
   return r.rows() > 0;
 }
 

@@ -1,8 +1,8 @@
 // PgStore — the RefStore on PostgreSQL (libpq), shared by every `gad serve` replica.
 //
 // --db postgresql://user@host:port/dbname (any libpq URI; a password belongs in ~/.pgpass or
-// PGPASSWORD, not on the command line). Tables: gad_schema(version) and refsets(..., version,
-// blob bytea). Opening creates or migrates the schema in one transaction under an advisory lock,
+// PGPASSWORD, not on the command line). Tables: gad_schema(version), refsets(..., version,
+// blob bytea) and idempotency. Opening creates or migrates the schema in one transaction under an advisory lock,
 // so replicas starting together do not race, and refuses a schema newer than kSchemaVersion.
 // One connection behind a mutex; a connection found broken is reset before the next statement,
 // and a store that cannot be reached answers HttpError 503 "store_unavailable".
@@ -30,6 +30,9 @@ class PgStore : public RefStore {
   std::optional<RefRow> get(const std::string& id) override;
   std::optional<RefBlob> load(const std::string& id) override;
   bool remove(const std::string& id) override;
+  std::optional<IdempotencyRecord> find_key(const std::string& key) override;
+  std::optional<IdempotencyRecord> insert_keyed(const RefRow& row, const std::string& blob,
+                                                const IdempotencyRecord& key) override;
   int64_t count() override;
   std::string integrity_check() override { return ping(); }  // PostgreSQL checks its own pages
   std::string ping() override;
@@ -37,6 +40,7 @@ class PgStore : public RefStore {
 
  private:
   void migrate();
+  void insert_row(pg_conn* conn, const RefRow& row, const std::string& blob);
   pg_conn* connection();  // the connection, reset first when broken; 503 when unreachable
 
   pg_conn* conn_ = nullptr;

@@ -1,6 +1,7 @@
 #include "serve/server.h"
 
 #include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -43,9 +44,12 @@ namespace {
 using json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
+// Messages quote what clients sent (ids from the URL, file names, bytes of a corrupt upload),
+// which need not be UTF-8: invalid bytes become U+FFFD instead of an exception that would abort
+// the server from its error handler.
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump() + "\n", "application/json");
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", "application/json");
 }
 
 void send_error(httplib::Response& res, int status, const std::string& message) {
@@ -94,6 +98,87 @@ json row_json(const RefRow& r) {
   return json{{"id", r.id},           {"class", r.class_name},        {"k", r.k},
               {"created", r.created}, {"fingerprint", r.fingerprint}, {"bytes", r.bytes},
               {"version", r.version}};
+}
+
+// A set's row, and its threshold (the fields POST .../calibrate answers) when it is calibrated.
+json refset_json(const RefRow& r, const std::optional<Threshold>& t) {
+  json j = row_json(r);
+  if (t) j.update(threshold_json(*t));
+  return j;
+}
+
+// Whether every address `host` names is a loopback one (127.0.0.0/8, ::1), so that only this
+// machine can connect. A wildcard (0.0.0.0, ::) or a name that does not resolve is not.
+bool loopback_only(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) return false;
+  bool loopback = found != nullptr;
+  for (addrinfo* ai = found; ai; ai = ai->ai_next) {
+    if (ai->ai_family == AF_INET) {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(ai->ai_addr);
+      loopback = loopback && (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    } else if (ai->ai_family == AF_INET6) {
+      const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(ai->ai_addr)->sin6_addr;
+      loopback = loopback && (IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127));
+    } else {
+      loopback = false;
+    }
+  }
+  freeaddrinfo(found);
+  return loopback;
+}
+
+constexpr size_t kMaxIdempotencyKey = 200;
+
+// The Idempotency-Key header: "" when absent, else 1-200 bytes of printable ASCII (400 otherwise).
+std::string idempotency_key(const httplib::Request& req) {
+  if (!req.has_header("Idempotency-Key")) return "";
+  const std::string key = req.get_header_value("Idempotency-Key");
+  if (key.empty() || key.size() > kMaxIdempotencyKey)
+    throw HttpError(400, "bad_idempotency_key",
+                    "Idempotency-Key: must be 1 to " + std::to_string(kMaxIdempotencyKey) + " bytes (got " +
+                        std::to_string(key.size()) + ")");
+  for (char c : key)
+    if (c < 0x20 || c > 0x7e) throw HttpError(400, "bad_idempotency_key", "Idempotency-Key: printable ASCII only");
+  return key;
+}
+
+std::string sha256_of(const std::string& bytes) {
+  return sha256_hex(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
+
+// What a retry must repeat for its key to replay the first answer: the route and the uploads'
+// content. Not the raw body: clients draw a new multipart boundary on every try.
+std::string request_digest(const std::string& route, const std::vector<std::string>& fields) {
+  std::string canonical = route;
+  for (const auto& f : fields) canonical += "\n" + std::to_string(f.size()) + ":" + f;
+  return sha256_of(canonical);
+}
+
+// The first line of a library message about an upload, less the temporary file it names (the
+// library reads a .gadref through one): "<temporary>.gadref: made with another model ..."
+// becomes "made with another model ...". Clients see neither server paths nor stack traces.
+std::string upload_problem(const std::string& message) {
+  std::string m = message.substr(0, message.find('\n'));
+  const std::string marker = ".gadref: ";
+  const auto at = m.find(marker);
+  return at == std::string::npos ? m : m.substr(at + marker.size());
+}
+
+// An uploaded .gadref read by `engine`, which checks it against the model's fingerprint. What is
+// wrong with the file is the client's: 400 naming the problem.
+References read_refset_file(Detector& engine, const std::string& bytes) {
+  try {
+    return engine.references_from_bytes(bytes);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::Io) throw;  // writing the temporary file failed: ours (500)
+    throw HttpError(400, "bad_refset", "uploaded .gadref: " + upload_problem(e.what()));
+  } catch (const std::exception& e) {  // a tensor check that a corrupt file trips
+    throw HttpError(400, "bad_refset", "uploaded .gadref: unreadable (" + upload_problem(e.what()) + ")");
+  }
 }
 
 // Why HOST:PORT cannot be listened on ("" when it can), checked with the socket options the server
@@ -238,8 +323,9 @@ struct Server::Impl {
   int port = 0;
   int listen_fd = -1;
 
-  std::atomic<bool> ready{false};  // set (release) after model_desc and fingerprint
+  std::atomic<bool> ready{false};  // set (release) after model_desc, fingerprint and needs_class
   std::string model_desc, fingerprint;
+  bool needs_class = true;  // new sets need a class name (InCTRL's text prior); AnomalyDINO's do not
 
   std::thread http;
   std::mutex http_m;
@@ -322,6 +408,7 @@ struct Server::Impl {
     for (int i = 0; i < o.workers; ++i) engines.push_back(std::make_unique<Detector>(o.engine));
     model_desc = engines[0]->describe();
     fingerprint = engines[0]->fingerprint();
+    needs_class = engines[0]->needs_class_name();
     queue.start(std::move(engines));
     ready.store(true, std::memory_order_release);
   }
@@ -379,12 +466,13 @@ struct Server::Impl {
     return row;
   }
 
-  // Scores every upload against set `id` (admitted as one unit); records in upload order.
+  // Scores uploads [begin, end) against set `id` (admitted as one unit); records in upload order.
   // `version`: the set's row as this request read it (an older cached copy is reloaded).
-  std::vector<ScoreRecord> score_all(const std::string& id, int64_t version, const Uploads& u, httplib::Response& res) {
-    Admission admission(queue, static_cast<int>(u.images.size()), res);
+  std::vector<ScoreRecord> score_range(const std::string& id, int64_t version, const Uploads& u, size_t begin,
+                                       size_t end, httplib::Response& res) {
+    Admission admission(queue, static_cast<int>(end - begin), res);
     std::vector<std::future<ScoreRecord>> futures;
-    for (size_t i = 0; i < u.images.size(); ++i)
+    for (size_t i = begin; i < end; ++i)
       futures.push_back(queue.score(id, version, u.images[i].bytes, image_name(i, u.images[i])));
     std::vector<ScoreRecord> records;
     std::exception_ptr first_error;
@@ -399,10 +487,86 @@ struct Server::Impl {
     return records;
   }
 
+  std::vector<ScoreRecord> score_all(const std::string& id, int64_t version, const Uploads& u, httplib::Response& res) {
+    return score_range(id, version, u, 0, u.images.size(), res);
+  }
+
+  // The scores of a calibration's normals. More than the queue holds are scored in chunks of
+  // half the queue, each admitted in turn (a 429 when one finds no room; nothing is stored), so
+  // that --max-images, not --queue, bounds a calibration and score requests keep some room.
+  // Scores of uploaded normals, all of which must have been scored (a threshold from the images
+  // that happened to decode would not be the one asked for); `map_top` gets their largest patch
+  // residual (the overlay scale).
+  std::vector<double> calibration_scores(const std::string& id, int64_t version, const Uploads& u,
+                                         httplib::Response& res, double& map_top) {
+    const size_t n = u.images.size(), capacity = static_cast<size_t>(o.queue);
+    const size_t chunk = n <= capacity ? n : std::max<size_t>(1, capacity / 2);
+    std::vector<double> scores;
+    for (size_t begin = 0; begin < n; begin += chunk) {
+      const auto records = score_range(id, version, u, begin, std::min(n, begin + chunk), res);
+      for (size_t i = 0; i < records.size(); ++i) {
+        const ScoreRecord& r = records[i];
+        if (!r.ok())
+          throw HttpError(422, "normal_not_scored", "normal " + r.error);
+        scores.push_back(r.score);
+        for (float v : r.residual_map) map_top = std::max(map_top, static_cast<double>(v));
+      }
+    }
+    return scores;
+  }
+
+  // The threshold of a stored set when it is calibrated. It lives in the set's bytes, not in its
+  // row: read from the cached set, else loaded (and cached) on a worker. Unknown while the model
+  // loads, for a set of another model, or for bytes that no longer load.
+  std::optional<Threshold> threshold_of(const RefRow& row) {
+    if (!ready.load(std::memory_order_acquire) || row.fingerprint != fingerprint) return std::nullopt;
+    try {
+      References set = cache.get(row.id, row.version);
+      if (!set)
+        set = queue.run<References>([&](Detector& engine) { return queue.resolve(engine, row.id, row.version); }).get();
+      return set.threshold();
+    } catch (const Error&) {
+      return std::nullopt;
+    }
+  }
+
+  // A keyed request whose key is taken: the first answer again when it is the same request (200,
+  // Idempotent-Replayed: true, the set as it is now), else 409.
+  void replay(const IdempotencyRecord& taken, const std::string& digest, httplib::Response& res) {
+    if (taken.request_sha256 != digest)
+      throw HttpError(409, "idempotency_conflict",
+                      "Idempotency-Key '" + taken.key + "' was already used with another request (it made reference set " +
+                          taken.refset_id + ")");
+    const RefRow row = lookup(taken.refset_id);
+    res.set_header("Idempotent-Replayed", "true");
+    res.set_header("Location", "/v1/refsets/" + row.id);
+    send_json(res, 200, refset_json(row, threshold_of(row)));
+  }
+
+  // Stores a new set (`row` with class and k), with the request's key when it has one, and
+  // answers 201; when a concurrent try with the same key committed first, answers as its retry.
+  void store_new_set(RefRow row, const BuiltSet& built, const std::string& key, const std::string& digest,
+                     httplib::Response& res) {
+    row.id = random_id();
+    row.created = utc_now_iso();
+    row.fingerprint = fingerprint;
+    row.bytes = static_cast<int64_t>(built.blob.size());
+    if (key.empty())
+      store->insert(row, built.blob);  // committed before we answer
+    else if (auto taken = store->insert_keyed(row, built.blob, {key, digest, row.id}))
+      return replay(*taken, digest, res);
+    cache.put(row.id, built.handle, built.handle.memory_bytes(), cache.generation(), row.version);
+    res.set_header("Location", "/v1/refsets/" + row.id);
+    send_json(res, 201, refset_json(row, built.handle.threshold()));
+  }
+
   void post_refset(const httplib::Request& req, httplib::Response& res) {
     require_ready(res);
+    const std::string key = idempotency_key(req);
     Uploads u = read_uploads(req, Route::Register);
-    if (u.class_name.empty()) throw HttpError(400, "no_class", "missing class name (field \"class\")");
+    // As in the CLI: only a scorer with a text prior (InCTRL) uses the class; AnomalyDINO's needs none.
+    if (u.class_name.empty() && needs_class)
+      throw HttpError(400, "no_class", "missing class name (field \"class\"; this model's scorer needs one)");
     if (u.class_name.size() > 200) throw HttpError(400, "bad_class", "class name too long (at most 200 bytes)");
     check_images(u, std::min(o.max_k, o.queue), "reference images", o.engine.max_pixels);
     std::vector<ImageSource> sources;
@@ -411,6 +575,11 @@ struct Server::Impl {
       sources.push_back({img.name.empty() ? "upload:" + std::to_string(i) : "upload:" + img.name,
                          sha256_hex(reinterpret_cast<const uint8_t*>(img.bytes.data()), img.bytes.size())});
     }
+    std::vector<std::string> fields = {u.class_name};
+    for (const auto& s : sources) fields.insert(fields.end(), {s.name, s.sha256});
+    const std::string digest = request_digest("POST /v1/refsets", fields);
+    if (!key.empty())
+      if (auto taken = store->find_key(key)) return replay(*taken, digest, res);
     const int k = static_cast<int>(u.images.size());
     Admission admission(queue, k, res);
     BuiltSet built = queue
@@ -424,16 +593,47 @@ struct Server::Impl {
                          })
                          .get();
     RefRow row;
-    row.id = random_id();
     row.class_name = u.class_name;
     row.k = k;
-    row.created = utc_now_iso();
-    row.fingerprint = fingerprint;
-    row.bytes = static_cast<int64_t>(built.blob.size());
-    store->insert(row, built.blob);  // committed before we answer
-    cache.put(row.id, built.handle, built.handle.memory_bytes(), cache.generation(), row.version);
-    res.set_header("Location", "/v1/refsets/" + row.id);
-    send_json(res, 201, row_json(row));
+    store_new_set(row, built, key, digest, res);
+  }
+
+  // A .gadref file (from GET .../export of any server on the same model, or `gad refs build`)
+  // registered as a new set. The file is read as the set's bytes are on every load, which checks
+  // the model fingerprint; it is stored as this build writes it.
+  void post_import(const httplib::Request& req, httplib::Response& res) {
+    require_ready(res);
+    const std::string key = idempotency_key(req);
+    const std::string& file = read_refset_upload(req);
+    const std::string digest = request_digest("POST /v1/refsets/import", {sha256_of(file)});
+    if (!key.empty())
+      if (auto taken = store->find_key(key)) return replay(*taken, digest, res);
+    Admission admission(queue, 1, res);
+    BuiltSet built = queue
+                         .run<BuiltSet>([&](Detector& engine) {
+                           References set = read_refset_file(engine, file);
+                           return BuiltSet{set, set.to_bytes()};
+                         })
+                         .get();
+    if (built.handle.k() > o.max_k)
+      throw HttpError(400, "too_many_images",
+                      "uploaded .gadref: K = " + std::to_string(built.handle.k()) + " reference images, more than --max-k (" +
+                          std::to_string(o.max_k) + ")");
+    RefRow row;
+    row.class_name = built.handle.class_name();
+    row.k = built.handle.k();
+    store_new_set(row, built, key, digest, res);
+  }
+
+  // The set's .gadref: the stored bytes, References::to_bytes() of the set (threshold included).
+  void get_export(const httplib::Request& req, httplib::Response& res) {
+    const RefRow row = lookup(req.matches[1]);
+    auto blob = store->load(row.id);
+    if (!blob) throw HttpError(404, "unknown_refset", "unknown reference set '" + row.id + "'");
+    res.status = 200;
+    res.set_header("Content-Disposition", "attachment; filename=\"" + row.id + ".gadref\"");
+    res.set_header("Content-Type", "application/octet-stream");
+    res.body = std::move(blob->bytes);  // no copy: a set can be megabytes
   }
 
   void post_score(const httplib::Request& req, httplib::Response& res) {
@@ -468,15 +668,10 @@ struct Server::Impl {
     Uploads u = read_uploads(req, Route::Calibrate);
     if (!u.far && req.has_param("far")) u.far = req.get_param_value("far");
     const double far = u.far ? parse_far(*u.far) : 0.05;
-    check_images(u, std::min(o.max_images, o.queue), "normal images", o.engine.max_pixels);
+    check_images(u, o.max_images, "normal images", o.engine.max_pixels);
     const bool allow_few = req.get_param_value("allow_few") == "1" || req.get_param_value("allow_few") == "true";
-    std::vector<double> scores;
     double map_top = 0;
-    for (const auto& r : score_all(id, row.version, u, res)) {
-      if (!r.ok()) throw HttpError(422, "normal_not_scored", "normal image " + r.path + ": " + r.error);
-      scores.push_back(r.score);
-      for (float v : r.residual_map) map_top = std::max(map_top, static_cast<double>(v));
-    }
+    const std::vector<double> scores = calibration_scores(id, row.version, u, res, map_top);
     std::string warning;
     BuiltSet built = queue
                          .run<BuiltSet>([&](Detector& engine) {
@@ -516,6 +711,12 @@ struct Server::Impl {
     return s;
   }
 
+  // Routes that answer without the token: the probes (Kubernetes and load balancers send none;
+  // they reveal only liveness and readiness), and /metrics with --metrics-public.
+  bool open_route(const std::string& path) const {
+    return path == "/healthz" || path == "/readyz" || (o.metrics_public && path == "/metrics");
+  }
+
   void routes() {
     const std::string expected_auth = o.token.empty() ? "" : "Bearer " + o.token;
     svr.set_pre_routing_handler([this, expected_auth](const httplib::Request& req, httplib::Response& res) {
@@ -533,7 +734,7 @@ struct Server::Impl {
                        std::to_string(kMaxHeaderBytes) + ")");
         return httplib::Server::HandlerResponse::Handled;
       }
-      if (!expected_auth.empty() && req.get_header_value("Authorization") != expected_auth) {
+      if (!expected_auth.empty() && !open_route(req.path) && req.get_header_value("Authorization") != expected_auth) {
         t_reject_reason = "unauthorized";
         res.set_header("WWW-Authenticate", "Bearer");
         send_error(res, 401, "missing or wrong bearer token (Authorization: Bearer <token>)");
@@ -629,9 +830,13 @@ struct Server::Impl {
       send_json(res, 200, json{{"refsets", arr}});
     });
     svr.Post("/v1/refsets", [this](const httplib::Request& req, httplib::Response& res) { post_refset(req, res); });
+    svr.Post("/v1/refsets/import", [this](const httplib::Request& req, httplib::Response& res) { post_import(req, res); });
     svr.Get(R"(/v1/refsets/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      send_json(res, 200, row_json(lookup(req.matches[1])));
+      const RefRow row = lookup(req.matches[1]);
+      send_json(res, 200, refset_json(row, threshold_of(row)));
     });
+    svr.Get(R"(/v1/refsets/([^/]+)/export)",
+            [this](const httplib::Request& req, httplib::Response& res) { get_export(req, res); });
     svr.Delete(R"(/v1/refsets/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
       const std::string id = req.matches[1];
       lookup(id);
@@ -674,6 +879,13 @@ Server::Server(const ServeOptions& options, Log log) {
              " stored); in-memory cache up to " + std::to_string(cache.cap >> 20) + " MB" +
              (options.cache_bytes ? "" : " (a quarter of RAM; --cache-mb)"));
   impl_->log("listening on http://" + options.host + ":" + std::to_string(impl_->port));
+  if (!options.token.empty())
+    impl_->log(std::string("bearer token required, except on /healthz and /readyz") +
+               (options.metrics_public ? " and /metrics" : ""));
+  else if (!loopback_only(options.host))
+    impl_->log("warning: " + options.host +
+               " is reachable from other machines and no token is set: anyone who can connect may register, score "
+               "and delete reference sets (give --token-file or GAD_TOKEN)");
 }
 
 Server::~Server() = default;

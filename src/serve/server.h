@@ -30,12 +30,15 @@ struct ServeOptions {
   std::string db = "refs.sqlite";
   std::string host = "127.0.0.1";
   int port = 8080;              // 0: any free port (printed on stderr)
-  std::string token;            // non-empty: every request needs "Authorization: Bearer <token>"
+  std::string token;            // non-empty: every request needs "Authorization: Bearer <token>",
+                                // but the probes /healthz and /readyz (they reveal only readiness)
+  bool metrics_public = false;  // with a token: /metrics answers without it too (a scraper)
   size_t max_body = 20u << 20;  // bytes
   int workers = 1;              // model worker threads, one Detector each
   int queue = 64;               // images queued or being scored; beyond: 429
   int max_k = 32;               // reference images per set
-  int max_images = 32;          // images per score or calibrate request
+  int max_images = 32;          // images per score request (at most `queue`) or calibrate request
+                                // (beyond `queue`, scored in chunks)
   int batch = 8;                // images per forward pass
   double batch_wait_ms = 5;     // how long a worker waits to fill a batch
   int http_threads = 64;        // connection threads (keep-alive and stalled connections hold one each)

@@ -32,6 +32,10 @@ void exec(sqlite3* db, const char* sql, const std::string& path) {
 
 constexpr const char* kRowColumns = "id, class, k, created, fingerprint, length(blob), version";
 
+constexpr const char* kIdempotencySchema =
+    "CREATE TABLE IF NOT EXISTS idempotency(key TEXT PRIMARY KEY, request_sha256 TEXT NOT NULL, "
+    "refset_id TEXT NOT NULL, created TEXT NOT NULL)";
+
 RefRow read_row(Stmt& st) {
   RefRow r;
   r.id = st.col_text(0);
@@ -102,7 +106,8 @@ void in_transaction(sqlite3* db, const std::string& path, Body body) {
 }  // namespace
 
 // PRAGMA user_version is the schema version. 0 is a new file or one from before versioning,
-// whose refsets table lacks `version` (every stored set then counts as version 1).
+// whose refsets table lacks `version` (every stored set then counts as version 1); 1 lacks the
+// idempotency table.
 void SqliteStore::migrate() {
   in_transaction(db_, path_, [&] {
     const int64_t found = query_int(db_, "PRAGMA user_version", path_);
@@ -116,22 +121,61 @@ void SqliteStore::migrate() {
          path_);
     if (query_int(db_, "SELECT count(*) FROM pragma_table_info('refsets') WHERE name = 'version'", path_) == 0)
       exec(db_, "ALTER TABLE refsets ADD COLUMN version INTEGER NOT NULL DEFAULT 1", path_);
+    exec(db_, kIdempotencySchema, path_);
+    exec(db_, "CREATE INDEX IF NOT EXISTS idempotency_refset ON idempotency(refset_id)", path_);
     exec(db_, ("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str(), path_);
   });
 }
 
+void SqliteStore::insert_locked(const RefRow& row, const std::string& blob) {
+  Stmt st(db_, "INSERT INTO refsets(id, class, k, created, fingerprint, blob) VALUES(?,?,?,?,?,?)", path_);
+  st.text(1, row.id);
+  st.text(2, row.class_name);
+  sqlite3_bind_int64(st.s, 3, row.k);
+  st.text(4, row.created);
+  st.text(5, row.fingerprint);
+  sqlite3_bind_blob64(st.s, 6, blob.data(), blob.size(), SQLITE_TRANSIENT);
+  if (sqlite3_step(st.s) != SQLITE_DONE) fail(path_, ": sqlite insert: ", sqlite3_errmsg(db_));
+}
+
 void SqliteStore::insert(const RefRow& row, const std::string& blob) {
   std::lock_guard<std::mutex> lock(mutex_);
+  in_transaction(db_, path_, [&] { insert_locked(row, blob); });
+}
+
+std::optional<IdempotencyRecord> SqliteStore::find_key_locked(const std::string& key) {
+  Stmt st(db_,
+          "SELECT i.key, i.request_sha256, i.refset_id FROM idempotency i JOIN refsets r ON r.id = i.refset_id "
+          "WHERE i.key = ?",
+          path_);
+  st.text(1, key);
+  if (sqlite3_step(st.s) != SQLITE_ROW) return std::nullopt;
+  return IdempotencyRecord{st.col_text(0), st.col_text(1), st.col_text(2)};
+}
+
+std::optional<IdempotencyRecord> SqliteStore::find_key(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return find_key_locked(key);
+}
+
+// BEGIN IMMEDIATE takes the write lock first, so the check and the insert see no other writer
+// in between (other processes on the same file included).
+std::optional<IdempotencyRecord> SqliteStore::insert_keyed(const RefRow& row, const std::string& blob,
+                                                           const IdempotencyRecord& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::optional<IdempotencyRecord> taken;
   in_transaction(db_, path_, [&] {
-    Stmt st(db_, "INSERT INTO refsets(id, class, k, created, fingerprint, blob) VALUES(?,?,?,?,?,?)", path_);
-    st.text(1, row.id);
-    st.text(2, row.class_name);
-    sqlite3_bind_int64(st.s, 3, row.k);
+    taken = find_key_locked(key.key);
+    if (taken) return;
+    Stmt st(db_, "INSERT OR REPLACE INTO idempotency(key, request_sha256, refset_id, created) VALUES(?,?,?,?)", path_);
+    st.text(1, key.key);
+    st.text(2, key.request_sha256);
+    st.text(3, row.id);
     st.text(4, row.created);
-    st.text(5, row.fingerprint);
-    sqlite3_bind_blob64(st.s, 6, blob.data(), blob.size(), SQLITE_TRANSIENT);
     if (sqlite3_step(st.s) != SQLITE_DONE) fail(path_, ": sqlite insert: ", sqlite3_errmsg(db_));
+    insert_locked(row, blob);
   });
+  return taken;
 }
 
 std::optional<int64_t> SqliteStore::update_blob(const std::string& id, const std::string& blob) {
@@ -176,10 +220,17 @@ std::optional<RefBlob> SqliteStore::load(const std::string& id) {
 
 bool SqliteStore::remove(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Stmt st(db_, "DELETE FROM refsets WHERE id = ?", path_);
-  st.text(1, id);
-  if (sqlite3_step(st.s) != SQLITE_DONE) fail(path_, ": sqlite delete: ", sqlite3_errmsg(db_));
-  return sqlite3_changes(db_) > 0;
+  bool removed = false;
+  in_transaction(db_, path_, [&] {
+    Stmt keys(db_, "DELETE FROM idempotency WHERE refset_id = ?", path_);
+    keys.text(1, id);
+    if (sqlite3_step(keys.s) != SQLITE_DONE) fail(path_, ": sqlite delete: ", sqlite3_errmsg(db_));
+    Stmt st(db_, "DELETE FROM refsets WHERE id = ?", path_);
+    st.text(1, id);
+    if (sqlite3_step(st.s) != SQLITE_DONE) fail(path_, ": sqlite delete: ", sqlite3_errmsg(db_));
+    removed = sqlite3_changes(db_) > 0;
+  });
+  return removed;
 }
 
 int64_t SqliteStore::count() {

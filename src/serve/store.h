@@ -7,9 +7,12 @@
 // one transaction, so a set is visible only once complete and an acknowledged write survives a
 // crash. `version` starts at 1 and grows on every calibration: a replica compares it with its
 // cached copy on every use, so a set changed or deleted through another replica is never scored
-// stale by a request that starts after the change committed. The schema is versioned
-// (kSchemaVersion): created or migrated on open, and a newer one than this build knows is refused.
-// Implementations are thread-safe.
+// stale by a request that starts after the change committed. Table idempotency(key, request_sha256,
+// refset_id, created) remembers the Idempotency-Key of a registration, written in the set's own
+// transaction, so a retry finds the set the first try made (through any replica, after any
+// restart); deleting a set frees its keys. The schema is versioned (kSchemaVersion): created or
+// migrated on open, and a newer one than this build knows is refused. Implementations are
+// thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +26,9 @@ struct sqlite3;
 
 namespace gad::serve {
 
-constexpr int kSchemaVersion = 1;  // the refsets schema this build reads and writes
+// The schema this build reads and writes. 1: refsets; 2: adds idempotency (an older gad refuses
+// a store once a newer one migrated it: upgrade every replica).
+constexpr int kSchemaVersion = 2;
 
 struct RefRow {
   std::string id, class_name, created, fingerprint;
@@ -37,6 +42,11 @@ struct RefBlob {
   std::string bytes;
 };
 
+// An Idempotency-Key and what it was first used for: a digest of the request and the set made.
+struct IdempotencyRecord {
+  std::string key, request_sha256, refset_id;
+};
+
 class RefStore {
  public:
   virtual ~RefStore() = default;
@@ -46,7 +56,14 @@ class RefStore {
   virtual std::vector<RefRow> list() = 0;
   virtual std::optional<RefRow> get(const std::string& id) = 0;
   virtual std::optional<RefBlob> load(const std::string& id) = 0;  // blob and version, read together
-  virtual bool remove(const std::string& id) = 0;
+  virtual bool remove(const std::string& id) = 0;  // one transaction, with the set's keys
+  // The record of `key`, when the set it names still exists (a key whose set is gone is free).
+  virtual std::optional<IdempotencyRecord> find_key(const std::string& key) = 0;
+  // One transaction: `row` and `blob`, and `key` (its refset_id = row.id). When the key is already
+  // taken by an existing set (a concurrent try committed first), nothing is written and that
+  // record is returned.
+  virtual std::optional<IdempotencyRecord> insert_keyed(const RefRow& row, const std::string& blob,
+                                                        const IdempotencyRecord& key) = 0;
   virtual int64_t count() = 0;
   virtual std::string integrity_check() = 0;  // "ok" when healthy and reachable, else why not
   virtual std::string ping() = 0;             // "ok" when a trivial query answers (cheap: /readyz)
@@ -76,6 +93,9 @@ class SqliteStore : public RefStore {
   std::optional<RefRow> get(const std::string& id) override;
   std::optional<RefBlob> load(const std::string& id) override;
   bool remove(const std::string& id) override;
+  std::optional<IdempotencyRecord> find_key(const std::string& key) override;
+  std::optional<IdempotencyRecord> insert_keyed(const RefRow& row, const std::string& blob,
+                                                const IdempotencyRecord& key) override;
   int64_t count() override;
   std::string integrity_check() override;
   std::string ping() override;
@@ -83,6 +103,8 @@ class SqliteStore : public RefStore {
 
  private:
   void migrate();
+  void insert_locked(const RefRow& row, const std::string& blob);
+  std::optional<IdempotencyRecord> find_key_locked(const std::string& key);
   sqlite3* db_ = nullptr;
   std::mutex mutex_;
   std::string path_;

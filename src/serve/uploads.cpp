@@ -110,6 +110,22 @@ Uploads read_uploads(const httplib::Request& req, Route route) {
   return u;
 }
 
+const std::string& read_refset_upload(const httplib::Request& req) {
+  const std::string* file = &req.body;
+  if (req.is_multipart_form_data()) {
+    const auto it = req.files.find("file");
+    if (it == req.files.end())
+      throw HttpError(400, "no_file", "multipart body without a \"file\" field (the .gadref to import)");
+    file = &it->second.content;
+  } else if (media_type(req) != "application/octet-stream") {
+    throw HttpError(415, "unsupported_media_type",
+                    "unsupported Content-Type '" + req.get_header_value("Content-Type").substr(0, 100) +
+                        "': send the .gadref as application/octet-stream or multipart/form-data (field file)");
+  }
+  if (file->empty()) throw HttpError(400, "bad_refset", "uploaded .gadref: empty file");
+  return *file;
+}
+
 std::string image_name(size_t i, const Upload& u) {
   return "image " + std::to_string(i) + (u.name.empty() ? "" : " ('" + u.name.substr(0, 200) + "')");
 }

@@ -37,12 +37,18 @@ enum class Route { Register, Score, Calibrate };
 // body, 415 for any other Content-Type. The uploads view `req`, which must outlive them.
 Uploads read_uploads(const httplib::Request& req, Route route);
 
+// The .gadref file of an import request: the raw body (application/octet-stream) or the
+// multipart field "file". 415 for another Content-Type, 400 when the file is missing or empty.
+// The result is part of `req`.
+const std::string& read_refset_upload(const httplib::Request& req);
+
 // "image I ('NAME')", for messages.
 std::string image_name(size_t i, const Upload& u);
 
 // The count and every image header, before anything is decoded: 400 for a wrong count or bytes
-// that are not an image, 413 for an image above `max_pixels`. Callers cap `most` at the queue
-// capacity: a request larger than the whole queue could never be admitted.
+// that are not an image, 413 for an image above `max_pixels`. Callers that admit a request as one
+// unit cap `most` at the queue capacity (a larger one could never be admitted); calibration,
+// which scores in chunks, does not.
 void check_images(const Uploads& u, int most, const char* what, int64_t max_pixels);
 
 // The false-alarm rate of a calibrate request: a number in (0, 1), else HttpError 400.
