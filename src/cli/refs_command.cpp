@@ -41,7 +41,8 @@ struct CalibrateArgs {
 std::string threshold_line(const Threshold& t) {
   std::string line = std::to_string(t.value) + " (far " + std::to_string(t.far) + ", " + t.method +
                      ", n = " + std::to_string(t.n);
-  return line + (t.time.empty() ? "" : ", " + t.time) + ")";
+  line += t.time.empty() ? "" : ", " + t.time;
+  return line + (t.map_top > 0 ? ", map top " + std::to_string(t.map_top) : "") + ")";
 }
 
 int run_calibrate(CalibrateArgs& a) {
