@@ -38,7 +38,7 @@ lite_heads_data() {
   fi
   if [ ! -d "$dir/mtile" ]; then
     "$gad" data convert folder "$shared/magnetic_tile_sample" "$dir/mtile" --normal MT_Free \
-      --anomalous MT_Blowhole MT_Break MT_Crack MT_Fray MT_Uneven --category magnetic_tile >/dev/null
+      --anomalous MT_Blowhole,MT_Break,MT_Crack,MT_Fray,MT_Uneven --category magnetic_tile >/dev/null
   fi
 }
 

@@ -31,10 +31,10 @@ for held in $aux; do
   train=()
   for n in $aux; do [ "$n" = "$held" ] || train+=("$work/data/$n"); done
   if [ ! -f "$fold/official.safetensors" ]; then
-    "$GAD" train --data "${train[@]}" --k 4 -o "$fold/official.safetensors" --checkpoints "$fold/checkpoints" \
+    "$GAD" train --data "$(IFS=,; echo "${train[*]}")" --k 4 -o "$fold/official.safetensors" --checkpoints "$fold/checkpoints" \
       > "$fold/train.log" 2>&1
   fi
-  bench_complete "$fold/bench" || "$GAD" bench --data "$work/data/$held" "$work/data/$target" --k 2,4,8 --draws 3 \
+  bench_complete "$fold/bench" || "$GAD" bench --data "$work/data/$held,$work/data/$target" --k 2,4,8 --draws 3 \
     --seed 0 --scorers inctrl --heads "$fold/official.safetensors" --dump-maps -o "$fold/bench" 2>/dev/null
 done
 "$PY" "$here/lite_heads.py" lodo "$work/lodo.md" "$work" $aux $target

@@ -105,12 +105,12 @@ TEST(Csv, ScoreCsvAndLabelsFromTheCliWithNamesThatNeedQuoting) {
   ASSERT_EQ(r.status, 0) << r.err;
   auto rows = test::python_csv_rows(csv);
   ASSERT_EQ(rows.size(), 3u);
-  EXPECT_EQ(rows[0], (std::vector<std::string>{"path", "score", "s_patch", "s_img", "s_text", "s_hol", "ms"}));
+  EXPECT_EQ(rows[0], (std::vector<std::string>{"path", "score", "s_patch", "s_img", "s_text", "s_hol", "ms", "map", "error"}));
   EXPECT_EQ(rows[1][0], defect);  // sorted: "a,b ..." before "n 1,..."
   EXPECT_EQ(rows[2][0], normal);
   std::istringstream lines(r.out);
   for (size_t i = 1; i < rows.size(); ++i) {
-    ASSERT_EQ(rows[i].size(), 7u) << i;
+    ASSERT_EQ(rows[i].size(), 9u) << i;
     std::string line;
     std::getline(lines, line);
     const auto j = nlohmann::json::parse(line);
@@ -169,7 +169,10 @@ TEST(Csv, BenchCsvsWithCategoryAndDatasetNamesThatNeedQuoting) {
   EXPECT_EQ(results[1][1], category);
   const auto scores = test::python_csv_rows(o.out_dir + "/scores.csv");
   ASSERT_EQ(scores.size(), 1u + 3 * 12);
-  EXPECT_EQ(scores[0], (std::vector<std::string>{"dataset", "category", "method", "k", "draw", "path", "label", "score"}));
+  // One naming across gad's CSVs: results.csv and scores.csv both say scorer and k.
+  EXPECT_EQ(scores[0], (std::vector<std::string>{"dataset", "category", "scorer", "k", "draw", "path", "label", "score"}));
+  EXPECT_EQ(results[0][2], "scorer");
+  EXPECT_EQ(results[0][3], "k");
   for (size_t i = 1; i < scores.size(); ++i) {
     ASSERT_EQ(scores[i].size(), 8u) << i;
     EXPECT_EQ(scores[i][0], dataset);

@@ -181,10 +181,10 @@ TEST(AnomalyDinoCli, InspectRefsAndScore) {
   r = test::run_cli("score --scorer anomalydino --rotate examples/tiles/test --ref-images examples/tiles/train/good --maps " + dir + "/maps");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 12);
-  EXPECT_TRUE(std::filesystem::exists(dir + "/maps/001.png"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/maps/good/001.png"));  // mirrors test/good/001.png
   r = test::run_cli("score --rotate examples/tiles/test --ref-images examples/tiles/train/good --class tile");
   EXPECT_NE(r.status, 0);
-  EXPECT_NE(r.err.find("--rotate: applies to --scorer anomalydino only"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("rotate: applies to the anomalydino scorer only"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -175,8 +175,19 @@ TEST(ServeHardening, ExportImportRoundTripKeepsScoresAndThreshold) {
   ASSERT_EQ(status_of(cal), 200) << (cal ? cal->body : "");
   const json threshold = json::parse(cal->body);
   const json shown = get_json(c, "/v1/refsets/" + id);
-  for (const char* field : {"threshold", "far", "method", "n"}) EXPECT_EQ(shown[field], threshold[field]) << field;
+  for (const char* field : {"threshold", "far", "method", "n", "time", "setup"})
+    EXPECT_EQ(shown[field], threshold[field]) << field;
   EXPECT_EQ(shown["version"], 2);
+  // A second calibration joins the history; a one-image one is refused (too few for 0.05).
+  auto second_cal = c.Post(("/v1/refsets/" + id + "/calibrate").c_str(), normals);
+  ASSERT_EQ(status_of(second_cal), 200) << (second_cal ? second_cal->body : "");
+  auto one = test::refset_form("", {28});
+  one.erase(one.begin());
+  auto refused = c.Post(("/v1/refsets/" + id + "/calibrate").c_str(), one);
+  EXPECT_EQ(status_of(refused), 400) << (refused ? refused->body : "");
+  const json history = get_json(c, "/v1/refsets/" + id)["thresholds"];
+  ASSERT_EQ(history.size(), 2u) << history;
+  EXPECT_EQ(history[0]["threshold"], threshold["threshold"]);
   const std::string query = slurp(test::elpv(10));
   auto want = c.Post(("/v1/refsets/" + id + "/score").c_str(), query, "image/png");
   ASSERT_EQ(status_of(want), 200);

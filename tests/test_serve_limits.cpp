@@ -382,8 +382,8 @@ TEST(ServeCalibration, CalibrateEndpointStoresTheCliThresholdAndScoresSayAnomalo
   std::ofstream(set_file, std::ios::binary) << *store.blob(id);
   std::vector<std::string> args = {
       "refs",  "calibrate", "--model", test::kLiteModel,    "--precision", "fp32", "--threads", "2", "--refs", set_file,
-      "--far", "0.1",       "-o",      dir + "/cli.gadref", "--normals"};
-  args.insert(args.end(), normals.begin(), normals.end());
+      "--far", "0.1",       "-o",      dir + "/cli.gadref"};
+  for (const auto& n : normals) args.insert(args.end(), {"--normals", n});  // a list option: repeated, or commas
   auto run = run_gad(args, 120);
   ASSERT_EQ(run.code, 0) << run.err;
   json cli = json::parse(run.out);

@@ -31,7 +31,7 @@ Precision parse_precision(const std::string& name) {
   if (name == "fp32") return Precision::FP32;
   if (name == "bf16") return Precision::BF16;
   if (name == "auto" || name.empty()) return resolve_precision(Precision::Auto);
-  fail("--precision: unknown value '", name, "' (use fp32, bf16 or auto)");
+  fail("precision: unknown value '", name, "' (use fp32, bf16 or auto)");
 }
 
 const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }

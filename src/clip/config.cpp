@@ -66,7 +66,7 @@ ClipConfig load_clip_config(const std::string& name_or_path) {
     if (!std::filesystem::exists(path)) {
       std::string known;
       for (const auto& n : list_clip_configs()) known += (known.empty() ? "" : ", ") + n;
-      fail("--config ", name_or_path, ": unknown config (known: ", known, "; or pass a JSON file)");
+      fail("config ", name_or_path, ": unknown config (known: ", known, "; or pass a JSON file)");
     }
   }
   nlohmann::json j;

@@ -46,7 +46,7 @@ namespace {
 std::string prompt_name(const std::string& class_name) {
   std::string name = class_name;
   std::replace(name.begin(), name.end(), '_', ' ');
-  if (name.find_first_not_of(" \t") == std::string::npos) fail("--class: the class name is empty");
+  if (name.find_first_not_of(" \t") == std::string::npos) fail("class name: empty");
   return name;
 }
 

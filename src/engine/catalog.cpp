@@ -94,7 +94,7 @@ ResolvedModel resolve_model_name(const std::string& model, const std::string& co
   if (!e || std::filesystem::exists(model)) return {model, config};  // a file of that name wins
   const std::string path = catalog_install_path(*e, "");
   if (!std::filesystem::is_regular_file(path))
-    fail("--model ", model, ": not installed (looked for ", path, "); run `gad models fetch ", model, "`");
+    fail("model ", model, ": not installed (looked for ", path, "); run `gad models fetch ", model, "`");
   return {path, config.empty() ? e->config : config};
 }
 

@@ -519,7 +519,7 @@ References Detector::build_references(const std::vector<ImageView>& images, cons
 References Detector::build_references_from_prompts(const std::string& prompt_file, const std::string& class_name) {
   const Backbone& bb = impl_->backbone();
   if (impl_->new_set_scorer != "inctrl" || bb.kind() == "dinov2")
-    fail("--prompts: InCTRL prompt files are preprocessed for CLIP or lite models and the inctrl scorer");
+    fail("prompts: InCTRL prompt files are preprocessed for CLIP or lite models and the inctrl scorer");
   PromptFile prompts = read_prompt_file(prompt_file, bb.input_size());
   at::NoGradGuard no_grad;
   return wrap(ReferenceSet::build(bb, prompts.pixels, prompts.sources, class_name));

@@ -30,8 +30,8 @@ std::string default_model_file() {
 
 // A lite backbone from a tfjs model.json or a gad lite file; `w` keeps any head keys of the file.
 std::unique_ptr<Backbone> load_lite(const ModelOptions& files, const std::string& path, Weights& w) {
-  if (!files.config.empty()) fail("--config: applies to CLIP and DINOv2 models only, not to the lite model ", path);
-  if (files.resolution) fail("--resolution: applies to DINOv2 models only, not to the lite model ", path);
+  if (!files.config.empty()) fail("config: applies to CLIP and DINOv2 models only, not to the lite model ", path);
+  if (files.resolution) fail("resolution: applies to DINOv2 models only, not to the lite model ", path);
   LiteTaps taps;
   if (!files.lite_taps.empty()) taps.patch = files.lite_taps;
   if (ends_with(path, ".json")) return std::make_unique<LiteBackbone>(TfjsModel::load_tfjs(path), taps);
@@ -72,15 +72,15 @@ LoadedModel load_model(const ModelOptions& named) {
   if (ends_with(path, ".json") || TfjsModel::is_gad_file(path)) {
     m.backbone = load_lite(files, path, w);
   } else {
-    if (!files.lite_taps.empty()) fail("--lite-taps: applies to lite models only, not to ", path);
+    if (!files.lite_taps.empty()) fail("lite taps: apply to lite models only, not to ", path);
     w = Weights::load(path);
     if (is_dino_weights(w)) {
-      if (!files.heads.empty() && files.heads != "none") fail("--heads: InCTRL heads need a CLIP or lite backbone, not DINOv2 (", path, ")");
+      if (!files.heads.empty() && files.heads != "none") fail("heads: InCTRL heads need a CLIP or lite backbone, not DINOv2 (", path, ")");
       m.backbone = std::make_unique<DinoBackbone>(dino_config(w, files.config), w, files.resolution ? files.resolution : 448);
       w.check_all_taken();
       return m;
     }
-    if (files.resolution) fail("--resolution: applies to DINOv2 models only, not to ", path);
+    if (files.resolution) fail("resolution: applies to DINOv2 models only, not to ", path);
     m.backbone = std::make_unique<ClipBackbone>(load_clip_config(files.config.empty() ? kDefaultClipConfig : files.config), w);
   }
   const int64_t D = m.backbone->embed_dim(), P = m.backbone->num_patches();

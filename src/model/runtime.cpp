@@ -14,7 +14,7 @@ extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 namespace gad {
 
 int configure_threads(int requested) {
-  if (requested < 0) fail("--threads: must be >= 0 (got ", requested, ")");
+  if (requested < 0) fail("threads: must be >= 0 (got ", requested, ")");
   int threads = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   if (openblas_set_num_threads) openblas_set_num_threads(threads);

@@ -100,10 +100,14 @@ json row_json(const RefRow& r) {
               {"version", r.version}};
 }
 
-// A set's row, and its threshold (the fields POST .../calibrate answers) when it is calibrated.
-json refset_json(const RefRow& r, const std::optional<Threshold>& t) {
+// A set's row and, when it is calibrated, its threshold (the fields POST .../calibrate answers)
+// and every calibration, oldest first ("thresholds").
+json refset_json(const RefRow& r, const std::vector<Threshold>& history) {
   json j = row_json(r);
-  if (t) j.update(threshold_json(*t));
+  if (history.empty()) return j;
+  j.update(threshold_json(history.back()));
+  j["thresholds"] = json::array();
+  for (const auto& t : history) j["thresholds"].push_back(threshold_json(t));
   return j;
 }
 
@@ -515,18 +519,18 @@ struct Server::Impl {
     return scores;
   }
 
-  // The threshold of a stored set when it is calibrated. It lives in the set's bytes, not in its
+  // The calibrations of a stored set, oldest first. They live in the set's bytes, not in its
   // row: read from the cached set, else loaded (and cached) on a worker. Unknown while the model
   // loads, for a set of another model, or for bytes that no longer load.
-  std::optional<Threshold> threshold_of(const RefRow& row) {
-    if (!ready.load(std::memory_order_acquire) || row.fingerprint != fingerprint) return std::nullopt;
+  std::vector<Threshold> thresholds_of(const RefRow& row) {
+    if (!ready.load(std::memory_order_acquire) || row.fingerprint != fingerprint) return {};
     try {
       References set = cache.get(row.id, row.version);
       if (!set)
         set = queue.run<References>([&](Detector& engine) { return queue.resolve(engine, row.id, row.version); }).get();
-      return set.threshold();
+      return set.threshold_history();
     } catch (const Error&) {
-      return std::nullopt;
+      return {};
     }
   }
 
@@ -540,7 +544,7 @@ struct Server::Impl {
     const RefRow row = lookup(taken.refset_id);
     res.set_header("Idempotent-Replayed", "true");
     res.set_header("Location", "/v1/refsets/" + row.id);
-    send_json(res, 200, refset_json(row, threshold_of(row)));
+    send_json(res, 200, refset_json(row, thresholds_of(row)));
   }
 
   // Stores a new set (`row` with class and k), with the request's key when it has one, and
@@ -557,7 +561,7 @@ struct Server::Impl {
       return replay(*taken, digest, res);
     cache.put(row.id, built.handle, built.handle.memory_bytes(), cache.generation(), row.version);
     res.set_header("Location", "/v1/refsets/" + row.id);
-    send_json(res, 201, refset_json(row, built.handle.threshold()));
+    send_json(res, 201, refset_json(row, built.handle.threshold_history()));
   }
 
   void post_refset(const httplib::Request& req, httplib::Response& res) {
@@ -833,7 +837,7 @@ struct Server::Impl {
     svr.Post("/v1/refsets/import", [this](const httplib::Request& req, httplib::Response& res) { post_import(req, res); });
     svr.Get(R"(/v1/refsets/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
       const RefRow row = lookup(req.matches[1]);
-      send_json(res, 200, refset_json(row, threshold_of(row)));
+      send_json(res, 200, refset_json(row, thresholds_of(row)));
     });
     svr.Get(R"(/v1/refsets/([^/]+)/export)",
             [this](const httplib::Request& req, httplib::Response& res) { get_export(req, res); });
