@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <gad/gad.hpp>
+
 #include "io/safetensors.h"
 
 namespace gad::test {
@@ -20,6 +22,15 @@ constexpr double kBf16FallbackBudget = 0.025;
 
 inline std::string shared(const std::string& rel) { return std::string(GAD_SHARED_DIR) + "/" + rel; }
 inline std::string inctrl_fixture(const std::string& rel) { return shared("fixtures/inctrl/" + rel); }
+
+// The tiny random-weight InCTRL model of the fixtures, fp32.
+inline ModelOptions tiny_options() {
+  ModelOptions o;
+  o.model = inctrl_fixture("tiny_model/model.safetensors");
+  o.config = inctrl_fixture("tiny_model/config.json");
+  o.precision = Precision::FP32;
+  return o;
+}
 
 // Loads every tensor of a safetensors file (or torch archive) as float32 (integers keep their
 // dtype), copied.

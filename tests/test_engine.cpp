@@ -20,13 +20,7 @@ const std::string kTiny = test::inctrl_fixture("tiny_model/model.safetensors");
 const std::string kTinyConfig = test::inctrl_fixture("tiny_model/config.json");
 std::string img(const std::string& name) { return test::inctrl_fixture("preprocess/" + name); }
 
-ModelOptions tiny_options() {
-  ModelOptions o;
-  o.model = kTiny;
-  o.config = kTinyConfig;
-  o.precision = Precision::FP32;
-  return o;
-}
+using test::tiny_options;
 
 std::vector<double> scores(Detector& d, const References& refs, const std::vector<std::string>& paths, int batch = 2) {
   std::vector<double> out;

@@ -41,13 +41,7 @@ std::vector<nlohmann::json> json_lines(const std::string& out) {
   return lines;
 }
 
-ModelOptions tiny_options() {
-  ModelOptions o;
-  o.model = kTiny;
-  o.config = kTinyConfig;
-  o.precision = Precision::FP32;
-  return o;
-}
+using test::tiny_options;
 
 // A set of the tiny model from two images, saved to DIR/set.gadref.
 std::string tiny_set(const std::string& dir) {
