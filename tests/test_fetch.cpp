@@ -150,7 +150,7 @@ TEST(Fetch, CommandLineMistakesAreOneLine) {
   expect_clean_failure(run_cli("models fetch no-such-model"), "available: lite, vit-b-16-plus-240", dir);
   expect_clean_failure(run_cli("score --model vit-l-14 --ref-images examples/tiles/train/good --class tile examples/tiles/test",
                                "GAD_MODELS_DIR=" + dir + "/models"),
-                       "--model vit-l-14: not installed (looked for " + dir + "/models/vit_l_14", dir);
+                       "model vit-l-14: not installed (looked for " + dir + "/models/vit_l_14", dir);
 }
 
 TEST(Fetch, HashPrefixRules) {
