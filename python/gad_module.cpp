@@ -1,4 +1,6 @@
-// The Python module `gad`: a thin pybind11 client of the public C++ API (<gad/gad.hpp>).
+// gad._gad, the compiled core of the Python package `gad` (python/gad/): a thin pybind11 client
+// of the public C++ API (<gad/gad.hpp>). Its signatures and docstrings are mirrored for type
+// checkers in python/gad/_gad.pyi — change both together.
 //
 //   import gad
 //   d = gad.Detector()                                  # the installed lite model
@@ -6,12 +8,15 @@
 //   for r in d.score(refs, ["query.png"], maps=True): print(r["path"], r["score"], r["map"].shape)
 //
 // Scores are dicts with the keys of `gad score`'s JSON lines; images are paths (files or
-// directories) or numpy arrays (uint8 / uint16, HxW, HxWx1, HxWx3 RGB or HxWx4 RGBA). The GIL is
+// directories), numpy arrays (uint8 / uint16, HxW, HxWx1, HxWx3 RGB or HxWx4 RGBA) or PIL
+// images (converted by gad._images). The GIL is
 // released while the model runs; gad errors raise gad.Error with gad's one-line message.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,6 +70,18 @@ gad::ImageView view_of(const py::array& a, size_t index) {
   return v;
 }
 
+// A PIL image or another array-like as a uint8/uint16 array; what has no faithful conversion is a
+// gad.Error naming the image.
+py::array converted_image(const py::object& o, size_t index) {
+  const std::string name = "image " + std::to_string(index);
+  try {
+    return py::module_::import("gad._images").attr("as_array")(o, name).cast<py::array>();
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_ValueError) && !e.matches(PyExc_TypeError)) throw;
+    throw gad::Error(py::str(e.value()));
+  }
+}
+
 Inputs inputs_of(const py::sequence& items) {
   Inputs in;
   if (py::isinstance<py::str>(items)) throw gad::Error("images: give a list of paths or arrays, not one string");
@@ -75,8 +92,11 @@ Inputs inputs_of(const py::sequence& items) {
       in.views.push_back(view_of(in.keep.back(), i));
     } else if (py::isinstance<py::str>(o) || py::hasattr(o, "__fspath__")) {
       in.paths.push_back(py::str(py::module_::import("os").attr("fspath")(o)));
+    } else if (py::hasattr(o, "__array_interface__") || py::hasattr(o, "__array__")) {  // PIL, array-likes
+      in.keep.push_back(converted_image(o, i));
+      in.views.push_back(view_of(in.keep.back(), i));
     } else {
-      throw gad::Error("image " + std::to_string(i) + ": expected a path or a numpy array");
+      throw gad::Error("image " + std::to_string(i) + ": expected a path, a numpy array or a PIL image");
     }
   }
   if (!in.paths.empty() && !in.views.empty()) throw gad::Error("images: give paths or arrays, not both");
@@ -118,13 +138,22 @@ py::list threshold_history(const gad::References& refs) {
   return out;
 }
 
+// A Detector serves one call at a time (gad.hpp): calls from several Python threads take turns
+// on this lock, taken with the GIL released so the other threads keep running meanwhile.
+struct LockedDetector {
+  explicit LockedDetector(const gad::ModelOptions& o) : detector(o) {}
+  gad::Detector detector;
+  std::mutex busy;
+};
+
 }  // namespace
 
-PYBIND11_MODULE(gad, m) {
-  m.doc() = "gad: few-shot (generalist) anomaly detection on CPUs — InCTRL and AnomalyDINO";
+PYBIND11_MODULE(_gad, m) {
+  m.doc() = "gad's compiled core; use the package `gad`, which re-exports it";
   m.attr("__version__") = gad::version();
   // gad.Error(message) with .kind ("not found", "corrupt file", ...), raised for every gad error.
   static py::exception<gad::Error> error(m, "Error");
+  error.attr("__doc__") = "A gad error: str(e) is gad's one-line message; e.kind its category (\"not found\", \"corrupt file\", ...)";
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -135,20 +164,25 @@ PYBIND11_MODULE(gad, m) {
     }
   });
 
-  py::class_<gad::References>(m, "ReferenceSet", "K normal images encoded once (immutable)")
-      .def_property_readonly("k", &gad::References::k)
-      .def_property_readonly("class_name", &gad::References::class_name)
-      .def_property_readonly("scorer", &gad::References::scorer)
+  py::class_<gad::References>(m, "ReferenceSet",
+                              "K normal images encoded once by a Detector (immutable): what new images are compared with.\n"
+                              "Made by Detector.build_references, Detector.load_references or Detector.calibrate.")
+      .def_property_readonly("k", &gad::References::k, "the number of reference images (K)")
+      .def_property_readonly("class_name", &gad::References::class_name, "the class name the set was built with")
+      .def_property_readonly("scorer", &gad::References::scorer, "the scorer the set scores with (inctrl, anomalydino)")
       .def_property_readonly("threshold", &threshold_dict, "None, or {threshold, far, method, n, time, setup}")
       .def_property_readonly("threshold_history", &threshold_history, "every calibration, oldest first")
       .def_property_readonly("taps", &gad::References::taps, "lite patch taps the set was built with")
       .def_property_readonly("sources", &gad::References::sources, "the reference images")
       .def_property_readonly("integrity", &gad::References::integrity, "verified | built | unverified (no checksum)")
-      .def_property_readonly("summary", &gad::References::summary)
+      .def_property_readonly("summary", &gad::References::summary, "one line: model, class, K, scorer, threshold")
       .def("save", &gad::References::save, py::arg("path"), "write a .gadref file (gad refs/score --refs read it)")
       .def("__repr__", [](const gad::References& r) { return "<gad.ReferenceSet " + r.summary() + ">"; });
 
-  py::class_<gad::Detector>(m, "Detector")
+  py::class_<LockedDetector>(m, "Detector",
+                            "A loaded model: builds reference sets from normal images and scores new images against them.\n"
+                            "Calls on one Detector from several threads take turns; for parallel work give each thread its own\n"
+                            "Detector (ReferenceSets may be shared). The GIL is released while gad computes.")
       .def(py::init([](std::optional<std::string> model, std::optional<std::string> heads, const std::string& precision,
                        std::optional<int> threads, const std::string& scorer, bool rotate,
                        std::optional<std::string> config, int64_t max_pixels, std::vector<std::string> lite_taps) {
@@ -164,7 +198,7 @@ PYBIND11_MODULE(gad, m) {
              o.max_pixels = max_pixels;
              o.lite_taps = lite_taps;
              py::gil_scoped_release unlocked;
-             return new gad::Detector(o);
+             return new LockedDetector(o);
            }),
            py::arg("model") = py::none(), py::arg("heads") = py::none(), py::arg("precision") = "auto",
            py::arg("threads") = py::none(), py::arg("scorer") = "auto", py::arg("rotate") = false,
@@ -172,15 +206,17 @@ PYBIND11_MODULE(gad, m) {
            py::arg("lite_taps") = std::vector<std::string>{},
            "Load a model: model=None is the installed lite model; threads sets the process's compute threads;\n"
            "lite_taps: the lite model's patch taps (default block_12_add, or a loaded set's)")
-      .def("describe", &gad::Detector::describe)
-      .def_property_readonly("has_heads", &gad::Detector::has_heads)
+      .def("describe", [](LockedDetector& p) { return p.detector.describe(); }, "one line: the model, its heads, precision and scorer")
+      .def_property_readonly("has_heads", [](LockedDetector& p) { return p.detector.has_heads(); }, "whether trained heads are loaded")
       .def(
           "build_references",
-          [](gad::Detector& d, const py::sequence& images, std::optional<std::string> class_name, std::optional<int> k,
+          [](LockedDetector& p, const py::sequence& images, std::optional<std::string> class_name, std::optional<int> k,
              uint64_t seed) {
             Inputs in = inputs_of(images);
             const std::string cls = class_name.value_or("");
             py::gil_scoped_release unlocked;
+            std::lock_guard<std::mutex> turn(p.busy);
+            gad::Detector& d = p.detector;
             if (!in.views.empty()) {
               if (k) throw gad::Error("k: draws apply to paths; pass the arrays you want");
               return d.build_references(in.views, cls);
@@ -190,17 +226,25 @@ PYBIND11_MODULE(gad, m) {
             return d.build_references(paths, cls);
           },
           py::arg("images"), py::arg("class_name") = py::none(), py::arg("k") = py::none(), py::arg("seed") = 0,
-          "Reference set from normal images (paths, directories or arrays); k draws K of the paths with seed")
+          "Reference set from normal images (paths, directories, numpy arrays or PIL images); k draws K of the\n"
+          "paths with seed")
       .def(
-          "load_references", [](gad::Detector& d, const std::string& path) { return d.load_references(path); },
-          py::arg("path"))
+          "load_references",
+          [](LockedDetector& p, const std::string& path) {
+            py::gil_scoped_release unlocked;
+            std::lock_guard<std::mutex> turn(p.busy);
+            return p.detector.load_references(path);
+          },
+          py::arg("path"), "Load a .gadref made for this detector's model (its checksum is verified)")
       .def(
           "calibrate",
-          [](gad::Detector& d, const gad::References& refs, std::optional<py::sequence> normals, double far,
+          [](LockedDetector& p, const gad::References& refs, std::optional<py::sequence> normals, double far,
              bool allow_few) {
             Inputs in = normals ? inputs_of(*normals) : Inputs{};
             const gad::CalibrationOptions c{far, allow_few};
             py::gil_scoped_release unlocked;
+            std::lock_guard<std::mutex> turn(p.busy);
+            gad::Detector& d = p.detector;
             if (!in.views.empty()) return d.calibrate(refs, in.views, c);
             return d.calibrate(refs, in.paths.empty() ? in.paths : gad::list_images(in.paths), c);
           },
@@ -209,7 +253,7 @@ PYBIND11_MODULE(gad, m) {
           "fewer normals than far needs raise unless allow_few")
       .def(
           "score",
-          [](gad::Detector& d, const gad::References& refs, const py::sequence& images, bool maps, int batch,
+          [](LockedDetector& p, const gad::References& refs, const py::sequence& images, bool maps, int batch,
              bool use_threshold) {
             Inputs in = inputs_of(images);
             gad::ScoreOptions o;
@@ -219,6 +263,8 @@ PYBIND11_MODULE(gad, m) {
             std::vector<gad::ScoreRecord> records;
             {
               py::gil_scoped_release unlocked;
+              std::lock_guard<std::mutex> turn(p.busy);
+              gad::Detector& d = p.detector;
               records = in.views.empty() ? d.score(refs, gad::list_images(in.paths), o) : d.score(refs, in.views, o);
             }
             py::list out;
@@ -232,7 +278,12 @@ PYBIND11_MODULE(gad, m) {
           "score and no verdict. use_threshold=False: scores without a verdict.");
 
   m.def(
-      "load_references", [](const std::string& path, gad::Detector& d) { return d.load_references(path); },
+      "load_references",
+      [](const std::string& path, LockedDetector& p) {
+        py::gil_scoped_release unlocked;
+        std::lock_guard<std::mutex> turn(p.busy);
+        return p.detector.load_references(path);
+      },
       py::arg("path"), py::arg("detector"), "Load a .gadref made for this detector's model");
   m.def("set_threads", &gad::set_threads, py::arg("threads"), "process-wide compute threads (0 = every core)");
 }

@@ -40,7 +40,7 @@ IMAGES=$(ls "$SRC"/examples/tiles/test/*/*.png)
 "$P/bin/gad" score --model "$MODEL" --precision fp32 --ref-images "$SRC/examples/tiles/train/good" --class tile $IMAGES \
   2>/dev/null | python3 -c 'import json,sys; [print(json.loads(l)["score"]) for l in sys.stdin]' >"$WORK/cli.txt"
 GAD_MODEL=$MODEL "$WORK/score" "$SRC/examples/tiles/train/good" tile $IMAGES >"$WORK/c.txt"
-PYDIR=$(dirname "$(ls "$P"/lib*/python3*/dist-packages/gad*.so)")
+PYDIR=$(ls -d "$P"/lib*/python3*/dist-packages)
 GAD_MODEL=$MODEL PYTHONPATH=$PYDIR "${PYTHON:-python3}" "$SRC/examples/python/score.py" "$SRC/examples/tiles/train/good" tile $IMAGES >"$WORK/py.txt"
 compare() {
   python3 - "$1" "$2" <<'PY'

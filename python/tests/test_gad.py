@@ -150,3 +150,79 @@ def test_lite_taps_are_settable_and_sets_keep_them(tmp_path):
     loaded = plain.load_references(path)
     assert loaded.integrity == "verified"
     assert plain.score(loaded, TEST[:1])[0]["score"] == pytest.approx(two.score(refs, TEST[:1])[0]["score"], abs=1e-6)
+
+
+def test_imported_from_where_expected():
+    # The wheel test installs the package and names where it must come from (no build tree).
+    expected = os.environ.get("GAD_EXPECT_PACKAGE")
+    if expected:
+        assert os.path.dirname(os.path.abspath(gad.__file__)) == os.path.abspath(expected)
+    assert gad.__version__ and callable(gad.to_records)
+
+
+def test_pil_images_score_as_their_arrays(detector, refs):
+    from PIL import Image  # python3-pil (scripts/deps-apt.txt)
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    gray16 = rng.integers(0, 65536, size=(48, 64), dtype=np.uint16)
+    pil_rgb, pil_gray16 = Image.fromarray(rgb), Image.fromarray(gray16)
+    pil_palette = pil_rgb.convert("P")
+    scores = detector.score(refs, [pil_rgb, rgb, pil_gray16, gray16, pil_palette, np.asarray(pil_palette.convert("RGB"))])
+    assert scores[0]["score"] == scores[1]["score"] and scores[0]["path"] == "image 0"
+    assert scores[2]["score"] == scores[3]["score"]
+    assert scores[4]["score"] == scores[5]["score"]  # a palette image is scored as its colours
+    with pytest.raises(gad.Error, match="image 0: PIL mode F"):
+        detector.score(refs, [Image.fromarray(rgb[..., 0].astype(np.float32))])
+    with pytest.raises(gad.Error, match="image 1: expected a path, a numpy array or a PIL image"):
+        detector.score(refs, [rgb, 3.5])
+
+
+def test_records_keep_failed_images_unscored(detector, refs, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    calibrated = detector.calibrate(refs, [os.path.join(TILES, "validation", "good")], far=0.1)
+    results = detector.score(calibrated, [TEST[0], str(broken)])
+    rec = gad.to_records(results)
+    assert rec.shape == (2,) and list(rec.path) == [TEST[0], str(broken)]
+    assert rec.ok.tolist() == [True, False]
+    assert rec.score[0] == results[0]["score"] and np.isnan(rec.score[1])
+    assert rec.anomalous[0] == int(results[0]["anomalous"]) and rec.anomalous[1] == -1
+    assert "broken.png" in rec.error[1] and rec.error[0] == ""
+    unthresholded = gad.to_records(detector.score(refs, TEST[:1]))
+    assert unthresholded.anomalous[0] == -1  # no threshold: no verdict either
+    assert gad.to_records([]).shape == (0,)
+
+
+def test_one_detector_shared_by_threads_gives_the_same_scores(detector, refs):
+    alone = [r["score"] for r in detector.score(refs, TEST[:4])]
+    out = {}
+
+    def work(i):
+        out[i] = [r["score"] for r in detector.score(refs, TEST[:4])]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(out[i] == alone for i in range(3))
+
+
+def test_python_m_gad_is_the_command_line():
+    import sys
+    run = subprocess.run([sys.executable, "-m", "gad", "--version"], capture_output=True, text=True)
+    cli = subprocess.run([CLI, "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == cli.stdout and run.stdout.strip()
+    bad = subprocess.run([sys.executable, "-m", "gad", "score", "--no-such-flag"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no-such-flag" in bad.stderr
+
+
+def test_every_public_name_is_documented():
+    for name in gad.__all__:
+        obj = getattr(gad, name)
+        if callable(obj):
+            assert (obj.__doc__ or "").strip(), name
+    for cls in (gad.Detector, gad.ReferenceSet):
+        for attr, member in vars(cls).items():
+            if not attr.startswith("_"):
+                assert (member.__doc__ or "").strip(), f"{cls.__name__}.{attr}"
