@@ -119,7 +119,13 @@ void prepare_output_file(const std::string& option, const std::string& path) {
 namespace {
 std::atomic<bool> g_stop{false};  // process-wide by nature: set from a signal handler
 extern "C" void set_stop_flag(int) { g_stop.store(true); }
+std::atomic<bool> g_reload{false};
+extern "C" void set_reload_flag(int) { g_reload.store(true); }
 }  // namespace
+
+void catch_reload_signal() { std::signal(SIGHUP, set_reload_flag); }
+
+std::atomic<bool>& reload_requested() { return g_reload; }
 
 void catch_stop_signals() {
   std::signal(SIGINT, set_stop_flag);

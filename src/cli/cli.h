@@ -76,6 +76,9 @@ void prepare_output_dir(const std::string& option, const std::string& dir);
 // that can stop cleanly poll it between batches. Installed by the commands that poll it.
 void catch_stop_signals();
 const std::atomic<bool>& stop_requested();
+// SIGHUP sets another (`gad watch` re-reads its set); the command clears it when it acts on it.
+void catch_reload_signal();
+std::atomic<bool>& reload_requested();
 
 // One per subcommand file.
 void add_inspect_command(CLI::App& app, Context& ctx);
@@ -86,5 +89,6 @@ void add_train_command(CLI::App& app, Context& ctx);
 void add_models_command(CLI::App& app, Context& ctx);
 void add_serve_command(CLI::App& app, Context& ctx);
 void add_data_command(CLI::App& app, Context& ctx);
+void add_watch_command(CLI::App& app, Context& ctx);
 
 }  // namespace gad::cli

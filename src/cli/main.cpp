@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) ctx.command += " " + std::string(argv[i]);
   for (auto add : {gad::cli::add_inspect_command, gad::cli::add_refs_command, gad::cli::add_score_command,
                    gad::cli::add_bench_command, gad::cli::add_train_command, gad::cli::add_models_command,
-                   gad::cli::add_serve_command, gad::cli::add_data_command})
+                   gad::cli::add_serve_command, gad::cli::add_data_command, gad::cli::add_watch_command})
     add(app, ctx);
 
   try {

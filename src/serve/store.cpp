@@ -4,31 +4,10 @@
 
 #include "serve/pg_store.h"
 #include "util/error.h"
+#include "util/sqlite_db.h"
 
 namespace gad::serve {
 namespace {
-
-struct Stmt {
-  sqlite3_stmt* s = nullptr;
-  Stmt(sqlite3* db, const char* sql, const std::string& path) {
-    if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK) fail(path, ": sqlite: ", sqlite3_errmsg(db));
-  }
-  ~Stmt() { sqlite3_finalize(s); }
-  void text(int i, const std::string& v) { sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
-  std::string col_text(int i) {
-    const auto* t = sqlite3_column_text(s, i);
-    return t ? std::string(reinterpret_cast<const char*>(t), static_cast<size_t>(sqlite3_column_bytes(s, i))) : "";
-  }
-};
-
-void exec(sqlite3* db, const char* sql, const std::string& path) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : sqlite3_errmsg(db);
-    sqlite3_free(err);
-    fail(path, ": sqlite: ", msg);
-  }
-}
 
 constexpr const char* kRowColumns = "id, class, k, created, fingerprint, length(blob), version";
 
@@ -59,18 +38,8 @@ std::unique_ptr<RefStore> open_store(const std::string& db) {
   return std::make_unique<SqliteStore>(db);
 }
 
-SqliteStore::SqliteStore(const std::string& path) : path_(path) {
-  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
-      SQLITE_OK) {
-    std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
-    sqlite3_close(db_);
-    db_ = nullptr;
-    fail(path, ": cannot open database (", msg, ")");
-  }
+SqliteStore::SqliteStore(const std::string& path) : db_(open_wal_database(path)), path_(path) {
   try {
-    sqlite3_busy_timeout(db_, 5000);
-    exec(db_, "PRAGMA journal_mode=WAL", path_);
-    exec(db_, "PRAGMA synchronous=FULL", path_);
     migrate();
   } catch (...) {
     sqlite3_close(db_);
@@ -82,28 +51,6 @@ SqliteStore::SqliteStore(const std::string& path) : path_(path) {
 SqliteStore::~SqliteStore() {
   if (db_) sqlite3_close(db_);
 }
-
-namespace {
-
-int64_t query_int(sqlite3* db, const char* sql, const std::string& path) {
-  Stmt st(db, sql, path);
-  return sqlite3_step(st.s) == SQLITE_ROW ? sqlite3_column_int64(st.s, 0) : 0;
-}
-
-// Runs `body` inside BEGIN IMMEDIATE ... COMMIT; any failure rolls back and rethrows.
-template <typename Body>
-void in_transaction(sqlite3* db, const std::string& path, Body body) {
-  exec(db, "BEGIN IMMEDIATE", path);
-  try {
-    body();
-    exec(db, "COMMIT", path);
-  } catch (...) {
-    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
-  }
-}
-
-}  // namespace
 
 // PRAGMA user_version is the schema version. 0 is a new file or one from before versioning,
 // whose refsets table lacks `version` (every stored set then counts as version 1); 1 lacks the

@@ -10,7 +10,6 @@
 namespace fs = std::filesystem;
 
 namespace gad {
-namespace {
 
 bool is_image_file(const fs::path& p) {
   std::string ext = p.extension().string();
@@ -19,14 +18,10 @@ bool is_image_file(const fs::path& p) {
   return std::any_of(std::begin(kExts), std::end(kExts), [&](const char* e) { return ext == e; });
 }
 
-// Dot-names (".git", ".DS_Store") and AppleDouble files ("._part1.png", macOS metadata that
-// only looks like an image) are never a user's images.
 bool is_hidden(const fs::path& p) {
   const std::string name = p.filename().string();
   return !name.empty() && name[0] == '.';
 }
-
-}  // namespace
 
 std::vector<std::string> expand_image_args(const std::vector<std::string>& args, const std::string& what,
                                            size_t* not_images) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,6 +17,12 @@ namespace gad {
 // counted in `not_images` when given. An empty result is an error naming the arguments.
 std::vector<std::string> expand_image_args(const std::vector<std::string>& args, const std::string& what,
                                            size_t* not_images = nullptr);
+
+// An image file by its extension (the list above).
+bool is_image_file(const std::filesystem::path& p);
+// Dot-names (".git", ".DS_Store") and AppleDouble files ("._part1.png", macOS metadata that only
+// looks like an image) are never a user's images.
+bool is_hidden(const std::filesystem::path& p);
 
 // FNV-1a of `text` started from `seed`: a portable per-name seed (categories, datasets).
 uint64_t name_seed(uint64_t seed, const std::string& text);

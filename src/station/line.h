@@ -1,0 +1,46 @@
+// One station line: a hot folder's images → the set's scorer and threshold → the outbox → the
+// line's sinks. Nothing is lost: a file counts as done only in the transaction that stores its
+// result; sinks take results from the outbox and acknowledge them one by one; what a sink could
+// not take stays there (bounded by `outbox_max`, then `when_full`) and is retried with backoff,
+// also by the next process after a restart.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+#include <gad/gad.hpp>
+
+#include "station/outbox.h"
+#include "station/sinks.h"
+
+namespace gad::station {
+
+struct LineOptions {
+  std::string name = "line1";
+  std::string folder;                // the hot folder
+  bool recursive = false;
+  bool skip_existing = false;        // at the line's first start, what is already there is not scored
+  std::string refs;                  // the .gadref (its scorer and threshold); re-read on reload
+  FolderOptions folders;             // OK/NG folders and what happens to a processed file
+  std::string jsonl, mqtt, mqtt_cafile, webhook;
+  bool to_stdout = false;
+  int webhook_timeout_s = 10;
+  int batch = 8;                     // images scored together when several are waiting
+  int64_t outbox_max = 100000;       // results kept for sinks that are behind
+  std::string when_full = "pause";   // pause: take no new images | drop-oldest: count and drop
+  int drain_s = 10;                  // at stop: time the sinks get to deliver what is stored
+};
+
+using Log = std::function<void(const std::string&)>;
+
+// Checks the options that do not need a model (one line naming the option on failure).
+void check_line_options(const LineOptions& o);
+
+// Runs the line until `stop` is set; `reload` (set by SIGHUP) re-reads the set between batches
+// (a set that fails to load is logged and the old one kept). Returns the number of images that
+// could not be scored.
+int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const std::atomic<bool>& stop,
+                 std::atomic<bool>& reload, const Log& log);
+
+}  // namespace gad::station
