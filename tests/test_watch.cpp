@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -15,6 +16,9 @@
 #include <set>
 
 #include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <opencv2/videoio.hpp>
 
 #include "child_process.h"
 #include "serve/http.h"
@@ -416,11 +420,11 @@ TEST(Watch, BadOptionsFailWithOneLine) {
   struct Case {
     std::string args, expect;
   } cases[] = {
-      {"watch " + model + dir + "/missing --refs " + tiles_set(), "not a folder"},
+      {"watch " + model + dir + "/missing --refs " + tiles_set(), "no such folder, video file"},
+      {"watch " + model + "--refs " + tiles_set(), "SOURCE"},
       {"watch " + model + dir + " --refs " + tiles_set() + " --when-full sometimes", "--when-full"},
       {"watch " + model + dir + " --refs " + tiles_set() + " --mqtt http://x/y", "--mqtt"},
       {"watch " + model + dir + " --refs " + tiles_set() + " --done move", "--done-dir"},
-      {"watch " + model + "rtsp://127.0.0.1:1/cam --refs " + tiles_set(), "not supported"},
       {"watch " + model + dir + " --refs " + dir + "/none.gadref", "none.gadref"},
   };
   for (const auto& c : cases) {
@@ -429,6 +433,113 @@ TEST(Watch, BadOptionsFailWithOneLine) {
     EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
+}
+
+TEST(Watch, ConfigRunsSeveralLinesAndRefusesUnknownKeysByPath) {
+  const std::string dir = temp_dir("watch-config");
+  fs::create_directories(dir + "/a");
+  fs::create_directories(dir + "/b");
+  const json config = {{"outbox", dir + "/station.outbox"},
+                       {"lines", {{{"name", "a"}, {"source", dir + "/a"}, {"refs", tiles_set()}, {"jsonl", dir + "/a.jsonl"}},
+                                  {{"name", "b"}, {"source", dir + "/b"}, {"refs", tiles_set()}, {"jsonl", dir + "/b.jsonl"},
+                                   {"batch", 2}}}}};
+  std::ofstream(dir + "/station.json") << config.dump(2);
+  const auto images = test_images();
+  Watch w(dir, {"--station", dir + "/station.json"});
+  ASSERT_TRUE(eventually([&] { return w.log().find("line b: watching") != std::string::npos &&
+                                      w.log().find("line a: watching") != std::string::npos; }, 60s)) << w.log();
+  for (int i = 0; i < 3; ++i) fs::copy_file(images[i], dir + "/a/" + std::to_string(i) + ".png");
+  for (int i = 3; i < 5; ++i) fs::copy_file(images[i], dir + "/b/" + std::to_string(i) + ".png");
+  ASSERT_TRUE(eventually([&] { return read_jsonl(dir + "/a.jsonl").size() == 3 && read_jsonl(dir + "/b.jsonl").size() == 2; }, 60s))
+      << w.log();
+  w.process().signal(SIGTERM);
+  EXPECT_EQ(w.process().wait(), 0) << w.log();
+  for (const auto& r : read_jsonl(dir + "/b.jsonl")) EXPECT_EQ(r["line"], "b");
+  EXPECT_EQ(read_jsonl(dir + "/b.jsonl").back()["seq"], 2);  // numbered per line
+
+  json bad = config;
+  bad["lines"][1]["jsnol"] = "x";
+  std::ofstream(dir + "/bad.json") << bad.dump();
+  CliResult r = run_cli("watch --model " + shell_quote(kModel) + " --station " + dir + "/bad.json");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("lines[1].jsnol: unknown key"), std::string::npos) << r.err;
+  bad = config;
+  bad["lines"][0]["batch"] = "eight";
+  std::ofstream(dir + "/bad.json") << bad.dump();
+  r = run_cli("watch --model " + shell_quote(kModel) + " --station " + dir + "/bad.json");
+  EXPECT_NE(r.err.find("lines[0].batch: expected an integer"), std::string::npos) << r.err;
+}
+
+TEST(Watch, VideoFileFramesAreScoredLikeTheirImages) {
+  const std::string dir = temp_dir("watch-video"), video = dir + "/clip.avi";
+  const auto images = test_images();
+  {
+    cv::VideoWriter writer(video, cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 10, cv::Size(128, 128));
+    ASSERT_TRUE(writer.isOpened());
+    for (int i = 0; i < 12; ++i) {
+      cv::Mat m = cv::imread(images[i % images.size()], cv::IMREAD_COLOR), small;
+      cv::resize(m, small, cv::Size(128, 128));
+      writer.write(small);
+    }
+  }
+  // Every 3rd frame: 0, 3, 6, 9; the file ends, the results are delivered, the line exits 0.
+  Watch w(dir, {video, "--refs", tiles_set(), "--every", "3", "--jsonl", dir + "/r.jsonl", "--ok-dir", dir + "/ok",
+                "--ng-dir", dir + "/ng", "--outbox", dir + "/v.outbox"});
+  EXPECT_EQ(w.process().wait(120s), 0) << w.log();
+  const auto results = read_jsonl(dir + "/r.jsonl");
+  ASSERT_EQ(results.size(), 4u) << w.log();
+  std::vector<std::string> filed;
+  for (const auto& r : results) {
+    EXPECT_EQ(r["path"].get<std::string>().rfind(video + "#frame=", 0), 0u) << r;
+    const std::string name = std::to_string(r["seq"].get<int64_t>()) + "_frame.png";
+    filed.push_back(dir + (r["anomalous"].get<bool>() ? "/ng/" : "/ok/") + name);
+    ASSERT_TRUE(fs::exists(filed.back())) << filed.back();
+  }
+  EXPECT_EQ(results[3]["path"], video + "#frame=9");
+  // The filed frame (lossless PNG) scores as the frame did.
+  const auto expected = cli_scores(tiles_set(), filed);
+  for (size_t i = 0; i < results.size(); ++i)
+    EXPECT_NEAR(results[i]["score"].get<double>(), expected.at(filed[i]), 1e-6) << filed[i];
+  EXPECT_FALSE(fs::exists(dir + "/frames") && !fs::is_empty(dir + "/frames"));  // spooled frames are gone once filed
+}
+
+TEST(Watch, AravisFakeCameraFramesAreScored) {
+  const std::string dir = temp_dir("watch-camera");
+  Watch w(dir, {"aravis:Fake_1", "--refs", tiles_set(), "--max-fps", "5", "--jsonl", dir + "/r.jsonl", "--outbox",
+                dir + "/c.outbox"});
+  ASSERT_TRUE(eventually([&] { return read_jsonl(dir + "/r.jsonl").size() >= 3; }, 60s)) << w.log();
+  w.process().signal(SIGTERM);
+  EXPECT_EQ(w.process().wait(), 0) << w.log();
+  int64_t last = 0;
+  for (const auto& r : read_jsonl(dir + "/r.jsonl")) {
+    EXPECT_EQ(r["path"].get<std::string>().rfind("aravis:Fake_1#frame=", 0), 0u) << r;
+    EXPECT_TRUE(r.contains("score") && std::isfinite(r["score"].get<double>())) << r;
+    EXPECT_GT(r["seq"].get<int64_t>(), last);
+    last = r["seq"];
+  }
+  // A camera that is not there (yet) is retried and reported, not fatal: the line is a station.
+  Watch missing(dir, {"aravis:NoSuchCamera", "--refs", tiles_set(), "--jsonl", dir + "/m.jsonl", "--outbox", dir + "/m.outbox"});
+  ASSERT_TRUE(missing.wait_for_log("aravis:NoSuchCamera: cannot open the camera")) << missing.log();
+  EXPECT_NE(missing.log().find("retrying"), std::string::npos);
+  EXPECT_TRUE(missing.process().alive());
+  missing.process().signal(SIGTERM);
+  EXPECT_EQ(missing.process().wait(), 0) << missing.log();
+}
+
+TEST(Watch, StreamThatIsDownIsRetriedAndReported) {
+  const std::string dir = temp_dir("watch-stream");
+  const std::string url = "http://127.0.0.1:" + std::to_string(free_port()) + "/mjpeg";
+  Watch w(dir, {url, "--refs", tiles_set(), "--jsonl", dir + "/r.jsonl", "--outbox", dir + "/s.outbox"});
+  ASSERT_TRUE(w.wait_for_log(url + ": cannot open the video")) << w.log();
+  std::this_thread::sleep_for(2s);
+  EXPECT_TRUE(w.process().alive());
+  const std::string log = w.log();
+  size_t failures = 0;
+  for (size_t at = log.find("cannot open the video"); at != std::string::npos; at = log.find("cannot open the video", at + 1)) ++failures;
+  EXPECT_EQ(failures, 1u) << log;  // one line per change of state, not one per retry
+  EXPECT_EQ(log.find("[tcp @"), std::string::npos) << log;  // FFmpeg's own log stays quiet
+  w.process().signal(SIGTERM);
+  EXPECT_EQ(w.process().wait(), 0) << w.log();
 }
 
 TEST(Outbox, KeepsResultsUntilEverySinkAckedAndSequencesAcrossReopen) {

@@ -60,8 +60,8 @@ cd "$RUN"
 ldd "$SITE"/gad/_gad*.so | grep -q "$SITE/gad/lib/libgad.so.0" || fail "the module does not load the package's libgad"
 [ "$("$VENV/bin/python" -m gad --version)" = "$("$BUILD/gad" --version)" ] || fail "python -m gad --version differs from gad's"
 [ "$("$VENV/bin/gad" --version)" = "$("$BUILD/gad" --version)" ] || fail "the gad script differs from gad"
-"$VENV/bin/python" -m gad score --model /nonexistent.safetensors x.png >/dev/null 2>"$WORK/err.txt" && fail "python -m gad: a missing model was accepted"
-grep -q /nonexistent.safetensors "$WORK/err.txt" || fail "python -m gad: the error does not name the model"
+"$VENV/bin/python" -m gad refs show /nonexistent.gadref >/dev/null 2>"$WORK/err.txt" && fail "python -m gad: a missing set was accepted"
+grep -q /nonexistent.gadref "$WORK/err.txt" || fail "python -m gad: the error does not name the set"
 
 # The Python tests, against the installed package; `gad score` here is the installed script.
 GAD_SHARED_DIR=$SHARED GAD_CLI=$VENV/bin/gad GAD_EXPECT_PACKAGE=$SITE/gad \

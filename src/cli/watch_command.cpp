@@ -1,11 +1,16 @@
-// `gad watch FOLDER --refs SET [sinks]`: an inspection station line. Images that arrive in the
-// folder are scored with the set's scorer and threshold; every result is stored in a durable
+// `gad watch SOURCE --refs SET [sinks]`: an inspection station line. Images that arrive (hot
+// folder, video or stream, camera) are scored with the set's scorer and threshold; every result is stored in a durable
 // outbox first and delivered from there to the sinks (JSONL, stdout, MQTT, webhook, OK/NG
 // folders). SIGTERM/SIGINT: finish the images taken, give the sinks --drain seconds, exit 0;
 // SIGHUP: re-read the set between batches. docs/station.md.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "cli/cli.h"
+#include "station/config.h"
 #include "station/line.h"
 #include "station/outbox.h"
 #include "util/error.h"
@@ -13,36 +18,109 @@
 namespace gad::cli {
 namespace {
 
+// A folder's line keeps its outbox inside it (SOURCE/.gad/LINE.outbox: hidden, never scored);
+// other sources in $GAD_STATE_DIR, else ~/.local/state/gad.
+std::string default_outbox(const std::string& source, const std::string& kind, const std::string& line) {
+  namespace fs = std::filesystem;
+  if (kind == "folder") return (fs::path(source) / ".gad" / (line + ".outbox")).string();
+  const char* state = std::getenv("GAD_STATE_DIR");
+  const char* home = std::getenv("HOME");
+  const fs::path dir = state && *state ? fs::path(state) : fs::path(home && *home ? home : ".") / ".local/state/gad";
+  return (dir / (line + ".outbox")).string();
+}
+
 struct WatchArgs {
   ModelArgs model;
   station::LineOptions line;
-  std::string source, outbox;
+  std::string source, outbox, config;
 };
 
-int run_watch(WatchArgs a) {
+// Checks one line before anything starts: options, SOURCE, output places; stdout when no sink.
+void prepare_line(station::LineOptions& o) {
   namespace fs = std::filesystem;
-  auto& o = a.line;
-  if (a.source.rfind("aravis:", 0) == 0 || a.source.find("://") != std::string::npos)
-    fail("SOURCE ", a.source, ": cameras and streams are not supported by this gad yet; give a folder");
+  const std::string kind = station::source_kind(o.source);
   std::error_code ec;
-  if (!fs::is_directory(a.source, ec)) fail("SOURCE ", a.source, ": not a folder");
-  o.folder = a.source;
+  if (kind == "video" && o.source.find("://") == std::string::npos && o.source.rfind("/dev/video", 0) != 0 &&
+      !fs::is_regular_file(o.source, ec))
+    fail("SOURCE ", o.source, ": no such folder, video file, stream URL or aravis:CAMERA");
   station::check_line_options(o);
   if (o.jsonl.empty() && o.mqtt.empty() && o.webhook.empty() && o.folders.ok_dir.empty()) o.to_stdout = true;
   if (!o.jsonl.empty()) prepare_output_file("--jsonl", o.jsonl);
   for (const auto& [opt, dir] : {std::pair<const char*, std::string>{"--ok-dir", o.folders.ok_dir},
                                  {"--ng-dir", o.folders.ng_dir}, {"--done-dir", o.folders.done_dir}})
     if (!dir.empty()) prepare_output_dir(opt, dir);
-  if (a.outbox.empty()) a.outbox = (fs::path(a.source) / ".gad" / (o.name + ".outbox")).string();
-  prepare_output_file("--outbox", a.outbox);
-  station::Outbox outbox(a.outbox);
-  Detector detector(a.model.resolve());
-  (void)load_set(detector, o.refs);  // checks the set (and warns once) before the line starts
+}
+
+station::StationConfig station_config(const WatchArgs& a) {
+  station::StationConfig c;
+  if (!a.config.empty()) {
+    if (!a.source.empty()) fail("--station: the lines come from the file; drop SOURCE");
+    c = station::read_station_config(a.config);
+  } else {
+    if (a.source.empty()) fail("SOURCE: give a folder, a video or stream, or aravis:CAMERA_ID (or --station FILE)");
+    c.lines = {a.line};
+    c.lines[0].source = a.source;
+  }
+  if (!a.outbox.empty()) c.outbox = a.outbox;
+  for (auto& o : c.lines) prepare_line(o);
+  if (c.outbox.empty()) {
+    const auto& first = c.lines[0];
+    c.outbox = default_outbox(first.source, c.lines.size() == 1 ? station::source_kind(first.source) : "", first.name);
+    if (c.lines.size() > 1) c.outbox = (std::filesystem::path(c.outbox).parent_path() / "station.outbox").string();
+  }
+  prepare_output_file("--outbox", c.outbox);
+  return c;
+}
+
+int run_watch(WatchArgs a) {
+  station::StationConfig config = station_config(a);
+  station::Outbox outbox(config.outbox);
+  const ModelOptions model = a.model.resolve();
+  // One Detector per line (a Detector serves one thread at a time); each set checked up front.
+  std::vector<std::unique_ptr<Detector>> detectors;
+  for (const auto& o : config.lines) {
+    detectors.push_back(std::make_unique<Detector>(model));
+    (void)load_set(*detectors.back(), o.refs);
+  }
+  // FFmpeg logs to stderr on its own (connection refused, ...); gad reports every state change in
+  // one line of its own instead.
+  ::setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", 0);
   catch_stop_signals();
   catch_reload_signal();
-  const int64_t failed = station::run_line(o, detector, outbox, stop_requested(), reload_requested(), log_line);
-  if (failed > 0) log_line(std::to_string(failed) + " images could not be scored (error results)");
-  return kExitOk;
+  const size_t n = config.lines.size();
+  std::vector<std::atomic<bool>> reload(n);
+  std::vector<int64_t> failed(n, 0);
+  std::vector<std::string> fatal(n);
+  auto run = [&](size_t i) {
+    try {
+      failed[i] = station::run_line(config.lines[i], *detectors[i], outbox, stop_requested(), reload[i], log_line);
+    } catch (const std::exception& e) {  // this line ends; the others carry on
+      fatal[i] = e.what();
+      if (n > 1) log_line("line " + config.lines[i].name + ": error: " + fatal[i]);
+    }
+  };
+  std::vector<std::thread> threads;
+  std::vector<std::atomic<bool>> running(n);
+  for (size_t i = 0; i < n; ++i) {
+    running[i] = true;
+    threads.emplace_back([&, i] {
+      run(i);
+      running[i] = false;
+    });
+  }
+  // The signal flags are the program's: SIGHUP reaches every line.
+  auto any_running = [&] { return std::any_of(running.begin(), running.end(), [](const auto& r) { return r.load(); }); };
+  while (any_running()) {
+    if (reload_requested().exchange(false))
+      for (auto& r : reload) r = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  for (auto& t : threads) t.join();
+  int64_t total_failed = 0;
+  for (auto f : failed) total_failed += f;
+  if (total_failed > 0) log_line(std::to_string(total_failed) + " images could not be scored (error results)");
+  if (n == 1 && !fatal[0].empty()) fail(fatal[0]);
+  return std::any_of(fatal.begin(), fatal.end(), [](const std::string& f) { return !f.empty(); }) ? kExitError : kExitOk;
 }
 
 }  // namespace
@@ -53,8 +131,10 @@ void add_watch_command(CLI::App& app, Context& ctx) {
                                         "deliver every result (durable outbox; JSONL, MQTT, webhook, OK/NG folders)");
   a->model.add_to(w);
   auto& o = a->line;
-  w->add_option("SOURCE", a->source, "the hot folder")->required();
-  w->add_option("--refs", o.refs, "the reference set (.gadref): its scorer and threshold")->required();
+  w->add_option("SOURCE", a->source, "a hot folder, a video file or stream URL (rtsp://, http:// MJPEG), /dev/videoN, "
+                                     "or aravis:CAMERA_ID (GigE/USB3 Vision)");
+  w->add_option("--station", a->config, "several lines from a JSON file (docs/station.md) instead of SOURCE and the line options");
+  w->add_option("--refs", o.refs, "the reference set (.gadref): its scorer and threshold");
   w->add_option("--line", o.name, "the line's name: in every result, the MQTT client id and the outbox (default line1)");
   w->add_flag("--recursive", o.recursive, "watch the folders below SOURCE too");
   w->add_flag("--skip-existing", o.skip_existing, "at the line's first start, leave the images already there unscored");
@@ -73,6 +153,12 @@ void add_watch_command(CLI::App& app, Context& ctx) {
   w->add_option("--outbox-max", o.outbox_max, "undelivered results kept before --when-full applies (default 100000)");
   w->add_option("--when-full", o.when_full, "outbox full: pause (take no new images) or drop-oldest (default pause)");
   w->add_option("--batch", o.batch, "images scored together when several wait (default 8)");
+  w->add_option("--every", o.every, "video: score every N-th frame (default 1)");
+  w->add_option("--max-fps", o.max_fps, "video/camera: at most this many frames per second (default: all)");
+  w->add_option("--trigger", o.trigger, "camera: free-run, software (gad triggers at --max-fps) or a hardware line "
+                                        "such as Line1 (default free-run)");
+  w->add_option("--exposure", o.exposure_us, "camera: exposure time in microseconds");
+  w->add_option("--gain", o.gain, "camera: gain");
   w->add_option("--drain", o.drain_s, "at stop: seconds the sinks get to deliver what is stored (default 10)");
   w->callback([a, &ctx] { ctx.run = [a] { return run_watch(*a); }; });
 }

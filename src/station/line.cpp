@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <ctime>
-#include <deque>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -13,8 +13,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
 #include "engine/score_json.h"
-#include "station/hot_folder.h"
 #include "util/error.h"
 
 namespace gad::station {
@@ -107,6 +109,7 @@ class Delivery {
 }  // namespace
 
 void check_line_options(const LineOptions& o) {
+  if (o.refs.empty()) fail("--refs: give the line's reference set (.gadref)");
   if (o.name.empty() || o.name.find_first_of("/#+ ") != std::string::npos)
     fail("--line '", o.name, "': a name without spaces, '/', '#' or '+'");
   if (o.batch < 1 || o.batch > 256) fail("--batch: must be within 1..256 (got ", o.batch, ")");
@@ -121,6 +124,83 @@ void check_line_options(const LineOptions& o) {
   if (o.drain_s < 0) fail("--drain: must be at least 0 seconds");
 }
 
+std::string source_kind(const std::string& source) {
+  if (source.rfind("aravis:", 0) == 0) return "camera";
+  std::error_code ec;
+  if (fs::is_directory(source, ec)) return "folder";
+  return "video";
+}
+
+namespace {
+
+std::unique_ptr<Source> open_source(const LineOptions& o, Outbox& outbox, const std::set<std::string>& outputs) {
+  const std::string kind = source_kind(o.source);
+  if (kind == "folder") return folder_source(o.source, o.recursive, outputs, outbox, o.name, o.skip_existing);
+  outbox.open_line(o.name);
+  if (kind == "camera") return camera_source({o.source.substr(7), o.trigger, o.exposure_us, o.gain, o.max_fps});
+  return video_source({o.source, o.every, o.max_fps});
+}
+
+// A frame that will be filed in the OK/NG folders is kept as a PNG beside the outbox until then.
+std::string spool_frame(const Input& in, const std::string& spool, const std::string& line, int64_t seq) {
+  fs::create_directories(spool);
+  const std::string path = (fs::path(spool) / (line + "-" + std::to_string(seq) + ".png")).string();
+  cv::Mat m(in.height, in.width, CV_MAKETYPE(in.bits == 16 ? CV_16U : CV_8U, in.channels), const_cast<uint8_t*>(in.pixels.data()));
+  cv::Mat bgr;
+  if (in.channels == 3) cv::cvtColor(m, bgr, cv::COLOR_RGB2BGR);
+  else bgr = m;
+  if (!cv::imwrite(path, bgr)) fail(spool, ": cannot write the frame ", path);
+  return path;
+}
+
+// Scores a batch: files by path, frames by their pixels; one record per input, in order. A frame
+// the source could not read is its error record.
+std::vector<ScoreRecord> score_inputs(Detector& detector, const References& refs, const std::vector<Input>& inputs,
+                                      const ScoreOptions& so) {
+  std::vector<std::string> paths;
+  std::vector<ImageView> views;
+  for (const auto& in : inputs) {
+    if (in.file) {
+      paths.push_back(in.id);
+    } else if (in.error.empty()) {
+      ImageView v;
+      v.data = in.pixels.data();
+      v.width = in.width;
+      v.height = in.height;
+      v.channels = in.channels;
+      v.bits = in.bits;
+      v.name = in.id;
+      views.push_back(v);
+    }
+  }
+  std::vector<ScoreRecord> by_path = paths.empty() ? std::vector<ScoreRecord>{} : detector.score(refs, paths, so);
+  std::vector<ScoreRecord> by_view = views.empty() ? std::vector<ScoreRecord>{} : detector.score(refs, views, so);
+  std::vector<ScoreRecord> out;
+  size_t p = 0, v = 0;
+  for (const auto& in : inputs) {
+    if (in.file) {
+      out.push_back(std::move(by_path[p++]));
+    } else if (in.error.empty()) {
+      out.push_back(std::move(by_view[v++]));
+    } else {
+      ScoreRecord r;
+      r.path = in.id;
+      r.error = in.error;
+      r.error_kind = ErrorKind::CorruptFile;
+      out.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+// Sleeps up to `d`, returning early when `stop` is set.
+void pause_for(std::chrono::milliseconds d, const std::atomic<bool>& stop) {
+  const auto until = Clock::now() + d;
+  while (!stop && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
+}  // namespace
+
 int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const std::atomic<bool>& stop,
                  std::atomic<bool>& reload, const Log& log) {
   References refs = detector.load_references(o.refs);
@@ -130,34 +210,21 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
   std::set<std::string> outputs;
   for (const auto& d : {o.folders.ok_dir, o.folders.ng_dir, o.folders.done_dir})
     if (!d.empty()) outputs.insert(d);
-  HotFolder folder(o.folder, o.recursive, outputs);
+  auto source = open_source(o, outbox, outputs);
   auto sinks = make_sinks(o);
   std::vector<std::string> sink_names;
   for (const auto& s : sinks) sink_names.push_back(s->name());
-  const bool first_start = outbox.open_line(o.name);
-
-  std::deque<std::string> queue;
-  auto stamp_of = [](const std::string& path) -> std::optional<FileStamp> {
-    long long size = 0, mtime = 0;
-    if (!stat_file(path, &size, &mtime)) return std::nullopt;
-    return FileStamp{path, size, mtime};
-  };
-  for (const auto& path : folder.existing()) {
-    if (first_start && o.skip_existing) {
-      if (auto s = stamp_of(path)) outbox.mark_done(o.name, *s);
-    } else {
-      queue.push_back(path);
-    }
-  }
   std::vector<std::unique_ptr<Delivery>> deliveries;
   for (auto& s : sinks) {
     log("line " + o.name + ": results to " + s->where());
     deliveries.push_back(std::make_unique<Delivery>(o.name, *s, outbox, log));
   }
-  log("line " + o.name + ": watching " + o.folder + " with " + refs.summary() + "; outbox " + outbox.path());
+  log("line " + o.name + ": watching " + source->describe() + " with " + refs.summary() + "; outbox " + outbox.path());
+  const std::string spool = (fs::path(outbox.path()).parent_path() / "frames").string();
 
   int64_t failed = 0, dropped = 0;
-  bool paused = false;
+  bool paused = false, source_failing = false;
+  auto source_backoff = std::chrono::milliseconds(500);
   ScoreOptions so;
   so.batch = o.batch;
   while (!stop) {
@@ -169,7 +236,6 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
         log("line " + o.name + ": reload failed, keeping the set in use: " + e.what());
       }
     }
-    for (auto& path : folder.wait(std::chrono::milliseconds(queue.empty() ? 200 : 0))) queue.push_back(path);
     const int64_t backlog = outbox.backlog(o.name);
     if (backlog >= o.outbox_max) {
       if (o.when_full == "drop-oldest") {
@@ -180,43 +246,52 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
       } else {
         if (!paused) log("line " + o.name + ": outbox full (" + std::to_string(backlog) + " undelivered): paused");
         paused = true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        pause_for(std::chrono::milliseconds(100), stop);
         continue;
       }
     } else if (paused) {
       log("line " + o.name + ": outbox below its bound: taking images again");
       paused = false;
     }
-    // The next batch: files not yet done (a file written again under its name is new).
-    std::vector<std::string> paths;
-    std::vector<FileStamp> stamps;
-    std::set<std::string> in_batch;
-    while (!queue.empty() && static_cast<int>(paths.size()) < o.batch) {
-      const std::string path = queue.front();
-      queue.pop_front();
-      auto s = stamp_of(path);
-      if (!s || in_batch.count(path) || outbox.is_done(o.name, *s)) continue;
-      in_batch.insert(path);
-      paths.push_back(path);
-      stamps.push_back(*s);
+    std::vector<Input> inputs;
+    try {
+      inputs = source->next(static_cast<size_t>(o.batch), std::chrono::milliseconds(200));
+      if (source_failing) log("line " + o.name + ": " + source->describe() + ": running again");
+      source_failing = false;
+      source_backoff = std::chrono::milliseconds(500);
+    } catch (const std::exception& e) {
+      if (!source_failing) log("line " + o.name + ": " + e.what() + " — retrying");
+      source_failing = true;
+      source->reset();
+      pause_for(source_backoff, stop);
+      source_backoff = std::min(source_backoff * 2, std::chrono::milliseconds(30000));
+      continue;
     }
-    if (paths.empty()) continue;
+    if (inputs.empty()) {
+      if (source->finished()) break;
+      continue;
+    }
     // Stop only between batches: images taken are finished and stored.
-    const std::vector<ScoreRecord> records = detector.score(refs, paths, so);
+    const auto started = Clock::now();
+    const std::vector<ScoreRecord> records = score_inputs(detector, refs, inputs, so);
     for (size_t i = 0; i < records.size(); ++i) {
       const ScoreRecord& r = records[i];
+      const Input& in = inputs[i];
       if (!r.ok()) ++failed;
       const std::string time = utc_now();
-      outbox.append(o.name, sink_names, stamps[i], [&](int64_t seq) {
+      const double queued_ms = std::chrono::duration<double, std::milli>(started - in.arrived).count();
+      outbox.append(o.name, sink_names, in.file, [&](int64_t seq) {
         nlohmann::ordered_json j;
         j["line"] = o.name;
         j["seq"] = seq;
         j["path"] = r.path;
         j.update(score_json(r));
+        j["queue_ms"] = std::round(queued_ms * 100) / 100;
         j["time"] = time;
+        if (filing && !in.file) j["frame_file"] = spool_frame(in, spool, o.name, seq);
         return j.dump();
       });
-      if (!filing) finish_file(r.path, o.folders.done_action, o.folders.done_dir);
+      if (!filing && in.file) finish_file(r.path, o.folders.done_action, o.folders.done_dir);
     }
     for (auto& d : deliveries) d->notify();
   }

@@ -264,18 +264,22 @@ class FolderSink : public Sink {
   size_t deliver(const std::vector<OutboxItem>& items) override {
     for (const auto& it : items) {
       const auto j = nlohmann::json::parse(it.body);
-      const std::string path = j.value("path", "");
+      // A frame was kept as a PNG until filed; a file is filed from the hot folder.
+      const bool frame = j.contains("frame_file");
+      const std::string path = frame ? j["frame_file"].get<std::string>() : j.value("path", "");
       // Only a scored image that was not flagged is OK; everything else goes to review.
       const bool ok = !j.contains("error") && j.contains("anomalous") && !j["anomalous"].get<bool>();
       const std::string dir = ok ? o_.ok_dir : o_.ng_dir;
       std::error_code ec;
       if (!dir.empty() && fs::exists(path, ec)) {
         fs::create_directories(dir, ec);
-        const fs::path to = fs::path(dir) / (std::to_string(it.seq) + "_" + fs::path(path).filename().string());
+        const std::string name = frame ? "frame.png" : fs::path(path).filename().string();
+        const fs::path to = fs::path(dir) / (std::to_string(it.seq) + "_" + name);
         fs::copy_file(path, to, fs::copy_options::overwrite_existing, ec);
         if (ec) fail(dir, ": cannot copy ", path, " (", ec.message(), ")");
       }
-      finish_file(path, o_.done_action, o_.done_dir);
+      if (frame) fs::remove(path, ec);
+      else finish_file(path, o_.done_action, o_.done_dir);
     }
     return items.size();
   }

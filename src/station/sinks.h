@@ -41,8 +41,9 @@ std::unique_ptr<Sink> mqtt_sink(const MqttOptions& options);
 std::unique_ptr<Sink> webhook_sink(const std::string& url, int timeout_s);
 
 // OK/NG folders: the image is copied to ok_dir (scored, not flagged) or ng_dir (flagged, or not
-// scored: an image gad could not score is never filed as OK) as <seq>_<file name>. Then the
-// processed file is kept, moved to done_dir, or deleted, as `done_action` says (keep | move | delete).
+// scored: an image gad could not score is never filed as OK) as <seq>_<file name> (a frame, kept
+// as a PNG until then: <seq>_frame.png). Then the processed file is kept, moved to done_dir, or
+// deleted, as `done_action` says (keep | move | delete).
 struct FolderOptions {
   std::string ok_dir, ng_dir, done_action = "keep", done_dir;
 };
