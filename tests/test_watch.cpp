@@ -159,7 +159,9 @@ TEST(Watch, ScoresOnlyCompleteFilesLikeGadScoreAndStopsCleanly) {
   fs::create_directories(in);
   const auto images = test_images();
   fs::copy_file(images[0], in + "/before_start.png");  // there before the line starts
-  Watch w(dir, {in, "--refs", tiles_set(), "--jsonl", jsonl, "--line", "a"});
+  const int metrics_port = free_port();
+  Watch w(dir, {in, "--refs", tiles_set(), "--jsonl", jsonl, "--line", "a", "--metrics-port", std::to_string(metrics_port),
+                "--log-every", "1"});
   ASSERT_TRUE(w.wait_for_log("watching")) << w.log();
   copy_slowly(images[1], in + "/slow.png");
   fs::copy_file(images[2], dir + "/renamed.tmp");
@@ -167,6 +169,13 @@ TEST(Watch, ScoresOnlyCompleteFilesLikeGadScoreAndStopsCleanly) {
   std::ofstream(in + "/corrupt.png") << "not a png";
   std::ofstream(in + "/notes.txt") << "not an image";
   ASSERT_TRUE(eventually([&] { return read_jsonl(jsonl).size() >= 4; }, 60s)) << w.log();
+  // Prometheus metrics and the periodic summary line say the same.
+  httplib::Client c("127.0.0.1", metrics_port);
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m && m->status == 200);
+  EXPECT_NE(m->body.find("gad_watch_results_total{line=\"a\",result=\"error\"} 1"), std::string::npos) << m->body;
+  EXPECT_NE(m->body.find("gad_watch_latency_seconds_count{line=\"a\"} 4"), std::string::npos) << m->body;
+  EXPECT_TRUE(w.wait_for_log("errors) in", 10s)) << w.log();
   w.process().signal(SIGTERM);
   EXPECT_EQ(w.process().wait(), 0) << w.log();
 

@@ -7,9 +7,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 #include "cli/cli.h"
+#include "serve/http.h"
 #include "station/config.h"
 #include "station/line.h"
 #include "station/outbox.h"
@@ -32,7 +34,33 @@ std::string default_outbox(const std::string& source, const std::string& kind, c
 struct WatchArgs {
   ModelArgs model;
   station::LineOptions line;
-  std::string source, outbox, config;
+  std::string source, outbox, config, metrics_host = "127.0.0.1";
+  int metrics_port = 0;
+};
+
+// `--metrics-port`: every line's counters and histograms on GET /metrics, on the program's thread.
+class MetricsServer {
+ public:
+  MetricsServer(const std::string& host, int port, const std::vector<station::LineOptions>& lines,
+                std::vector<station::LineMetrics>& metrics, station::Outbox& outbox) {
+    server_.Get("/metrics", [&lines, &metrics, &outbox](const httplib::Request&, httplib::Response& res) {
+      std::ostringstream o;
+      station::render_station_metric_headers(o);
+      for (size_t i = 0; i < lines.size(); ++i) metrics[i].render(o, lines[i].name, outbox.backlog(lines[i].name));
+      res.set_content(o.str(), "text/plain; version=0.0.4");
+    });
+    if (!server_.bind_to_port(host, port)) fail("--metrics-port ", port, ": cannot listen on ", host, ":", port);
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    log_line("metrics on http://" + host + ":" + std::to_string(port) + "/metrics");
+  }
+  ~MetricsServer() {
+    server_.stop();
+    thread_.join();
+  }
+
+ private:
+  httplib::Server server_;
+  std::thread thread_;
 };
 
 // Checks one line before anything starts: options, SOURCE, output places; stdout when no sink.
@@ -89,11 +117,15 @@ int run_watch(WatchArgs a) {
   catch_reload_signal();
   const size_t n = config.lines.size();
   std::vector<std::atomic<bool>> reload(n);
+  std::vector<station::LineMetrics> metrics(n);
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (a.metrics_port > 0)
+    metrics_server = std::make_unique<MetricsServer>(a.metrics_host, a.metrics_port, config.lines, metrics, outbox);
   std::vector<int64_t> failed(n, 0);
   std::vector<std::string> fatal(n);
   auto run = [&](size_t i) {
     try {
-      failed[i] = station::run_line(config.lines[i], *detectors[i], outbox, stop_requested(), reload[i], log_line);
+      failed[i] = station::run_line(config.lines[i], *detectors[i], outbox, stop_requested(), reload[i], log_line, metrics[i]);
     } catch (const std::exception& e) {  // this line ends; the others carry on
       fatal[i] = e.what();
       if (n > 1) log_line("line " + config.lines[i].name + ": error: " + fatal[i]);
@@ -159,6 +191,9 @@ void add_watch_command(CLI::App& app, Context& ctx) {
                                         "such as Line1 (default free-run)");
   w->add_option("--exposure", o.exposure_us, "camera: exposure time in microseconds");
   w->add_option("--gain", o.gain, "camera: gain");
+  w->add_option("--log-every", o.log_every_s, "seconds between summary lines (rate, latency, backlog); 0: none (default 60)");
+  w->add_option("--metrics-port", a->metrics_port, "serve Prometheus metrics on this port (GET /metrics)");
+  w->add_option("--metrics-host", a->metrics_host, "the metrics address (default 127.0.0.1)");
   w->add_option("--drain", o.drain_s, "at stop: seconds the sinks get to deliver what is stored (default 10)");
   w->callback([a, &ctx] { ctx.run = [a] { return run_watch(*a); }; });
 }

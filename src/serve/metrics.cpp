@@ -2,40 +2,13 @@
 
 #include <sstream>
 
+#include "util/prometheus.h"
+
 namespace gad::serve {
-namespace {
-
-constexpr double kBuckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-constexpr size_t kNB = sizeof(kBuckets) / sizeof(kBuckets[0]);
-
-std::string escape_label(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    if (c == '\\' || c == '"') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
-void gauge(std::ostringstream& o, const char* name, const char* type, const char* help, double value) {
-  o << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n" << name << " " << value << "\n";
-}
-
-}  // namespace
-
 void Metrics::observe(const std::string& route, const std::string& method, int status, double seconds) {
   std::lock_guard<std::mutex> lock(m_);
   requests_[route + "\",method=\"" + method + "\",code=\"" + std::to_string(status)]++;
-  auto& h = hist_[route];
-  if (h.counts.empty()) h.counts.assign(kNB, 0);
-  for (size_t i = 0; i < kNB; ++i)
-    if (seconds <= kBuckets[i]) h.counts[i]++;
-  h.count++;
-  h.sum += seconds;
+  hist_[route].observe(seconds);
 }
 
 void Metrics::rejected(const std::string& reason) {
@@ -54,29 +27,22 @@ std::string Metrics::render(const ServerState& s) {
   for (const auto& [k, v] : rejected_)
     o << "gad_rejected_requests_total{reason=\"" << escape_label(k) << "\"} " << v << "\n";
   o << "# HELP gad_request_duration_seconds HTTP request latency.\n# TYPE gad_request_duration_seconds histogram\n";
-  for (const auto& [route, h] : hist_) {
-    for (size_t i = 0; i < kNB; ++i)
-      o << "gad_request_duration_seconds_bucket{route=\"" << route << "\",le=\"" << kBuckets[i] << "\"} " << h.counts[i]
-        << "\n";
-    o << "gad_request_duration_seconds_bucket{route=\"" << route << "\",le=\"+Inf\"} " << h.count << "\n";
-    o << "gad_request_duration_seconds_sum{route=\"" << route << "\"} " << h.sum << "\n";
-    o << "gad_request_duration_seconds_count{route=\"" << route << "\"} " << h.count << "\n";
-  }
-  gauge(o, "gad_ready", "gauge", "1 once the model is loaded.", s.ready ? 1 : 0);
-  gauge(o, "gad_queue_depth", "gauge", "Images queued or being scored.", static_cast<double>(s.queue_depth));
-  gauge(o, "gad_queue_capacity", "gauge", "Queue limit (beyond it: 429).", s.queue_capacity);
-  gauge(o, "gad_batches_total", "counter", "Model forward passes.", static_cast<double>(s.batches));
-  gauge(o, "gad_images_scored_total", "counter", "Images scored.", static_cast<double>(s.images_scored));
-  gauge(o, "gad_refsets", "gauge", "Stored reference sets.", static_cast<double>(s.refsets));
-  gauge(o, "gad_cache_bytes", "gauge", "Bytes of reference sets held in memory.", static_cast<double>(s.cache.bytes));
-  gauge(o, "gad_cache_capacity_bytes", "gauge", "Reference-set cache cap (--cache-mb).",
+  for (const auto& [route, h] : hist_) h.render(o, "gad_request_duration_seconds", "route=\"" + route + "\"");
+  prometheus_value(o, "gad_ready", "gauge", "1 once the model is loaded.", s.ready ? 1 : 0);
+  prometheus_value(o, "gad_queue_depth", "gauge", "Images queued or being scored.", static_cast<double>(s.queue_depth));
+  prometheus_value(o, "gad_queue_capacity", "gauge", "Queue limit (beyond it: 429).", s.queue_capacity);
+  prometheus_value(o, "gad_batches_total", "counter", "Model forward passes.", static_cast<double>(s.batches));
+  prometheus_value(o, "gad_images_scored_total", "counter", "Images scored.", static_cast<double>(s.images_scored));
+  prometheus_value(o, "gad_refsets", "gauge", "Stored reference sets.", static_cast<double>(s.refsets));
+  prometheus_value(o, "gad_cache_bytes", "gauge", "Bytes of reference sets held in memory.", static_cast<double>(s.cache.bytes));
+  prometheus_value(o, "gad_cache_capacity_bytes", "gauge", "Reference-set cache cap (--cache-mb).",
         static_cast<double>(s.cache.cap));
-  gauge(o, "gad_cache_entries", "gauge", "Reference sets held in memory.", static_cast<double>(s.cache.entries));
-  gauge(o, "gad_cache_hits_total", "counter", "Reference-set lookups served from memory.",
+  prometheus_value(o, "gad_cache_entries", "gauge", "Reference sets held in memory.", static_cast<double>(s.cache.entries));
+  prometheus_value(o, "gad_cache_hits_total", "counter", "Reference-set lookups served from memory.",
         static_cast<double>(s.cache.hits));
-  gauge(o, "gad_cache_misses_total", "counter", "Reference-set lookups that read SQLite.",
+  prometheus_value(o, "gad_cache_misses_total", "counter", "Reference-set lookups that read SQLite.",
         static_cast<double>(s.cache.misses));
-  gauge(o, "gad_cache_evictions_total", "counter", "Reference sets dropped from memory (least recently used).",
+  prometheus_value(o, "gad_cache_evictions_total", "counter", "Reference sets dropped from memory (least recently used).",
         static_cast<double>(s.cache.evictions));
   o << "# HELP gad_model_info The model being served.\n# TYPE gad_model_info gauge\ngad_model_info{model=\""
     << escape_label(s.model) << "\",fingerprint=\"" << escape_label(s.fingerprint) << "\",workers=\"" << s.workers

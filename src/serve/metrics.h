@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "serve/ref_cache.h"
+#include "util/prometheus.h"
 
 namespace gad::serve {
 
@@ -32,14 +33,9 @@ class Metrics {
   std::string render(const ServerState& state);
 
  private:
-  struct Hist {
-    std::vector<uint64_t> counts;
-    uint64_t count = 0;
-    double sum = 0;
-  };
   std::mutex m_;
   std::map<std::string, uint64_t> requests_, rejected_;
-  std::map<std::string, Hist> hist_;
+  std::map<std::string, Histogram> hist_;
 };
 
 // The route pattern of a path, for labels ("/v1/refsets/{id}/score", ..., "other").

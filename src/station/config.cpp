@@ -54,6 +54,7 @@ const std::map<std::string, Setter>& setters() {
     m["batch"] = [](const json& v, LineOptions& o, const std::string& w) { o.batch = typed<int>(v, w, "an integer"); };
     m["outbox_max"] = [](const json& v, LineOptions& o, const std::string& w) { o.outbox_max = typed<int64_t>(v, w, "an integer"); };
     m["drain"] = [](const json& v, LineOptions& o, const std::string& w) { o.drain_s = typed<int>(v, w, "an integer"); };
+    m["log_every"] = [](const json& v, LineOptions& o, const std::string& w) { o.log_every_s = typed<int>(v, w, "an integer"); };
     m["every"] = [](const json& v, LineOptions& o, const std::string& w) { o.every = typed<int>(v, w, "an integer"); };
     m["max_fps"] = [](const json& v, LineOptions& o, const std::string& w) { o.max_fps = typed<double>(v, w, "a number"); };
     m["exposure"] = [](const json& v, LineOptions& o, const std::string& w) { o.exposure_us = typed<double>(v, w, "a number"); };

@@ -122,6 +122,9 @@ void check_line_options(const LineOptions& o) {
     fail("--done-dir: give it exactly when --done move");
   if (o.folders.ok_dir.empty() != o.folders.ng_dir.empty()) fail("--ok-dir and --ng-dir: give both or neither");
   if (o.drain_s < 0) fail("--drain: must be at least 0 seconds");
+  if (o.log_every_s < 0) fail("--log-every: must be at least 0 seconds");
+  if (o.every < 1) fail("--every: must be at least 1 (got ", o.every, ")");
+  if (!(o.max_fps >= 0)) fail("--max-fps: must be at least 0 (got ", o.max_fps, ")");
 }
 
 std::string source_kind(const std::string& source) {
@@ -202,7 +205,7 @@ void pause_for(std::chrono::milliseconds d, const std::atomic<bool>& stop) {
 }  // namespace
 
 int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const std::atomic<bool>& stop,
-                 std::atomic<bool>& reload, const Log& log) {
+                 std::atomic<bool>& reload, const Log& log, LineMetrics& metrics) {
   References refs = detector.load_references(o.refs);
   const bool filing = !o.folders.ok_dir.empty();
   if (filing && !refs.threshold())
@@ -227,7 +230,12 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
   auto source_backoff = std::chrono::milliseconds(500);
   ScoreOptions so;
   so.batch = o.batch;
+  auto last_summary = Clock::now();
   while (!stop) {
+    if (o.log_every_s > 0 && Clock::now() - last_summary >= std::chrono::seconds(o.log_every_s)) {
+      last_summary = Clock::now();
+      log("line " + o.name + ": " + metrics.period_summary() + "; backlog " + std::to_string(outbox.backlog(o.name)));
+    }
     if (reload.exchange(false)) {
       try {
         refs = detector.load_references(o.refs);
@@ -241,6 +249,7 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
       if (o.when_full == "drop-oldest") {
         const int64_t n = outbox.drop_oldest(o.name, o.outbox_max - 1);
         dropped += n;
+        metrics.dropped(n);
         log("line " + o.name + ": outbox full: dropped the " + std::to_string(n) + " oldest undelivered results (" +
             std::to_string(dropped) + " in all)");
       } else {
@@ -274,12 +283,14 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
     // Stop only between batches: images taken are finished and stored.
     const auto started = Clock::now();
     const std::vector<ScoreRecord> records = score_inputs(detector, refs, inputs, so);
+    const double score_s = std::chrono::duration<double>(Clock::now() - started).count() / records.size();
     for (size_t i = 0; i < records.size(); ++i) {
       const ScoreRecord& r = records[i];
       const Input& in = inputs[i];
       if (!r.ok()) ++failed;
       const std::string time = utc_now();
       const double queued_ms = std::chrono::duration<double, std::milli>(started - in.arrived).count();
+      const auto storing = Clock::now();
       outbox.append(o.name, sink_names, in.file, [&](int64_t seq) {
         nlohmann::ordered_json j;
         j["line"] = o.name;
@@ -291,6 +302,11 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
         if (filing && !in.file) j["frame_file"] = spool_frame(in, spool, o.name, seq);
         return j.dump();
       });
+      const auto stored = Clock::now();
+      const auto verdict = r.anomalous();
+      metrics.record(!r.ok() ? "error" : !verdict ? "scored" : *verdict ? "ng" : "ok", queued_ms / 1000, score_s,
+                     std::chrono::duration<double>(stored - storing).count(),
+                     std::chrono::duration<double>(stored - in.arrived).count());
       if (!filing && in.file) finish_file(r.path, o.folders.done_action, o.folders.done_dir);
     }
     for (auto& d : deliveries) d->notify();

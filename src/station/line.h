@@ -11,6 +11,7 @@
 
 #include <gad/gad.hpp>
 
+#include "station/metrics.h"
 #include "station/outbox.h"
 #include "station/sinks.h"
 #include "station/source.h"
@@ -35,6 +36,7 @@ struct LineOptions {
   double max_fps = 0;                // video/camera: at most this many frames per second (0: all)
   std::string trigger = "free-run";  // camera: free-run | software | a hardware line (Line1, ...)
   double exposure_us = 0, gain = -1; // camera: set when given
+  int log_every_s = 60;              // a summary line (rate, latency, backlog) this often; 0: never
 };
 
 using Log = std::function<void(const std::string&)>;
@@ -49,6 +51,6 @@ std::string source_kind(const std::string& source);
 // (a set that fails to load is logged and the old one kept). Returns the number of images that
 // could not be scored.
 int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const std::atomic<bool>& stop,
-                 std::atomic<bool>& reload, const Log& log);
+                 std::atomic<bool>& reload, const Log& log, LineMetrics& metrics);
 
 }  // namespace gad::station
