@@ -510,6 +510,18 @@ TEST(Watch, VideoFileFramesAreScoredLikeTheirImages) {
   for (size_t i = 0; i < results.size(); ++i)
     EXPECT_NEAR(results[i]["score"].get<double>(), expected.at(filed[i]), 1e-6) << filed[i];
   EXPECT_FALSE(fs::exists(dir + "/frames") && !fs::is_empty(dir + "/frames"));  // spooled frames are gone once filed
+
+  // Behind the source: a one-frame queue that drops the newest frame. The file is read far faster
+  // than it is scored, so frames are dropped — and every frame is either scored or counted.
+  Watch behind(dir, {video, "--refs", tiles_set(), "--queue", "1", "--when-behind", "drop-newest", "--batch", "1",
+                     "--jsonl", dir + "/behind.jsonl", "--outbox", dir + "/b.outbox"});
+  EXPECT_EQ(behind.process().wait(120s), 0) << behind.log();
+  const std::string log = behind.log();
+  const auto at = log.find(" frames dropped while behind");
+  ASSERT_NE(at, std::string::npos) << log;
+  const int dropped = std::stoi(log.substr(log.rfind(' ', at - 1) + 1));
+  EXPECT_GT(dropped, 0);
+  EXPECT_EQ(read_jsonl(dir + "/behind.jsonl").size() + dropped, 12u) << log;
 }
 
 TEST(Watch, AravisFakeCameraFramesAreScored) {

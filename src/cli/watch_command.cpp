@@ -191,6 +191,9 @@ void add_watch_command(CLI::App& app, Context& ctx) {
                                         "such as Line1 (default free-run)");
   w->add_option("--exposure", o.exposure_us, "camera: exposure time in microseconds");
   w->add_option("--gain", o.gain, "camera: gain");
+  w->add_option("--queue", o.queue, "video/camera: frames captured ahead of the scorer (default 8)");
+  w->add_option("--when-behind", o.when_behind, "video/camera, queue full: queue, drop-oldest or drop-newest "
+                                                "(default: queue for a file, drop-oldest for a live source)");
   w->add_option("--log-every", o.log_every_s, "seconds between summary lines (rate, latency, backlog); 0: none (default 60)");
   w->add_option("--metrics-port", a->metrics_port, "serve Prometheus metrics on this port (GET /metrics)");
   w->add_option("--metrics-host", a->metrics_host, "the metrics address (default 127.0.0.1)");

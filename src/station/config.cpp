@@ -43,6 +43,7 @@ const std::map<std::string, Setter>& setters() {
     text("webhook", &LineOptions::webhook);
     text("when_full", &LineOptions::when_full);
     text("trigger", &LineOptions::trigger);
+    text("when_behind", &LineOptions::when_behind);
     m["ok_dir"] = [](const json& v, LineOptions& o, const std::string& w) { o.folders.ok_dir = typed<std::string>(v, w, "a string"); };
     m["ng_dir"] = [](const json& v, LineOptions& o, const std::string& w) { o.folders.ng_dir = typed<std::string>(v, w, "a string"); };
     m["done"] = [](const json& v, LineOptions& o, const std::string& w) { o.folders.done_action = typed<std::string>(v, w, "a string"); };
@@ -55,6 +56,7 @@ const std::map<std::string, Setter>& setters() {
     m["outbox_max"] = [](const json& v, LineOptions& o, const std::string& w) { o.outbox_max = typed<int64_t>(v, w, "an integer"); };
     m["drain"] = [](const json& v, LineOptions& o, const std::string& w) { o.drain_s = typed<int>(v, w, "an integer"); };
     m["log_every"] = [](const json& v, LineOptions& o, const std::string& w) { o.log_every_s = typed<int>(v, w, "an integer"); };
+    m["queue"] = [](const json& v, LineOptions& o, const std::string& w) { o.queue = typed<int>(v, w, "an integer"); };
     m["every"] = [](const json& v, LineOptions& o, const std::string& w) { o.every = typed<int>(v, w, "an integer"); };
     m["max_fps"] = [](const json& v, LineOptions& o, const std::string& w) { o.max_fps = typed<double>(v, w, "a number"); };
     m["exposure"] = [](const json& v, LineOptions& o, const std::string& w) { o.exposure_us = typed<double>(v, w, "a number"); };

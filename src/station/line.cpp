@@ -123,6 +123,9 @@ void check_line_options(const LineOptions& o) {
   if (o.folders.ok_dir.empty() != o.folders.ng_dir.empty()) fail("--ok-dir and --ng-dir: give both or neither");
   if (o.drain_s < 0) fail("--drain: must be at least 0 seconds");
   if (o.log_every_s < 0) fail("--log-every: must be at least 0 seconds");
+  if (o.queue < 1 || o.queue > 4096) fail("--queue: must be within 1..4096 (got ", o.queue, ")");
+  if (!o.when_behind.empty() && o.when_behind != "queue" && o.when_behind != "drop-oldest" && o.when_behind != "drop-newest")
+    fail("--when-behind '", o.when_behind, "': queue, drop-oldest or drop-newest");
   if (o.every < 1) fail("--every: must be at least 1 (got ", o.every, ")");
   if (!(o.max_fps >= 0)) fail("--max-fps: must be at least 0 (got ", o.max_fps, ")");
 }
@@ -140,8 +143,11 @@ std::unique_ptr<Source> open_source(const LineOptions& o, Outbox& outbox, const 
   const std::string kind = source_kind(o.source);
   if (kind == "folder") return folder_source(o.source, o.recursive, outputs, outbox, o.name, o.skip_existing);
   outbox.open_line(o.name);
-  if (kind == "camera") return camera_source({o.source.substr(7), o.trigger, o.exposure_us, o.gain, o.max_fps});
-  return video_source({o.source, o.every, o.max_fps});
+  const bool live = kind == "camera" || o.source.find("://") != std::string::npos || o.source.rfind("/dev/video", 0) == 0;
+  const std::string policy = !o.when_behind.empty() ? o.when_behind : live ? "drop-oldest" : "queue";
+  auto inner = kind == "camera" ? camera_source({o.source.substr(7), o.trigger, o.exposure_us, o.gain, o.max_fps})
+                                : video_source({o.source, o.every, o.max_fps});
+  return buffered_source(std::move(inner), static_cast<size_t>(o.queue), policy);
 }
 
 // A frame that will be filed in the OK/NG folders is kept as a PNG beside the outbox until then.
@@ -225,7 +231,7 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
   log("line " + o.name + ": watching " + source->describe() + " with " + refs.summary() + "; outbox " + outbox.path());
   const std::string spool = (fs::path(outbox.path()).parent_path() / "frames").string();
 
-  int64_t failed = 0, dropped = 0;
+  int64_t failed = 0, dropped = 0, frames_dropped = 0;
   bool paused = false, source_failing = false;
   auto source_backoff = std::chrono::milliseconds(500);
   ScoreOptions so;
@@ -273,8 +279,13 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
       source_failing = true;
       source->reset();
       pause_for(source_backoff, stop);
-      source_backoff = std::min(source_backoff * 2, std::chrono::milliseconds(30000));
+      // Capped low: a buffered source retries on its own thread, and frames wait for this line.
+      source_backoff = std::min(source_backoff * 2, std::chrono::milliseconds(5000));
       continue;
+    }
+    if (const int64_t n = source->dropped(); n > 0) {
+      frames_dropped += n;
+      metrics.frames_dropped(n);
     }
     if (inputs.empty()) {
       if (source->finished()) break;
@@ -316,7 +327,8 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
   while (outbox.backlog(o.name) > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const int64_t left = outbox.backlog(o.name);
   deliveries.clear();
-  log("line " + o.name + ": stopped; " + std::to_string(left) + " results wait in the outbox for their sinks");
+  log("line " + o.name + ": stopped; " + std::to_string(left) + " results wait in the outbox for their sinks" +
+      (frames_dropped > 0 ? "; " + std::to_string(frames_dropped) + " frames dropped while behind" : ""));
   return failed;
 }
 

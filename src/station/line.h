@@ -36,6 +36,9 @@ struct LineOptions {
   double max_fps = 0;                // video/camera: at most this many frames per second (0: all)
   std::string trigger = "free-run";  // camera: free-run | software | a hardware line (Line1, ...)
   double exposure_us = 0, gain = -1; // camera: set when given
+  int queue = 8;                     // video/camera: frames captured ahead of the scorer
+  std::string when_behind;           // video/camera, queue full: queue | drop-oldest | drop-newest
+                                     // (default: queue for a video file, drop-oldest for live sources)
   int log_every_s = 60;              // a summary line (rate, latency, backlog) this often; 0: never
 };
 

@@ -22,11 +22,18 @@ void LineMetrics::dropped(int64_t n) {
   dropped_ += static_cast<uint64_t>(n);
 }
 
+void LineMetrics::frames_dropped(int64_t n) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  frames_dropped_ += static_cast<uint64_t>(n);
+}
+
 void render_station_metric_headers(std::ostringstream& o) {
   o << "# HELP gad_watch_results_total Results stored, by line and result (ok, ng, scored, error).\n"
        "# TYPE gad_watch_results_total counter\n"
        "# HELP gad_watch_dropped_total Undelivered results dropped (--when-full drop-oldest).\n"
        "# TYPE gad_watch_dropped_total counter\n"
+       "# HELP gad_watch_frames_dropped_total Frames dropped while the line was behind its source (--when-behind).\n"
+       "# TYPE gad_watch_frames_dropped_total counter\n"
        "# HELP gad_watch_backlog Results in the outbox not yet acknowledged by every sink.\n"
        "# TYPE gad_watch_backlog gauge\n";
   for (const char* stage : {"queue", "score", "store", "latency"})
@@ -40,6 +47,7 @@ void LineMetrics::render(std::ostringstream& o, const std::string& line, int64_t
   const std::string l = "line=\"" + escape_label(line) + "\"";
   for (const auto& [result, n] : results_) o << "gad_watch_results_total{" << l << ",result=\"" << result << "\"} " << n << "\n";
   o << "gad_watch_dropped_total{" << l << "} " << dropped_ << "\n";
+  o << "gad_watch_frames_dropped_total{" << l << "} " << frames_dropped_ << "\n";
   o << "gad_watch_backlog{" << l << "} " << backlog << "\n";
   queue_.render(o, "gad_watch_queue_seconds", l);
   score_.render(o, "gad_watch_score_seconds", l);

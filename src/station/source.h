@@ -34,7 +34,14 @@ class Source {
   virtual bool finished() const { return false; }
   // Drops the connection (a stream or camera that failed); the next call to next() reopens it.
   virtual void reset() {}
+  // Inputs dropped since the last call (a buffered live source that fell behind).
+  virtual int64_t dropped() { return 0; }
 };
+
+// `inner` read on a capture thread into a queue of `capacity` inputs; when it is full, `policy`:
+// queue (wait), drop-oldest or drop-newest (counted by dropped()). The thread retries a failing
+// source with backoff; next() throws its error while it fails.
+std::unique_ptr<Source> buffered_source(std::unique_ptr<Source> inner, size_t capacity, const std::string& policy);
 
 // A hot folder (HotFolder) whose files are offered once each: a file the outbox already has a
 // result for (same path, size and time) is skipped. `skip_existing`: at the line's first start
