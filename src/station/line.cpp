@@ -61,7 +61,13 @@ class Delivery {
     wake_.notify_all();
     thread_.join();
   }
-  void notify() { wake_.notify_all(); }
+  void notify() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      woken_ = true;  // remembered: a notify between pending() and the wait is not lost
+    }
+    wake_.notify_all();
+  }
 
  private:
   void loop() {
@@ -92,7 +98,12 @@ class Delivery {
         continue;
       }
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait_for(lock, failing || !items.empty() ? backoff : std::chrono::milliseconds(500), [&] { return finished_; });
+      if (failing || !items.empty()) {
+        wake_.wait_for(lock, backoff, [&] { return finished_; });
+      } else {
+        wake_.wait_for(lock, std::chrono::milliseconds(500), [&] { return finished_ || woken_; });
+      }
+      woken_ = false;
       if (failing || !items.empty()) backoff = std::min(backoff * 2, std::chrono::milliseconds(30000));
     }
   }
@@ -102,7 +113,7 @@ class Delivery {
   const Log& log_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  bool finished_ = false;
+  bool finished_ = false, woken_ = false;
   std::thread thread_;  // last: starts once the rest is ready
 };
 
