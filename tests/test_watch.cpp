@@ -160,8 +160,8 @@ TEST(Watch, ScoresOnlyCompleteFilesLikeGadScoreAndStopsCleanly) {
   const auto images = test_images();
   fs::copy_file(images[0], in + "/before_start.png");  // there before the line starts
   const int metrics_port = free_port();
-  Watch w(dir, {in, "--refs", tiles_set(), "--jsonl", jsonl, "--line", "a", "--metrics-port", std::to_string(metrics_port),
-                "--log-every", "1"});
+  Watch w(dir, {in, "--refs", tiles_set(), "--jsonl", jsonl, "--csv", dir + "/results.csv", "--line", "a",
+                "--metrics-port", std::to_string(metrics_port), "--log-every", "1"});
   ASSERT_TRUE(w.wait_for_log("watching")) << w.log();
   copy_slowly(images[1], in + "/slow.png");
   fs::copy_file(images[2], dir + "/renamed.tmp");
@@ -199,6 +199,20 @@ TEST(Watch, ScoresOnlyCompleteFilesLikeGadScoreAndStopsCleanly) {
   }
   EXPECT_EQ(seqs, (std::set<int64_t>{1, 2, 3, 4}));
   EXPECT_NE(w.log().find("stopped; 0 results wait"), std::string::npos) << w.log();
+  // The CSV sink, read back by Python's csv module: the same results; no score or verdict where none.
+  const auto rows = python_csv_rows(dir + "/results.csv");
+  ASSERT_EQ(rows.size(), 5u);
+  EXPECT_EQ(rows[0], (std::vector<std::string>{"line", "seq", "path", "score", "anomalous", "error", "time"}));
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const json& r = results[i - 1];
+    EXPECT_EQ(rows[i][2], r["path"].get<std::string>());
+    if (r.contains("error")) {
+      EXPECT_TRUE(rows[i][3].empty() && rows[i][4].empty() && !rows[i][5].empty());
+    } else {
+      EXPECT_NEAR(std::stod(rows[i][3]), r["score"].get<double>(), 1e-12);
+      EXPECT_EQ(rows[i][4], r["anomalous"].get<bool>() ? "true" : "false");
+    }
+  }
 }
 
 TEST(Watch, KillNineMidBurstThenRestartLosesNoFile) {
@@ -416,6 +430,9 @@ TEST(Watch, SighupSwapsTheSetWithoutLosingImagesAndFoldersFileByVerdict) {
   for (const auto& r : read_jsonl(jsonl)) {
     const std::string name = std::to_string(r["seq"].get<int64_t>()) + "_" + fs::path(r["path"].get<std::string>()).filename().string();
     EXPECT_TRUE(fs::exists(dir + (r["anomalous"].get<bool>() ? "/ng/" : "/ok/") + name)) << name;
+    const std::string overlay = dir + "/ng/" + std::to_string(r["seq"].get<int64_t>()) + "_" +
+                                fs::path(r["path"].get<std::string>()).stem().string() + ".overlay.png";
+    EXPECT_EQ(fs::exists(overlay), r["anomalous"].get<bool>()) << overlay;  // NG images come with their map
     EXPECT_TRUE(fs::exists(dir + "/done/" + fs::path(r["path"].get<std::string>()).filename().string()));
     ++filed;
   }

@@ -72,8 +72,10 @@ void prepare_line(station::LineOptions& o) {
       !fs::is_regular_file(o.source, ec))
     fail("SOURCE ", o.source, ": no such folder, video file, stream URL or aravis:CAMERA");
   station::check_line_options(o);
-  if (o.jsonl.empty() && o.mqtt.empty() && o.webhook.empty() && o.folders.ok_dir.empty()) o.to_stdout = true;
+  if (o.jsonl.empty() && o.csv.empty() && o.mqtt.empty() && o.webhook.empty() && o.folders.ok_dir.empty())
+    o.to_stdout = true;
   if (!o.jsonl.empty()) prepare_output_file("--jsonl", o.jsonl);
+  if (!o.csv.empty()) prepare_output_file("--csv", o.csv);
   for (const auto& [opt, dir] : {std::pair<const char*, std::string>{"--ok-dir", o.folders.ok_dir},
                                  {"--ng-dir", o.folders.ng_dir}, {"--done-dir", o.folders.done_dir}})
     if (!dir.empty()) prepare_output_dir(opt, dir);
@@ -171,6 +173,7 @@ void add_watch_command(CLI::App& app, Context& ctx) {
   w->add_flag("--recursive", o.recursive, "watch the folders below SOURCE too");
   w->add_flag("--skip-existing", o.skip_existing, "at the line's first start, leave the images already there unscored");
   w->add_option("--jsonl", o.jsonl, "append every result to this JSON-lines file (fsync'ed)");
+  w->add_option("--csv", o.csv, "append every result as a CSV row (line,seq,path,score,anomalous,error,time; fsync'ed)");
   w->add_flag("--stdout", o.to_stdout, "print every result as a JSON line (the default when no other sink is given)");
   w->add_option("--mqtt", o.mqtt, "publish every result (QoS 1) to mqtt://[USER:PASS@]HOST[:PORT]/TOPIC (mqtts:// for TLS); "
                                   "TOPIC/status holds online/offline (retained, last will)");
@@ -178,7 +181,8 @@ void add_watch_command(CLI::App& app, Context& ctx) {
   w->add_option("--webhook", o.webhook, "POST every result as JSON to this URL; 2xx acknowledges it");
   w->add_option("--webhook-timeout", o.webhook_timeout_s, "seconds per webhook request (default 10)");
   w->add_option("--ok-dir", o.folders.ok_dir, "copy OK images here as SEQ_NAME (needs a calibrated set)");
-  w->add_option("--ng-dir", o.folders.ng_dir, "copy flagged images, and images that could not be scored, here");
+  w->add_option("--ng-dir", o.folders.ng_dir, "copy flagged images (with SEQ_NAME.overlay.png, the map) and images that "
+                                              "could not be scored here");
   w->add_option("--done", o.folders.done_action, "a processed file, once its result is stored: keep, move or delete (default keep)");
   w->add_option("--done-dir", o.folders.done_dir, "--done move: where processed files go");
   w->add_option("--outbox", a->outbox, "the durable outbox (SQLite; default SOURCE/.gad/LINE.outbox)");

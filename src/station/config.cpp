@@ -38,6 +38,7 @@ const std::map<std::string, Setter>& setters() {
     text("source", &LineOptions::source);
     text("refs", &LineOptions::refs);
     text("jsonl", &LineOptions::jsonl);
+    text("csv", &LineOptions::csv);
     text("mqtt", &LineOptions::mqtt);
     text("mqtt_cafile", &LineOptions::mqtt_cafile);
     text("webhook", &LineOptions::webhook);

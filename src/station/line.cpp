@@ -17,6 +17,8 @@
 #include <opencv2/imgproc.hpp>
 
 #include "engine/score_json.h"
+#include "image/image.h"
+#include "maps/anomaly_map.h"
 #include "util/error.h"
 
 namespace gad::station {
@@ -40,6 +42,7 @@ std::string utc_now() {
 std::vector<std::unique_ptr<Sink>> make_sinks(const LineOptions& o) {
   std::vector<std::unique_ptr<Sink>> sinks;
   if (!o.jsonl.empty()) sinks.push_back(jsonl_sink(o.jsonl));
+  if (!o.csv.empty()) sinks.push_back(csv_sink(o.csv));
   if (o.to_stdout) sinks.push_back(stdout_sink());
   if (!o.mqtt.empty()) sinks.push_back(mqtt_sink({o.mqtt, o.mqtt_cafile, o.name}));
   if (!o.webhook.empty()) sinks.push_back(webhook_sink(o.webhook, o.webhook_timeout_s));
@@ -173,6 +176,32 @@ std::string spool_frame(const Input& in, const std::string& spool, const std::st
   return path;
 }
 
+// An NG image's overlay (its map on the set's colour scale) kept as a PNG until filed.
+std::string spool_overlay(const Input& in, const ScoreRecord& r, double top, const std::string& spool,
+                          const std::string& line, int64_t seq) {
+  Image image;
+  if (in.file) {
+    image = decode_image(in.id);
+  } else {
+    image.width = in.width;
+    image.height = in.height;
+    image.channels = in.channels;
+    const size_t n = static_cast<size_t>(in.width) * in.height * in.channels;
+    image.pixels.resize(n);
+    for (size_t i = 0; i < n; ++i)  // 16-bit frames: the high byte
+      image.pixels[i] = in.bits == 16 ? in.pixels[2 * i + 1] : in.pixels[i];
+  }
+  const ImageMap map = map_to_image(r.residual_map, r.grid, r.geometry);
+  fs::create_directories(spool);
+  const std::string path = (fs::path(spool) / (line + "-" + std::to_string(seq) + "-overlay.png")).string();
+  const std::string png = overlay_png(image, map, top);
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  const bool ok = f && std::fwrite(png.data(), 1, png.size(), f) == png.size();
+  if (f) std::fclose(f);
+  if (!ok) fail(spool, ": cannot write the overlay ", path);
+  return path;
+}
+
 // Scores a batch: files by path, frames by their pixels; one record per input, in order. A frame
 // the source could not read is its error record.
 std::vector<ScoreRecord> score_inputs(Detector& detector, const References& refs, const std::vector<Input>& inputs,
@@ -247,6 +276,7 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
   auto source_backoff = std::chrono::milliseconds(500);
   ScoreOptions so;
   so.batch = o.batch;
+  if (filing) so.map = MapKind::Patch;  // NG images are filed with their overlay
   auto last_summary = Clock::now();
   while (!stop) {
     if (o.log_every_s > 0 && Clock::now() - last_summary >= std::chrono::seconds(o.log_every_s)) {
@@ -312,6 +342,7 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
       if (!r.ok()) ++failed;
       const std::string time = utc_now();
       const double queued_ms = std::chrono::duration<double, std::milli>(started - in.arrived).count();
+      const auto verdict = r.anomalous();
       const auto storing = Clock::now();
       outbox.append(o.name, sink_names, in.file, [&](int64_t seq) {
         nlohmann::ordered_json j;
@@ -322,10 +353,16 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
         j["queue_ms"] = std::round(queued_ms * 100) / 100;
         j["time"] = time;
         if (filing && !in.file) j["frame_file"] = spool_frame(in, spool, o.name, seq);
+        if (filing && verdict && *verdict && !r.residual_map.empty()) {
+          try {
+            j["overlay_file"] = spool_overlay(in, r, refs.threshold() ? refs.threshold()->map_top : 0, spool, o.name, seq);
+          } catch (const std::exception& e) {  // the verdict stands without its picture
+            log("line " + o.name + ": " + r.path + ": no overlay (" + e.what() + ")");
+          }
+        }
         return j.dump();
       });
       const auto stored = Clock::now();
-      const auto verdict = r.anomalous();
       metrics.record(!r.ok() ? "error" : !verdict ? "scored" : *verdict ? "ng" : "ok", queued_ms / 1000, score_s,
                      std::chrono::duration<double>(stored - storing).count(),
                      std::chrono::duration<double>(stored - in.arrived).count());

@@ -25,7 +25,7 @@ struct LineOptions {
   bool skip_existing = false;        // at the line's first start, what is already there is not scored
   std::string refs;                  // the .gadref (its scorer and threshold); re-read on reload
   FolderOptions folders;             // OK/NG folders and what happens to a processed file
-  std::string jsonl, mqtt, mqtt_cafile, webhook;
+  std::string jsonl, csv, mqtt, mqtt_cafile, webhook;
   bool to_stdout = false;
   int webhook_timeout_s = 10;
   int batch = 8;                     // images scored together when several are waiting

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "util/csv.h"
 #include "util/error.h"
 
 namespace gad::station {
@@ -24,35 +25,61 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class JsonlSink : public Sink {
+// The CSV columns: the result's keys that every line has.
+const char* const kCsvColumns[] = {"line", "seq", "path", "score", "anomalous", "error", "time"};
+
+std::string csv_row(const std::string& body) {
+  const auto j = nlohmann::json::parse(body);
+  std::string row;
+  for (const char* c : kCsvColumns) {
+    if (!row.empty()) row += ',';
+    if (!j.contains(c)) continue;  // a failed image: no score, no verdict — empty cells
+    const auto& v = j[c];
+    row += v.is_string() ? csv_field(v.get<std::string>()) : v.is_boolean() ? (v.get<bool>() ? "true" : "false") : v.dump();
+  }
+  return row;
+}
+
+// A file results are appended to, one line each, fsync'ed before they count as delivered:
+// JSON lines, or CSV rows under a header written when the file is new.
+class AppendFileSink : public Sink {
  public:
-  explicit JsonlSink(const std::string& path) : path_(path) {
+  AppendFileSink(const std::string& path, bool csv) : path_(path), csv_(csv) {
+    const char* option = csv ? "--csv " : "--jsonl ";
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail("--jsonl ", path, ": cannot open for appending (", std::strerror(errno), ")");
+    if (fd_ < 0) fail(option, path, ": cannot open for appending (", std::strerror(errno), ")");
     // A line torn by a crash mid-write is ended, so the next result starts a line of its own.
     char last = '\n';
     const off_t size = ::lseek(fd_, 0, SEEK_END);
-    if (size > 0 && ::pread(fd_, &last, 1, size - 1) == 1 && last != '\n' && ::write(fd_, "\n", 1) != 1)
-      fail("--jsonl ", path, ": write failed (", std::strerror(errno), ")");
+    std::string start = size > 0 && ::pread(fd_, &last, 1, size - 1) == 1 && last != '\n' ? "\n" : "";
+    if (csv && size == 0) {
+      for (const char* c : kCsvColumns) start += std::string(start.empty() ? "" : ",") + c;
+      start += "\n";
+    }
+    write_all(start);
   }
-  ~JsonlSink() override { ::close(fd_); }
-  std::string name() const override { return "jsonl"; }
+  ~AppendFileSink() override { ::close(fd_); }
+  std::string name() const override { return csv_ ? "csv" : "jsonl"; }
   std::string where() const override { return path_; }
   size_t deliver(const std::vector<OutboxItem>& items) override {
     std::string text;
-    for (const auto& it : items) text += it.body + "\n";
+    for (const auto& it : items) text += (csv_ ? csv_row(it.body) : it.body) + "\n";
+    write_all(text);
+    if (::fsync(fd_) != 0) fail(path_, ": fsync failed (", std::strerror(errno), ")");
+    return items.size();
+  }
+
+ private:
+  void write_all(const std::string& text) {
     for (size_t done = 0; done < text.size();) {
       const ssize_t n = ::write(fd_, text.data() + done, text.size() - done);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) fail(path_, ": write failed (", std::strerror(errno), ")");
       done += static_cast<size_t>(n);
     }
-    if (::fsync(fd_) != 0) fail(path_, ": fsync failed (", std::strerror(errno), ")");
-    return items.size();
   }
-
- private:
   std::string path_;
+  bool csv_;
   int fd_ = -1;
 };
 
@@ -278,6 +305,16 @@ class FolderSink : public Sink {
         fs::copy_file(path, to, fs::copy_options::overwrite_existing, ec);
         if (ec) fail(dir, ": cannot copy ", path, " (", ec.message(), ")");
       }
+      if (j.contains("overlay_file")) {  // an NG image's map, kept until filed beside it
+        const std::string overlay = j["overlay_file"];
+        const std::string stem = frame ? "frame" : fs::path(path).stem().string();
+        if (fs::exists(overlay, ec)) {
+          fs::copy_file(overlay, fs::path(o_.ng_dir) / (std::to_string(it.seq) + "_" + stem + ".overlay.png"),
+                        fs::copy_options::overwrite_existing, ec);
+          if (ec) fail(o_.ng_dir, ": cannot copy ", overlay, " (", ec.message(), ")");
+          fs::remove(overlay, ec);
+        }
+      }
       if (frame) fs::remove(path, ec);
       else finish_file(path, o_.done_action, o_.done_dir);
     }
@@ -290,7 +327,8 @@ class FolderSink : public Sink {
 
 }  // namespace
 
-std::unique_ptr<Sink> jsonl_sink(const std::string& path) { return std::make_unique<JsonlSink>(path); }
+std::unique_ptr<Sink> jsonl_sink(const std::string& path) { return std::make_unique<AppendFileSink>(path, false); }
+std::unique_ptr<Sink> csv_sink(const std::string& path) { return std::make_unique<AppendFileSink>(path, true); }
 std::unique_ptr<Sink> stdout_sink() { return std::make_unique<StdoutSink>(); }
 std::unique_ptr<Sink> mqtt_sink(const MqttOptions& options) { return std::make_unique<MqttSink>(options); }
 std::unique_ptr<Sink> webhook_sink(const std::string& url, int timeout_s) {

@@ -16,7 +16,7 @@ namespace gad::station {
 class Sink {
  public:
   virtual ~Sink() = default;
-  // The outbox keys pending deliveries by this name: jsonl, stdout, mqtt, webhook, folders.
+  // The outbox keys pending deliveries by this name: jsonl, csv, stdout, mqtt, webhook, folders.
   virtual std::string name() const = 0;
   // Where it delivers, for log lines (no credentials).
   virtual std::string where() const = 0;
@@ -26,6 +26,8 @@ class Sink {
 };
 
 std::unique_ptr<Sink> jsonl_sink(const std::string& path);
+// CSV rows line,seq,path,score,anomalous,error,time (score and verdict empty for a failed image).
+std::unique_ptr<Sink> csv_sink(const std::string& path);
 std::unique_ptr<Sink> stdout_sink();
 
 struct MqttOptions {
@@ -43,7 +45,8 @@ std::unique_ptr<Sink> webhook_sink(const std::string& url, int timeout_s);
 // OK/NG folders: the image is copied to ok_dir (scored, not flagged) or ng_dir (flagged, or not
 // scored: an image gad could not score is never filed as OK) as <seq>_<file name> (a frame, kept
 // as a PNG until then: <seq>_frame.png). Then the processed file is kept, moved to done_dir, or
-// deleted, as `done_action` says (keep | move | delete).
+// deleted, as `done_action` says (keep | move | delete). A flagged image's overlay (its anomaly
+// map, on the set's colour scale) goes beside it as <seq>_<stem>.overlay.png.
 struct FolderOptions {
   std::string ok_dir, ng_dir, done_action = "keep", done_dir;
 };
