@@ -28,6 +28,7 @@ class ChildProcess {
     kill_now();
     pid_ = fork();
     if (pid_ == 0) {
+      // Appended: a test that restarts a program keeps both runs' output.
       if (!std::freopen(err_path.c_str(), "a", stderr)) _exit(126);
       if (!std::freopen(out_path.c_str(), "a", stdout)) _exit(126);
       std::vector<char*> argv;
@@ -43,7 +44,7 @@ class ChildProcess {
     if (pid_ > 0) ::kill(pid_, sig);
   }
   // The exit code (128 + signal when killed), or -1 when it did not end within `timeout`.
-  int wait(std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  int wait(std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (pid_ > 0) {
       int status = 0;
@@ -52,7 +53,7 @@ class ChildProcess {
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       }
       if (std::chrono::steady_clock::now() > deadline) return -1;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     return -1;
   }

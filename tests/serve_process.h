@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_process.h"
 #include "serve/http.h"
 #include "support.h"
 
@@ -162,28 +163,14 @@ inline ExitResult run_gad(const std::vector<std::string>& args, double timeout_s
   std::vector<std::string> all = {GAD_CLI};
   all.insert(all.end(), args.begin(), args.end());
   const auto t0 = std::chrono::steady_clock::now();
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (!std::freopen(err_path.c_str(), "w", stderr)) _exit(126);
-    if (!std::freopen(out_path.c_str(), "w", stdout)) _exit(126);
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
+  ChildProcess child(all, out_path, err_path);
   ExitResult r;
-  int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  r.code = child.wait(std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  if (r.code < 0) {  // past the timeout
+    child.kill_now();
+    r.code = 128 + SIGKILL;
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.err = slurp(err_path);
   r.out = slurp(out_path);
   return r;

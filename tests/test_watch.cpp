@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -262,9 +263,18 @@ TEST(Watch, KillNineMidBurstThenRestartLosesNoFile) {
 // survive the broker's own restart.
 class Broker {
  public:
-  explicit Broker(const std::string& dir) : dir_(dir), port_(free_port()) {
-    std::ofstream(dir + "/mosquitto.conf") << "listener " << port_ << " 127.0.0.1\nallow_anonymous true\n"
-                                           << "persistence true\npersistence_location " << dir << "/\n";
+  // With `user`, clients must give that user and `password` (a mosquitto password file).
+  explicit Broker(const std::string& dir, const std::string& user = "", const std::string& password = "")
+      : dir_(dir), port_(free_port()) {
+    std::ofstream conf(dir + "/mosquitto.conf");
+    conf << "listener " << port_ << " 127.0.0.1\npersistence true\npersistence_location " << dir << "/\n";
+    if (user.empty()) {
+      conf << "allow_anonymous true\n";
+    } else {
+      EXPECT_EQ(std::system(("mosquitto_passwd -b -c " + dir + "/passwd " + user + " " + password).c_str()), 0);
+      conf << "allow_anonymous false\npassword_file " << dir << "/passwd\n";
+    }
+    conf.close();
     start();
   }
   void start() {
@@ -286,9 +296,11 @@ class Broker {
 // A QoS 1 subscriber with a persistent session: what it receives, in arrival order.
 class Subscriber {
  public:
-  Subscriber(int port, const std::string& topic) : topic_(topic) {
+  Subscriber(int port, const std::string& topic, const std::string& user = "", const std::string& password = "")
+      : topic_(topic) {
     mosquitto_lib_init();
     m_ = mosquitto_new("gad-test-subscriber", false, this);
+    if (!user.empty()) mosquitto_username_pw_set(m_, user.c_str(), password.c_str());
     mosquitto_connect_callback_set(m_, [](mosquitto* m, void* self, int rc) {
       if (rc == 0) mosquitto_subscribe(m, nullptr, static_cast<Subscriber*>(self)->topic_.c_str(), 1);
     });
@@ -355,6 +367,25 @@ TEST(Watch, MqttDeliversEveryResultInOrderAcrossABrokerOutage) {
   w.process().signal(SIGTERM);
   EXPECT_EQ(w.process().wait(), 0) << w.log();
   EXPECT_TRUE(eventually([&] { return !sub.messages().empty() && sub.messages().back().second == "offline"; }, 10s));
+}
+
+TEST(Watch, MqttWithUserAndPasswordAndAWrongPasswordIsRetried) {
+  const std::string dir = temp_dir("watch-mqtt-auth"), in = dir + "/in";
+  fs::create_directories(in);
+  Broker broker(dir, "station", "s3cret");
+  Subscriber sub(broker.port(), "plant/#", "station", "s3cret");
+  const std::string where = "127.0.0.1:" + std::to_string(broker.port()) + "/plant/l1";
+  Watch wrong(dir, {in, "--refs", tiles_set(), "--mqtt", "mqtt://station:nope123@" + where, "--outbox", dir + "/wrong.outbox"});
+  fs::copy_file(test_images()[0], in + "/x.png");
+  ASSERT_TRUE(wrong.wait_for_log("not connected")) << wrong.log();
+  EXPECT_EQ(wrong.log().find("nope123"), std::string::npos) << "the password is logged: " << wrong.log();
+  wrong.process().signal(SIGTERM);
+  EXPECT_EQ(wrong.process().wait(), 0);
+  EXPECT_TRUE(sub.seqs("plant/l1").empty());
+  Watch right(dir, {in, "--refs", tiles_set(), "--mqtt", "mqtt://station:s3cret@" + where, "--outbox", dir + "/right.outbox"});
+  ASSERT_TRUE(eventually([&] { return sub.seqs("plant/l1").size() == 1; }, 60s)) << right.log();
+  right.process().signal(SIGTERM);
+  EXPECT_EQ(right.process().wait(), 0);
 }
 
 TEST(Watch, WebhookAnswering500IsRetriedUntilDelivered) {

@@ -37,6 +37,7 @@
 #include "util/base64.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/time_text.h"
 
 namespace gad::serve {
 namespace {
@@ -74,19 +75,6 @@ bool valid_id(const std::string& id) {
   for (char c : id)
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   return true;
-}
-
-std::string utc_now_iso() {
-  using namespace std::chrono;
-  auto now = system_clock::now();
-  std::time_t t = system_clock::to_time_t(now);
-  auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
 }
 
 std::string lower(std::string s) {
@@ -552,7 +540,7 @@ struct Server::Impl {
   void store_new_set(RefRow row, const BuiltSet& built, const std::string& key, const std::string& digest,
                      httplib::Response& res) {
     row.id = random_id();
-    row.created = utc_now_iso();
+    row.created = utc_now_iso_ms();
     row.fingerprint = fingerprint;
     row.bytes = static_cast<int64_t>(built.blob.size());
     if (key.empty())

@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -20,24 +19,13 @@
 #include "image/image.h"
 #include "maps/anomaly_map.h"
 #include "util/error.h"
+#include "util/time_text.h"
 
 namespace gad::station {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::string utc_now() {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
-}
 
 std::vector<std::unique_ptr<Sink>> make_sinks(const LineOptions& o) {
   std::vector<std::unique_ptr<Sink>> sinks;
@@ -340,7 +328,7 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
       const ScoreRecord& r = records[i];
       const Input& in = inputs[i];
       if (!r.ok()) ++failed;
-      const std::string time = utc_now();
+      const std::string time = utc_now_iso_ms();
       const double queued_ms = std::chrono::duration<double, std::milli>(started - in.arrived).count();
       const auto verdict = r.anomalous();
       const auto storing = Clock::now();

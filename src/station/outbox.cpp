@@ -77,14 +77,7 @@ void Outbox::append_locked(const std::string& line, int64_t seq, const std::stri
       sqlite3_bind_int64(del.s, 2, seq);
       step(del);
     }
-    if (file) {
-      Stmt f(db_, "INSERT OR REPLACE INTO done_files(line, path, size, mtime_ns) VALUES(?, ?, ?, ?)", path_);
-      f.text(1, line);
-      f.text(2, file->path);
-      sqlite3_bind_int64(f.s, 3, file->size);
-      sqlite3_bind_int64(f.s, 4, file->mtime_ns);
-      step(f);
-    }
+    if (file) insert_done_locked(line, *file);
     Stmt n(db_, "UPDATE lines SET next_seq = ? WHERE line = ?", path_);
     sqlite3_bind_int64(n.s, 1, seq + 1);
     n.text(2, line);
@@ -94,6 +87,10 @@ void Outbox::append_locked(const std::string& line, int64_t seq, const std::stri
 
 void Outbox::mark_done(const std::string& line, const FileStamp& file) {
   std::lock_guard<std::mutex> lock(mutex_);
+  insert_done_locked(line, file);
+}
+
+void Outbox::insert_done_locked(const std::string& line, const FileStamp& file) {
   Stmt f(db_, "INSERT OR REPLACE INTO done_files(line, path, size, mtime_ns) VALUES(?, ?, ?, ?)", path_);
   f.text(1, line);
   f.text(2, file.path);

@@ -62,6 +62,7 @@ class Outbox {
   int64_t next_seq_locked(const std::string& line);
   void append_locked(const std::string& line, int64_t seq, const std::string& body, const std::vector<std::string>& sinks,
                      const std::optional<FileStamp>& file);
+  void insert_done_locked(const std::string& line, const FileStamp& file);
   std::string path_;
   sqlite3* db_ = nullptr;
   std::mutex mutex_;
