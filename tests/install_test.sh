@@ -17,7 +17,7 @@ fail() { echo "install test: $*" >&2; exit 1; }
 [ -f "$P/include/gad/gad.h" ] && [ -f "$P/include/gad/gad.hpp" ] || fail "headers not installed"
 [ -f "$P/share/gad/bpe_simple_vocab_16e6.txt.gz" ] && [ -d "$P/share/gad/configs" ] || fail "assets not installed"
 LIB=$(ls "$P"/lib*/libgad.so* | head -1)
-readelf -d "$LIB" | grep -q 'SONAME.*libgad.so.0' || fail "libgad has no SONAME libgad.so.0"
+readelf -d "$LIB" | grep 'SONAME.*libgad.so.0' >/dev/null || fail "libgad has no SONAME libgad.so.0"
 PC=$(dirname "$(ls "$P"/lib*/pkgconfig/gad.pc)")
 export PKG_CONFIG_PATH=$PC
 

@@ -57,7 +57,9 @@ mkdir -p "$RUN"
 cd "$RUN"
 "$VENV/bin/python" -c 'import gad, sys; assert gad.__file__.startswith(sys.argv[1]), gad.__file__' "$SITE/gad" \
   || fail "gad is not imported from the installed package"
-ldd "$SITE"/gad/_gad*.so | grep -q "$SITE/gad/lib/libgad.so.0" || fail "the module does not load the package's libgad"
+# (ldd's list goes to a file first: `grep -q` on a pipe would cut ldd off, and pipefail would fail it)
+ldd "$SITE"/gad/_gad*.so >"$WORK/ldd.txt"
+grep -q "$SITE/gad/lib/libgad.so.0" "$WORK/ldd.txt" || fail "the module does not load the package's libgad: $(grep libgad "$WORK/ldd.txt")"
 [ "$("$VENV/bin/python" -m gad --version)" = "$("$BUILD/gad" --version)" ] || fail "python -m gad --version differs from gad's"
 [ "$("$VENV/bin/gad" --version)" = "$("$BUILD/gad" --version)" ] || fail "the gad script differs from gad"
 "$VENV/bin/python" -m gad refs show /nonexistent.gadref >/dev/null 2>"$WORK/err.txt" && fail "python -m gad: a missing set was accepted"
