@@ -451,9 +451,23 @@ TEST(Watch, SighupSwapsTheSetWithoutLosingImagesAndFoldersFileByVerdict) {
   ASSERT_TRUE(w.wait_for_log("reloaded")) << w.log();
   fs::copy_file(images[7], in + "/after.png");
   ASSERT_TRUE(eventually([&] { return read_jsonl(jsonl).size() == 7; }, 60s)) << w.log();
+  // A set whose threshold needs other heads is refused on reload; the line keeps the set it has.
+  const std::string headed = dir + "/headed.gadref";
+  ASSERT_EQ(run_cli("refs build " + model + " --heads lite --class tile --k 3 " + shell_quote(kTiles + "/train/good") + " -o " +
+                    headed).status, 0);
+  ASSERT_EQ(run_cli("refs calibrate " + model + " --heads lite --refs " + headed + " --normals " +
+                    shell_quote(kTiles + "/validation/good") + " --far 0.1").status, 0);
+  fs::copy_file(headed, set + ".new");
+  fs::rename(set + ".new", set);
+  w.process().signal(SIGHUP);
+  ASSERT_TRUE(w.wait_for_log("reload failed, keeping the set in use")) << w.log();
+  EXPECT_NE(w.log().find("calibrated under another setup (heads"), std::string::npos) << w.log();
+  fs::copy_file(images[8], in + "/kept.png");
+  ASSERT_TRUE(eventually([&] { return read_jsonl(jsonl).size() == 8; }, 60s)) << w.log();
+  EXPECT_NEAR(read_jsonl(jsonl).back()["score"].get<double>(), cli_scores(other, {images[8]}).at(images[8]), 1e-6);
   w.process().signal(SIGTERM);
   EXPECT_EQ(w.process().wait(), 0) << w.log();
-  const auto after = read_jsonl(jsonl).back();
+  const auto after = read_jsonl(jsonl)[6];
   ASSERT_EQ(after["path"], in + "/after.png");
   EXPECT_NEAR(after["score"].get<double>(), cli_scores(other, {images[7]}).at(images[7]), 1e-6);
   // Every image filed by its verdict and moved out of the hot folder once filed.
@@ -467,7 +481,7 @@ TEST(Watch, SighupSwapsTheSetWithoutLosingImagesAndFoldersFileByVerdict) {
     EXPECT_TRUE(fs::exists(dir + "/done/" + fs::path(r["path"].get<std::string>()).filename().string()));
     ++filed;
   }
-  EXPECT_EQ(filed, 7u);
+  EXPECT_EQ(filed, 8u);
   for (const auto& e : fs::directory_iterator(in)) EXPECT_TRUE(e.path().filename().string()[0] == '.') << e.path();
 }
 

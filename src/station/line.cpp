@@ -230,6 +230,18 @@ std::vector<ScoreRecord> score_inputs(Detector& detector, const References& refs
   return out;
 }
 
+// The line's set, checked the way scoring would check it: a threshold calibrated under another
+// setup (other heads, taps, ...) is refused here — at start, and on reload, where the old set is
+// kept — instead of ending the line at its next image.
+References usable_set(Detector& detector, const std::string& path) {
+  References refs = detector.load_references(path);
+  if (const auto t = refs.threshold()) {
+    const std::string diff = setup_difference(t->setup, detector.scoring_setup(refs));
+    if (!diff.empty()) fail(path, ": its threshold was calibrated under another setup (", diff, ")");
+  }
+  return refs;
+}
+
 // Sleeps up to `d`, returning early when `stop` is set.
 void pause_for(std::chrono::milliseconds d, const std::atomic<bool>& stop) {
   const auto until = Clock::now() + d;
@@ -240,7 +252,7 @@ void pause_for(std::chrono::milliseconds d, const std::atomic<bool>& stop) {
 
 int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const std::atomic<bool>& stop,
                  std::atomic<bool>& reload, const Log& log, LineMetrics& metrics) {
-  References refs = detector.load_references(o.refs);
+  References refs = usable_set(detector, o.refs);
   const bool filing = !o.folders.ok_dir.empty();
   if (filing && !refs.threshold())
     fail("--ok-dir/--ng-dir: ", o.refs, " has no threshold, so no image could be filed as OK (gad refs calibrate)");
@@ -273,7 +285,7 @@ int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const
     }
     if (reload.exchange(false)) {
       try {
-        refs = detector.load_references(o.refs);
+        refs = usable_set(detector, o.refs);
         log("line " + o.name + ": reloaded " + refs.summary());
       } catch (const std::exception& e) {
         log("line " + o.name + ": reload failed, keeping the set in use: " + e.what());
