@@ -250,134 +250,187 @@ void pause_for(std::chrono::milliseconds d, const std::atomic<bool>& stop) {
 
 }  // namespace
 
-int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const std::atomic<bool>& stop,
-                 std::atomic<bool>& reload, const Log& log, LineMetrics& metrics) {
-  References refs = usable_set(detector, o.refs);
-  const bool filing = !o.folders.ok_dir.empty();
-  if (filing && !refs.threshold())
-    fail("--ok-dir/--ng-dir: ", o.refs, " has no threshold, so no image could be filed as OK (gad refs calibrate)");
-  std::set<std::string> outputs;
-  for (const auto& d : {o.folders.ok_dir, o.folders.ng_dir, o.folders.done_dir})
-    if (!d.empty()) outputs.insert(d);
-  auto source = open_source(o, outbox, outputs);
-  auto sinks = make_sinks(o);
-  std::vector<std::string> sink_names;
-  for (const auto& s : sinks) sink_names.push_back(s->name());
-  std::vector<std::unique_ptr<Delivery>> deliveries;
-  for (auto& s : sinks) {
-    log("line " + o.name + ": results to " + s->where());
-    deliveries.push_back(std::make_unique<Delivery>(o.name, *s, outbox, log));
-  }
-  log("line " + o.name + ": watching " + source->describe() + " with " + refs.summary() + "; outbox " + outbox.path());
-  const std::string spool = (fs::path(outbox.path()).parent_path() / "frames").string();
+namespace {
 
-  int64_t failed = 0, dropped = 0, frames_dropped = 0;
-  bool paused = false, source_failing = false;
-  auto source_backoff = std::chrono::milliseconds(500);
-  ScoreOptions so;
-  so.batch = o.batch;
-  if (filing) so.map = MapKind::Patch;  // NG images are filed with their overlay
-  auto last_summary = Clock::now();
-  while (!stop) {
-    if (o.log_every_s > 0 && Clock::now() - last_summary >= std::chrono::seconds(o.log_every_s)) {
-      last_summary = Clock::now();
-      log("line " + o.name + ": " + metrics.period_summary() + "; backlog " + std::to_string(outbox.backlog(o.name)));
+// One running line: its set, source, sinks and their delivery threads; run() is the loop.
+class Line {
+ public:
+  Line(const LineOptions& o, Detector& detector, Outbox& outbox, const Log& log, LineMetrics& metrics)
+      : o_(o), detector_(detector), outbox_(outbox), log_(log), metrics_(metrics), refs_(usable_set(detector, o.refs)),
+        filing_(!o.folders.ok_dir.empty()),
+        spool_((fs::path(outbox.path()).parent_path() / "frames").string()) {
+    if (filing_ && !refs_.threshold())
+      fail("--ok-dir/--ng-dir: ", o.refs, " has no threshold, so no image could be filed as OK (gad refs calibrate)");
+    std::set<std::string> outputs;
+    for (const auto& d : {o.folders.ok_dir, o.folders.ng_dir, o.folders.done_dir})
+      if (!d.empty()) outputs.insert(d);
+    source_ = open_source(o, outbox, outputs);
+    sinks_ = make_sinks(o);
+    for (auto& s : sinks_) {
+      say("results to " + s->where());
+      sink_names_.push_back(s->name());
+      deliveries_.push_back(std::make_unique<Delivery>(o.name, *s, outbox, log));
     }
-    if (reload.exchange(false)) {
-      try {
-        refs = usable_set(detector, o.refs);
-        log("line " + o.name + ": reloaded " + refs.summary());
-      } catch (const std::exception& e) {
-        log("line " + o.name + ": reload failed, keeping the set in use: " + e.what());
-      }
-    }
-    const int64_t backlog = outbox.backlog(o.name);
-    if (backlog >= o.outbox_max) {
-      if (o.when_full == "drop-oldest") {
-        const int64_t n = outbox.drop_oldest(o.name, o.outbox_max - 1);
-        dropped += n;
-        metrics.dropped(n);
-        log("line " + o.name + ": outbox full: dropped the " + std::to_string(n) + " oldest undelivered results (" +
-            std::to_string(dropped) + " in all)");
-      } else {
-        if (!paused) log("line " + o.name + ": outbox full (" + std::to_string(backlog) + " undelivered): paused");
-        paused = true;
-        pause_for(std::chrono::milliseconds(100), stop);
+    options_.batch = o.batch;
+    if (filing_) options_.map = MapKind::Patch;  // NG images are filed with their overlay
+    say("watching " + source_->describe() + " with " + refs_.summary() + "; outbox " + outbox.path());
+  }
+
+  int64_t run(const std::atomic<bool>& stop, std::atomic<bool>& reload) {
+    while (!stop) {
+      summarise_when_due();
+      if (reload.exchange(false)) reload_set();
+      if (!outbox_has_room(stop)) continue;
+      std::vector<Input> inputs;
+      if (!take(stop, &inputs)) continue;
+      if (inputs.empty()) {
+        if (source_->finished()) break;
         continue;
       }
-    } else if (paused) {
-      log("line " + o.name + ": outbox below its bound: taking images again");
-      paused = false;
+      // Stop only between batches: images taken are finished and stored.
+      const auto started = Clock::now();
+      const std::vector<ScoreRecord> records = score_inputs(detector_, refs_, inputs, options_);
+      const double score_s = std::chrono::duration<double>(Clock::now() - started).count() / records.size();
+      for (size_t i = 0; i < records.size(); ++i) store(inputs[i], records[i], started, score_s);
+      for (auto& d : deliveries_) d->notify();
     }
-    std::vector<Input> inputs;
-    try {
-      inputs = source->next(static_cast<size_t>(o.batch), std::chrono::milliseconds(200));
-      if (source_failing) log("line " + o.name + ": " + source->describe() + ": running again");
-      source_failing = false;
-      source_backoff = std::chrono::milliseconds(500);
-    } catch (const std::exception& e) {
-      if (!source_failing) log("line " + o.name + ": " + e.what() + " — retrying");
-      source_failing = true;
-      source->reset();
-      pause_for(source_backoff, stop);
-      // Capped low: a buffered source retries on its own thread, and frames wait for this line.
-      source_backoff = std::min(source_backoff * 2, std::chrono::milliseconds(5000));
-      continue;
-    }
-    if (const int64_t n = source->dropped(); n > 0) {
-      frames_dropped += n;
-      metrics.frames_dropped(n);
-    }
-    if (inputs.empty()) {
-      if (source->finished()) break;
-      continue;
-    }
-    // Stop only between batches: images taken are finished and stored.
-    const auto started = Clock::now();
-    const std::vector<ScoreRecord> records = score_inputs(detector, refs, inputs, so);
-    const double score_s = std::chrono::duration<double>(Clock::now() - started).count() / records.size();
-    for (size_t i = 0; i < records.size(); ++i) {
-      const ScoreRecord& r = records[i];
-      const Input& in = inputs[i];
-      if (!r.ok()) ++failed;
-      const std::string time = utc_now_iso_ms();
-      const double queued_ms = std::chrono::duration<double, std::milli>(started - in.arrived).count();
-      const auto verdict = r.anomalous();
-      const auto storing = Clock::now();
-      outbox.append(o.name, sink_names, in.file, [&](int64_t seq) {
-        nlohmann::ordered_json j;
-        j["line"] = o.name;
-        j["seq"] = seq;
-        j["path"] = r.path;
-        j.update(score_json(r));
-        j["queue_ms"] = std::round(queued_ms * 100) / 100;
-        j["time"] = time;
-        if (filing && !in.file) j["frame_file"] = spool_frame(in, spool, o.name, seq);
-        if (filing && verdict && *verdict && !r.residual_map.empty()) {
-          try {
-            j["overlay_file"] = spool_overlay(in, r, refs.threshold() ? refs.threshold()->map_top : 0, spool, o.name, seq);
-          } catch (const std::exception& e) {  // the verdict stands without its picture
-            log("line " + o.name + ": " + r.path + ": no overlay (" + e.what() + ")");
-          }
-        }
-        return j.dump();
-      });
-      const auto stored = Clock::now();
-      metrics.record(!r.ok() ? "error" : !verdict ? "scored" : *verdict ? "ng" : "ok", queued_ms / 1000, score_s,
-                     std::chrono::duration<double>(stored - storing).count(),
-                     std::chrono::duration<double>(stored - in.arrived).count());
-      if (!filing && in.file) finish_file(r.path, o.folders.done_action, o.folders.done_dir);
-    }
-    for (auto& d : deliveries) d->notify();
+    drain();
+    return failed_;
   }
-  // Drain: the sinks get drain_s to deliver what is stored; the rest waits in the outbox.
-  const auto deadline = Clock::now() + std::chrono::seconds(o.drain_s);
-  while (outbox.backlog(o.name) > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  const int64_t left = outbox.backlog(o.name);
-  deliveries.clear();
-  log("line " + o.name + ": stopped; " + std::to_string(left) + " results wait in the outbox for their sinks" +
-      (frames_dropped > 0 ? "; " + std::to_string(frames_dropped) + " frames dropped while behind" : ""));
-  return failed;
+
+ private:
+  void say(const std::string& s) const { log_("line " + o_.name + ": " + s); }
+
+  void summarise_when_due() {
+    if (o_.log_every_s <= 0 || Clock::now() - last_summary_ < std::chrono::seconds(o_.log_every_s)) return;
+    last_summary_ = Clock::now();
+    say(metrics_.period_summary() + "; backlog " + std::to_string(outbox_.backlog(o_.name)));
+  }
+
+  void reload_set() {
+    try {
+      refs_ = usable_set(detector_, o_.refs);
+      say("reloaded " + refs_.summary());
+    } catch (const std::exception& e) {
+      say(std::string("reload failed, keeping the set in use: ") + e.what());
+    }
+  }
+
+  // --outbox-max and --when-full: false while the line is paused for its sinks to catch up.
+  bool outbox_has_room(const std::atomic<bool>& stop) {
+    const int64_t backlog = outbox_.backlog(o_.name);
+    if (backlog < o_.outbox_max) {
+      if (paused_) say("outbox below its bound: taking images again");
+      paused_ = false;
+      return true;
+    }
+    if (o_.when_full == "drop-oldest") {
+      const int64_t n = outbox_.drop_oldest(o_.name, o_.outbox_max - 1);
+      dropped_ += n;
+      metrics_.dropped(n);
+      say("outbox full: dropped the " + std::to_string(n) + " oldest undelivered results (" + std::to_string(dropped_) +
+          " in all)");
+      return true;
+    }
+    if (!paused_) say("outbox full (" + std::to_string(backlog) + " undelivered): paused");
+    paused_ = true;
+    pause_for(std::chrono::milliseconds(100), stop);
+    return false;
+  }
+
+  // The next inputs; false when the source failed (reported once per change, retried with backoff).
+  bool take(const std::atomic<bool>& stop, std::vector<Input>* inputs) {
+    try {
+      *inputs = source_->next(static_cast<size_t>(o_.batch), std::chrono::milliseconds(200));
+    } catch (const std::exception& e) {
+      if (!source_failing_) say(std::string(e.what()) + " — retrying");
+      source_failing_ = true;
+      source_->reset();
+      pause_for(source_backoff_, stop);
+      // Capped low: a buffered source retries on its own thread, and frames wait for this line.
+      source_backoff_ = std::min(source_backoff_ * 2, std::chrono::milliseconds(5000));
+      return false;
+    }
+    if (source_failing_) say(source_->describe() + ": running again");
+    source_failing_ = false;
+    source_backoff_ = std::chrono::milliseconds(500);
+    if (const int64_t n = source_->dropped(); n > 0) {
+      frames_dropped_ += n;
+      metrics_.frames_dropped(n);
+    }
+    return true;
+  }
+
+  // One result into the outbox (with its file marked done), then the file's done action.
+  void store(const Input& in, const ScoreRecord& r, Clock::time_point started, double score_s) {
+    if (!r.ok()) ++failed_;
+    const double queued_ms = std::chrono::duration<double, std::milli>(started - in.arrived).count();
+    const auto verdict = r.anomalous();
+    const auto storing = Clock::now();
+    outbox_.append(o_.name, sink_names_, in.file, [&](int64_t seq) { return result_body(in, r, seq, queued_ms); });
+    const auto stored = Clock::now();
+    metrics_.record(!r.ok() ? "error" : !verdict ? "scored" : *verdict ? "ng" : "ok", queued_ms / 1000, score_s,
+                    std::chrono::duration<double>(stored - storing).count(),
+                    std::chrono::duration<double>(stored - in.arrived).count());
+    if (!filing_ && in.file) finish_file(r.path, o_.folders.done_action, o_.folders.done_dir);
+  }
+
+  // `gad score`'s JSON for the record, with the line, its sequence number, the stage times and,
+  // for the OK/NG folders, the spooled frame and an NG image's overlay.
+  std::string result_body(const Input& in, const ScoreRecord& r, int64_t seq, double queued_ms) const {
+    nlohmann::ordered_json j;
+    j["line"] = o_.name;
+    j["seq"] = seq;
+    j["path"] = r.path;
+    j.update(score_json(r));
+    j["queue_ms"] = std::round(queued_ms * 100) / 100;
+    j["time"] = utc_now_iso_ms();
+    if (filing_ && !in.file) j["frame_file"] = spool_frame(in, spool_, o_.name, seq);
+    const auto verdict = r.anomalous();
+    if (filing_ && verdict && *verdict && !r.residual_map.empty()) {
+      try {
+        j["overlay_file"] = spool_overlay(in, r, refs_.threshold() ? refs_.threshold()->map_top : 0, spool_, o_.name, seq);
+      } catch (const std::exception& e) {  // the verdict stands without its picture
+        say(r.path + ": no overlay (" + e.what() + ")");
+      }
+    }
+    return j.dump();
+  }
+
+  // The sinks get drain_s to deliver what is stored; the rest waits in the outbox.
+  void drain() {
+    const auto deadline = Clock::now() + std::chrono::seconds(o_.drain_s);
+    while (outbox_.backlog(o_.name) > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const int64_t left = outbox_.backlog(o_.name);
+    deliveries_.clear();
+    say("stopped; " + std::to_string(left) + " results wait in the outbox for their sinks" +
+        (frames_dropped_ > 0 ? "; " + std::to_string(frames_dropped_) + " frames dropped while behind" : ""));
+  }
+
+  const LineOptions& o_;
+  Detector& detector_;
+  Outbox& outbox_;
+  const Log& log_;
+  LineMetrics& metrics_;
+  References refs_;
+  const bool filing_;
+  const std::string spool_;
+  std::unique_ptr<Source> source_;
+  std::vector<std::unique_ptr<Sink>> sinks_;
+  std::vector<std::string> sink_names_;
+  std::vector<std::unique_ptr<Delivery>> deliveries_;  // after sinks_: stopped before the sinks go
+  ScoreOptions options_;
+  int64_t failed_ = 0, dropped_ = 0, frames_dropped_ = 0;
+  bool paused_ = false, source_failing_ = false;
+  std::chrono::milliseconds source_backoff_{500};
+  Clock::time_point last_summary_ = Clock::now();
+};
+
+}  // namespace
+
+int64_t run_line(const LineOptions& o, Detector& detector, Outbox& outbox, const std::atomic<bool>& stop,
+                 std::atomic<bool>& reload, const Log& log, LineMetrics& metrics) {
+  return Line(o, detector, outbox, log, metrics).run(stop, reload);
 }
 
 }  // namespace gad::station
