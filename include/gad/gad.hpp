@@ -78,7 +78,10 @@ int set_threads(int threads);
 // ---- Models ----
 
 enum class Precision { Auto, FP32, BF16 };  // Auto: bf16 when the CPU has AVX512-BF16/AMX
-enum class Scorer { Auto, InCTRL, AnomalyDINO };  // Auto: AnomalyDINO on DINOv2 models, else InCTRL
+// How images are scored (docs/scorers.md). Auto: AnomalyDINO on DINOv2 models, else InCTRL.
+// SubspaceAD: few-shot, a PCA subspace of the references' patch features. MuSc: zero-shot, no
+// references — a collection of images scores itself (Detector::score_zero_shot).
+enum class Scorer { Auto, InCTRL, AnomalyDINO, SubspaceAD, MuSc };
 
 struct ModelOptions {
   // A weight file (OpenCLIP/InCTRL .safetensors/.pt/.bin/.pyth, DINOv2 .pth, a lite tfjs
@@ -92,6 +95,10 @@ struct ModelOptions {
   Precision precision = Precision::Auto;
   Scorer scorer = Scorer::Auto;  // how new reference sets score; a loaded set keeps its own
   bool rotate = false;           // AnomalyDINO: add each reference rotated by 45, ..., 315 degrees
+  // The scorer's options as a JSON object (keys per scorer in docs/scorers.md, e.g. SubspaceAD
+  // {"image_res": 448, "pca_ev": 0.99}); "" = the papers' defaults. Unknown keys and values out
+  // of range are refused naming the key; a saved set keeps the options it was built with.
+  std::string scorer_options;
   // Lite model patch taps; empty = its default, or the taps of the first saved set loaded.
   std::vector<std::string> lite_taps;
   int resolution = 0;                  // DINOv2: smaller image edge in px; 0 = 448
@@ -211,6 +218,9 @@ struct ScoreRecord {
   std::vector<float> holistic_map;  // M + s_text + s_img (InCTRL's head input); empty without heads
   int grid = 0;                     // columns of the grid maps (rows = residual_map.size() / grid)
   std::optional<double> threshold;  // the set's threshold, when it is calibrated and applies
+  // Where `threshold` came from when it is not the set's calibration: zero-shot scoring has no
+  // normals, so its verdict is a stated rule over the collection ("robust-z>3.5").
+  std::string verdict_rule;
   CropGeometry geometry;            // how the network input was cut from the image
   ImageMap map;                     // the map ScoreOptions asked for, in image pixels (else empty)
   // A verdict only for a scored image under a threshold: never "normal" without a score.
@@ -231,6 +241,9 @@ struct ScoreOptions {
   // Asked before each batch; when it returns true the images not yet scored get an error record
   // ("not scored: interrupted") and scoring returns. Programs wire it to their signal handling.
   std::function<bool()> interrupted;
+  // Zero-shot verdicts (with use_threshold): an image is anomalous when its robust z-score over
+  // the collection, (score − median) / (1.4826 · MAD), exceeds this.
+  double zero_shot_z = 3.5;
 };
 constexpr double kMaxMapSigma = 64.0;
 
@@ -271,6 +284,8 @@ class Detector {
   bool has_heads() const;
   // New sets need a class name (InCTRL's text prior, CLIP and lite models).
   bool needs_class_name() const;
+  // The scorer new sets get and its resolved options, e.g. `subspacead {"image_res":672,...}`.
+  std::string scorer_summary() const;
   int64_t max_pixels() const;
 
   // Reference sets from K >= 1 normal images (files, or pixels in memory), from an InCTRL
@@ -314,6 +329,14 @@ class Detector {
              const std::function<void(const ScoreRecord&)>& on_result);
   std::vector<ScoreRecord> score(const References& refs, const std::vector<ImageView>& images,
                             const ScoreOptions& options = {});
+
+  // Zero-shot (MuSc): the images score each other, no references. Every image yields a record
+  // in input order; one that cannot be read gets its error and the others are scored without
+  // it. Throws when fewer images remain than the method needs (5 with the defaults), for bad
+  // options, or when interrupted (nothing is scored then: each score depends on every image).
+  // With options.use_threshold each record carries the robust-z verdict (verdict_rule).
+  std::vector<ScoreRecord> score_zero_shot(const std::vector<std::string>& paths, const ScoreOptions& options = {});
+  std::vector<ScoreRecord> score_zero_shot(const std::vector<ImageView>& images, const ScoreOptions& options = {});
 
   struct Impl;  // internal
   Impl& impl() const { return *impl_; }

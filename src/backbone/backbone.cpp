@@ -10,6 +10,14 @@ at::Tensor Backbone::text_prior(const std::string&) const {
   fail("the ", kind(), " backbone has no text tower");
 }
 
+PixelTensor Backbone::preprocess_requested(const Image&, const FeatureRequest&) const {
+  fail("the ", kind(), " backbone serves its native input only (a square input and chosen blocks are DINOv2's)");
+}
+
+Features Backbone::encode_requested(const at::Tensor&, const FeatureRequest&) const {
+  fail("the ", kind(), " backbone serves its native taps only (chosen blocks are DINOv2's)");
+}
+
 at::Tensor stack_pixels(const std::vector<PixelTensor>& images) {
   TORCH_CHECK(!images.empty(), "stack_pixels: no images");
   const auto& first = images.front();

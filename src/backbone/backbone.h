@@ -24,6 +24,19 @@ struct Features {
   int64_t grid_h = 0, grid_w = 0;  // the common grid of this batch (square except for DINOv2)
 };
 
+// What a scorer asks of the backbone beyond its native input and taps. Only DINOv2 serves other
+// requests (MuSc and SubspaceAD read chosen blocks of a square input); the others refuse them.
+struct FeatureRequest {
+  int square = 0;  // > 0: the image squashed to square x square (square_preprocess), else native
+  Resample resample = Resample::Bicubic;
+  // Hidden states to tap, Hugging Face numbering: 0 = the embedding output (registers inserted,
+  // before any block), b + 1 = the output of block b. Empty: the native taps.
+  std::vector<int> hidden_states;
+  bool final_norm = true;     // the final LayerNorm applied to the tapped states
+  bool hf_positions = false;  // Hugging Face's position rule (plain models: bicubic to g x g, no offset)
+  bool native() const { return square == 0 && hidden_states.empty() && !hf_positions; }
+};
+
 class Backbone {
  public:
   virtual ~Backbone() = default;
@@ -41,12 +54,19 @@ class Backbone {
 
   virtual PixelTensor preprocess(const Image& image) const = 0;
   // pixels: [B,3,H,W] float32 from `preprocess`.
-  Features encode(const at::Tensor& pixels) const {
+  Features encode(const at::Tensor& pixels) const { return encode(pixels, FeatureRequest{}); }
+  // The same for a scorer's request (pixels from preprocess(image, request)).
+  PixelTensor preprocess(const Image& image, const FeatureRequest& request) const {
+    return request.native() ? preprocess(image) : preprocess_requested(image, request);
+  }
+  Features encode(const at::Tensor& pixels, const FeatureRequest& request) const {
     image_encodes_ += pixels.size(0);
-    Features f = encode_impl(pixels);
+    Features f = request.native() ? encode_impl(pixels) : encode_requested(pixels, request);
     if (f.grid_w == 0) f.grid_h = f.grid_w = grid();
     return f;
   }
+  virtual int64_t depth() const { return 0; }  // transformer blocks (DINOv2), 0 when not applicable
+  virtual int64_t patch_size() const { return 0; }
 
   // Converts weights once for the requested precision (default FP32).
   virtual void set_precision(Precision p) {}
@@ -61,6 +81,9 @@ class Backbone {
 
  protected:
   virtual Features encode_impl(const at::Tensor& pixels) const = 0;
+  // Non-native requests; the default refuses them.
+  virtual PixelTensor preprocess_requested(const Image& image, const FeatureRequest& request) const;
+  virtual Features encode_requested(const at::Tensor& pixels, const FeatureRequest& request) const;
   mutable std::atomic<int64_t> image_encodes_{0}, text_encodes_{0};
 };
 

@@ -10,6 +10,8 @@
 #include "util/fs.h"
 #include "util/image_list.h"
 
+#include <nlohmann/json.hpp>
+
 namespace gad::cli {
 
 void ModelArgs::add_to(CLI::App* app) {
@@ -35,16 +37,29 @@ void ModelArgs::add_to(CLI::App* app) {
 }
 
 void ModelArgs::add_scorer_options(CLI::App* app) {
-  app->add_option("--scorer", scorer, "inctrl | anomalydino (training-free patch matching, Damm et al. 2025) | auto\n"
-                  "(default: anomalydino on DINOv2 models, else inctrl); a saved set keeps its scorer")
-      ->check(CLI::IsMember({"auto", "inctrl", "anomalydino"}));
+  app->add_option("--scorer", scorer, "inctrl | anomalydino (training-free patch matching, Damm et al. 2025) | subspacead\n"
+                  "(PCA subspace of the references' patches, Lendering et al. 2026) | musc (zero-shot, with --zero-shot;\n"
+                  "Li et al. 2024) | auto (default: anomalydino on DINOv2 models, else inctrl); a saved set keeps its\n"
+                  "scorer. See docs/scorers.md")
+      ->check(CLI::IsMember({"auto", "inctrl", "anomalydino", "subspacead", "musc"}));
+  app->add_option("--scorer-options", scorer_options_file, "a JSON file of the scorer's options (docs/scorers.md), e.g.\n"
+                  "{\"image_res\": 448, \"pca_ev\": 0.99} for subspacead; default: the papers' settings");
   app->add_flag("--rotate", options.rotate, "anomalydino: add every reference rotated by 45, 90, ..., 315 degrees");
 }
 
 ModelOptions ModelArgs::resolve() {
   threads_in_use = set_threads(threads);
   options.precision = precision == "fp32" ? Precision::FP32 : precision == "bf16" ? Precision::BF16 : Precision::Auto;
-  options.scorer = scorer == "inctrl" ? Scorer::InCTRL : scorer == "anomalydino" ? Scorer::AnomalyDINO : Scorer::Auto;
+  const std::pair<const char*, Scorer> names[] = {{"inctrl", Scorer::InCTRL}, {"anomalydino", Scorer::AnomalyDINO},
+                                                  {"subspacead", Scorer::SubspaceAD}, {"musc", Scorer::MuSc}};
+  options.scorer = Scorer::Auto;
+  for (const auto& [name, value] : names)
+    if (scorer == name) options.scorer = value;
+  if (!scorer_options_file.empty()) {
+    options.scorer_options = read_file_text(scorer_options_file);
+    if (nlohmann::json::parse(options.scorer_options, nullptr, false).is_discarded())
+      fail("--scorer-options: ", scorer_options_file, " is not valid JSON");
+  }
   return options;
 }
 

@@ -35,7 +35,7 @@ struct ModelArgs {
   ModelOptions options;
   int threads = 0;
   int threads_in_use = 0;  // set by resolve()
-  std::string precision = "auto", scorer = "auto";
+  std::string precision = "auto", scorer = "auto", scorer_options_file;
   void add_to(CLI::App* app);
   void add_scorer_options(CLI::App* app);  // commands that build reference sets
   // The options with the enums filled in; sets the process's threads (the CLI owns them).

@@ -128,11 +128,13 @@ struct ReportArgs {
 // MVTec folder names), thumbnails of the map --map-kind chose.
 void write_score_report(const ReportArgs& a, const std::vector<ReportImage>& images, const Thumbnails& thumbs,
                         const Detector& detector, const References& refs, const std::string& command,
-                        const std::vector<std::string>& failed, bool interrupted, const std::optional<Threshold>& t) {
+                        const std::vector<std::string>& failed, bool interrupted, const std::optional<Threshold>& t,
+                        bool zero_shot) {
   HtmlReport report;
   report.title = "gad score report";
   report.thumbnails_each_end = a.thumbnails;
-  report.facts = {"command: " + command, "model: " + detector.describe(), "references: " + refs.summary(),
+  report.facts = {"command: " + command, "model: " + detector.describe(),
+                  zero_shot ? "zero-shot: " + detector.scorer_summary() + " (no references)" : "references: " + refs.summary(),
                   a.labels.empty() ? "labels: from folder names (…/test/good/ = normal, …/test/<other>/ = anomalous)"
                                    : "labels: " + a.labels};
   if (interrupted) report.facts.push_back("INTERRUPTED: the run was stopped; images after that were not scored");
@@ -144,8 +146,10 @@ void write_score_report(const ReportArgs& a, const std::vector<ReportImage>& ima
   section.images = images;
   if (t) {
     section.threshold = t->value;
-    report.facts.push_back("threshold " + std::to_string(t->value) + " (false-alarm rate " + std::to_string(t->far) + ", " +
-                           t->method + ", n = " + std::to_string(t->n) + "); anomalous = score > threshold");
+    report.facts.push_back(zero_shot ? "threshold " + std::to_string(t->value) + " (" + t->method + " over the " +
+                                           std::to_string(t->n) + " images); anomalous = score > threshold"
+                                     : "threshold " + std::to_string(t->value) + " (false-alarm rate " + std::to_string(t->far) +
+                                           ", " + t->method + ", n = " + std::to_string(t->n) + "); anomalous = score > threshold");
   }
   report.sections.push_back(std::move(section));
   write_bytes(a.path, render_html_report(report, std::cref(thumbs)));
@@ -195,7 +199,8 @@ struct ScoreArgs {
   std::string csv;
   MapArgs maps;
   ReportArgs report;
-  bool no_threshold = false, fail_on_anomalous = false;
+  bool no_threshold = false, fail_on_anomalous = false, zero_shot = false;
+  double zero_shot_z = 3.5;
 };
 
 nlohmann::ordered_json record_json(const ScoreRecord& r) {
@@ -242,18 +247,39 @@ int run_score(ScoreArgs& a, const std::string& command) {
     else write_bytes(a.csv, merged);
     return kExitOk;
   }
-  if (!a.refs.given()) fail("score: give --refs FILE, --ref-images ... --class NAME or --prompts FILE --class NAME");
+  if (a.zero_shot && a.refs.given()) fail("--zero-shot: scores the images against each other; drop the references");
+  if (a.zero_shot && !a.shard.empty()) fail("--zero-shot: every score depends on the whole collection; drop --shard");
+  if (!a.zero_shot && !a.refs.given())
+    fail("score: give --refs FILE, --ref-images ... --class NAME, --prompts FILE --class NAME, or --zero-shot");
+  if (a.zero_shot && a.model.scorer == "auto") a.model.scorer = "musc";
+  if (a.zero_shot && a.model.scorer != "musc") fail("--zero-shot: the zero-shot scorer is musc (got --scorer ", a.model.scorer, ")");
   prepare_outputs(a);
   size_t not_images = 0;
   auto paths = score_inputs(a.queries, a.path_list, a.shard, &not_images);
   if (not_images) log_line("skipped " + std::to_string(not_images) + " file(s) that are not images (by extension)");
   Detector detector(a.model.resolve());
   log_line(detector.describe());
+  log_line("scorer: " + detector.scorer_summary());
   maps.check(detector.has_heads());
-  const References refs = a.refs.build(detector);
-  log_line("references: " + refs.summary());
-  check_threshold(detector, refs, a.no_threshold);
-  const std::optional<Threshold> threshold = a.no_threshold ? std::nullopt : refs.threshold();
+  const References refs = a.zero_shot ? References() : a.refs.build(detector);
+  if (!a.zero_shot) log_line("references: " + refs.summary());
+  if (!a.zero_shot) check_threshold(detector, refs, a.no_threshold);
+  std::optional<Threshold> threshold = a.no_threshold || a.zero_shot ? std::nullopt : refs.threshold();
+  std::vector<ScoreRecord> zero_shot;
+  if (a.zero_shot) {
+    ScoreOptions zo;
+    zo.use_threshold = !a.no_threshold;
+    zo.zero_shot_z = a.zero_shot_z;
+    catch_stop_signals();
+    zo.interrupted = [] { return stop_requested().load(); };
+    zero_shot = detector.score_zero_shot(paths, zo);
+    for (const auto& r : zero_shot)
+      if (r.ok() && r.threshold) {
+        threshold = Threshold{*r.threshold, 0, r.verdict_rule, static_cast<int64_t>(zero_shot.size())};
+        log_line("zero-shot verdict: " + r.verdict_rule + " over the collection (threshold " + csv_number(*r.threshold, "%.6g") + ")");
+        break;
+      }
+  }
   CsvTable csv(score_csv_header(threshold.has_value()));
   MapFiles map_files(maps, a.queries);
   const std::vector<int> labels = report_labels(paths, report.labels);
@@ -268,7 +294,7 @@ int run_score(ScoreArgs& a, const std::string& command) {
   catch_stop_signals();  // stop after the current batch; outputs complete for what was scored
   options.interrupted = [] { return stop_requested().load(); };
   Progress progress(paths.size(), "images");
-  detector.score(refs, paths, options, [&](const ScoreRecord& r) {
+  auto handle = [&](const ScoreRecord& r) {
     const int label = labels[done++];
     nlohmann::ordered_json j = record_json(r);
     if (r.ok()) {
@@ -284,12 +310,17 @@ int run_score(ScoreArgs& a, const std::string& command) {
     std::cout << j.dump() << "\n" << std::flush;
     csv.add_row(score_csv_row(r, threshold.has_value(), r.ok() ? map_files.overlay(r.path) : ""));
     progress.update(done);
-  });
+  };
+  if (a.zero_shot) {
+    for (const auto& r : zero_shot) handle(r);
+  } else {
+    detector.score(refs, paths, options, handle);
+  }
   progress.finish();
   map_files.write_all(threshold ? threshold->map_top : 0, detector.max_pixels());
   if (!a.csv.empty()) write_bytes(a.csv, csv.text());  // only after every image: no partial files
   if (!report.path.empty())
-    write_score_report(report, scored, thumbs, detector, refs, command, failed, interrupted, threshold);
+    write_score_report(report, scored, thumbs, detector, refs, command, failed, interrupted, threshold, a.zero_shot);
   std::string summary = score_summary(scored, threshold);
   if (!failed.empty())
     summary += (summary.empty() ? "" : "; ") + std::to_string(failed.size()) + " of " + std::to_string(paths.size()) +
@@ -318,6 +349,10 @@ void add_score_command(CLI::App& app, Context& ctx) {
                                                           "or repeated; never takes the query arguments)");
   a->refs.add_images_and_class(score);
   score->add_option("--batch", a->batch, "images per forward pass (default 8)");
+  score->add_flag("--zero-shot", a->zero_shot, "no references: the query images score each other (MuSc; at least 5 images;\n"
+                                               "verdicts by a robust z-score over the collection)");
+  score->add_option("--zero-shot-z", a->zero_shot_z, "zero-shot verdict: anomalous when (score - median) / (1.4826 MAD) over\n"
+                                                     "the collection exceeds this (default 3.5)");
   score->add_option("--csv", a->csv, "also write all results to a CSV file (parent folders are created)");
   score->add_flag("--no-threshold", a->no_threshold, "scores without a verdict: ignore the set's threshold (needed when it\n"
                                                      "was calibrated under another scoring setup)");

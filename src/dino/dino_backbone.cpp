@@ -1,5 +1,6 @@
 #include "dino/dino_backbone.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -154,49 +155,93 @@ void DinoBackbone::set_precision(Precision p) {
   w_->patch_w_bf16 = bf16 ? w_->patch_w.to(at::kBFloat16) : at::Tensor();
 }
 
-Features DinoBackbone::encode_impl(const at::Tensor& pixels) const {
+// interpolate_pos_encoding (dinov2 vision_transformer.py), with (gh, gw) = (w0, h0) there; with
+// `hf_rule`, Hugging Face Dinov2Embeddings: bicubic to gh x gw (antialiased for register models).
+at::Tensor DinoBackbone::positions(int64_t gh, int64_t gw, bool hf_rule) const {
+  const int64_t D = cfg_.embed_dim, M = cfg_.pos_side;
+  at::Tensor pos = w_->pos;
+  if (gh * gw == M * M && gh == gw) return pos;
+  at::Tensor grid = pos.slice(1, 1).reshape({1, M, M, D}).permute({0, 3, 1, 2});
+  const bool antialias = hf_rule ? cfg_.registers > 0 : cfg_.antialias;
+  if (cfg_.interpolate_offset != 0 && !hf_rule) {
+    const double sy = (gh + cfg_.interpolate_offset) / M, sx = (gw + cfg_.interpolate_offset) / M;
+    const auto oh = static_cast<int64_t>(std::floor(M * sy)), ow = static_cast<int64_t>(std::floor(M * sx));
+    grid = antialias ? at::_upsample_bicubic2d_aa(grid, {oh, ow}, false, sy, sx)
+                     : at::upsample_bicubic2d(grid, {oh, ow}, false, sy, sx);
+  } else {
+    grid = antialias ? at::_upsample_bicubic2d_aa(grid, {gh, gw}, false) : at::upsample_bicubic2d(grid, {gh, gw}, false);
+  }
+  TORCH_CHECK(grid.size(2) == gh && grid.size(3) == gw, "DINOv2 position embedding: interpolated to ", grid.sizes());
+  return at::cat({pos.slice(1, 0, 1), grid.permute({0, 2, 3, 1}).reshape({1, gh * gw, D})}, 1);
+}
+
+std::vector<at::Tensor> DinoBackbone::hidden_states(const at::Tensor& pixels, bool hf_positions,
+                                                    const std::vector<int>& keep) const {
   const int64_t B = pixels.size(0), D = cfg_.embed_dim, P = cfg_.patch;
-  const int64_t gh = pixels.size(2) / P, gw = pixels.size(3) / P, M = cfg_.pos_side;
+  const int64_t gh = pixels.size(2) / P, gw = pixels.size(3) / P;
   at::Tensor x = w_->patch_w_bf16.defined()
                      ? at::conv2d(pixels.to(at::kBFloat16), w_->patch_w_bf16, w_->patch_b.to(at::kBFloat16), P).to(at::kFloat)
                      : at::conv2d(pixels, w_->patch_w, w_->patch_b, P);
   x = at::cat({w_->cls.expand({B, 1, D}), x.flatten(2).transpose(1, 2)}, 1);
-  // interpolate_pos_encoding (dinov2 vision_transformer.py), with (gh, gw) = (w0, h0) there.
-  at::Tensor pos = w_->pos;
-  if (gh * gw != M * M || gh != gw) {
-    at::Tensor grid = pos.slice(1, 1).reshape({1, M, M, D}).permute({0, 3, 1, 2});
-    if (cfg_.interpolate_offset != 0) {
-      const double sy = (gh + cfg_.interpolate_offset) / M, sx = (gw + cfg_.interpolate_offset) / M;
-      const auto oh = static_cast<int64_t>(std::floor(M * sy)), ow = static_cast<int64_t>(std::floor(M * sx));
-      grid = cfg_.antialias ? at::_upsample_bicubic2d_aa(grid, {oh, ow}, false, sy, sx)
-                            : at::upsample_bicubic2d(grid, {oh, ow}, false, sy, sx);
-    } else {
-      grid = cfg_.antialias ? at::_upsample_bicubic2d_aa(grid, {gh, gw}, false) : at::upsample_bicubic2d(grid, {gh, gw}, false);
-    }
-    TORCH_CHECK(grid.size(2) == gh && grid.size(3) == gw, "DINOv2 position embedding: interpolated to ", grid.sizes());
-    pos = at::cat({pos.slice(1, 0, 1), grid.permute({0, 2, 3, 1}).reshape({1, gh * gw, D})}, 1);
-  }
-  x = x + pos;
+  x = x + positions(gh, gw, hf_positions);
   if (cfg_.registers) x = at::cat({x.slice(1, 0, 1), w_->registers.expand({B, cfg_.registers, D}), x.slice(1, 1)}, 1);
+  std::vector<at::Tensor> out;
+  auto kept = [&](int entry) { return std::find(keep.begin(), keep.end(), entry) != keep.end(); };
+  if (kept(0)) out.push_back(x);
   const int64_t T = x.size(1), Dh = D / cfg_.heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
   // In bf16 mode every product, the softmax and the GELU run in bf16 (at 448 px the T x T
   // attention is a third of the work); the residual stream and the LayerNorms stay float32.
   const bool bf16 = precision_ == Precision::BF16;
   auto in = [&](const at::Tensor& t) { return bf16 ? t.to(at::kBFloat16) : t; };
-  auto out = [&](const at::Tensor& t) { return bf16 ? t.to(at::kFloat) : t; };
-  for (const Block& b : w_->blocks) {
+  auto out_ = [&](const at::Tensor& t) { return bf16 ? t.to(at::kFloat) : t; };
+  for (size_t i = 0; i < w_->blocks.size(); ++i) {
+    const Block& b = w_->blocks[i];
     at::Tensor qkv = b.qkv.apply(in(b.norm1(x))).view({B, T, 3, cfg_.heads, Dh}).permute({2, 0, 3, 1, 4});
     at::Tensor attn = at::softmax(at::matmul(qkv[0] * scale, qkv[1].transpose(-2, -1)), -1);
-    x = x + b.ls1 * out(b.proj.apply(at::matmul(attn, qkv[2]).transpose(1, 2).reshape({B, T, D})));
-    x = x + b.ls2 * out(b.fc2.apply(at::gelu(b.fc1.apply(in(b.norm2(x))))));
+    x = x + b.ls1 * out_(b.proj.apply(at::matmul(attn, qkv[2]).transpose(1, 2).reshape({B, T, D})));
+    x = x + b.ls2 * out_(b.fc2.apply(at::gelu(b.fc1.apply(in(b.norm2(x))))));
+    if (i + 1 < w_->blocks.size() && kept(static_cast<int>(i) + 1)) out.push_back(x);
   }
-  x = w_->norm(x);
+  out.push_back(x);
+  return out;
+}
+
+Features DinoBackbone::encode_impl(const at::Tensor& pixels) const {
+  const at::Tensor x = w_->norm(hidden_states(pixels, false, {}).back());
   Features f;
   f.global = x.select(1, 0).contiguous();
   f.taps = {x.slice(1, 1 + cfg_.registers).contiguous()};
-  f.grid_h = gh;
-  f.grid_w = gw;
+  f.grid_h = pixels.size(2) / cfg_.patch;
+  f.grid_w = pixels.size(3) / cfg_.patch;
+  return f;
+}
+
+PixelTensor DinoBackbone::preprocess_requested(const Image& image, const FeatureRequest& request) const {
+  return request.square > 0 ? square_preprocess(image, request.square, static_cast<int>(cfg_.patch), request.resample)
+                            : preprocess(image);
+}
+
+// The requested hidden states in the order asked, patch tokens only; the global feature is the
+// final-normed CLS token, as natively.
+Features DinoBackbone::encode_requested(const at::Tensor& pixels, const FeatureRequest& request) const {
+  for (int e : request.hidden_states)
+    if (e < 0 || e > cfg_.depth)
+      fail("DINOv2 hidden state ", e, ": this model has ", cfg_.depth, " blocks (states 0..", cfg_.depth, ")");
+  const std::vector<at::Tensor> states = hidden_states(pixels, request.hf_positions, request.hidden_states);
+  std::vector<int> order(request.hidden_states);  // the order `states` came in: ascending, last = depth
+  std::sort(order.begin(), order.end());
+  order.erase(std::unique(order.begin(), order.end()), order.end());
+  if (order.empty() || order.back() != cfg_.depth) order.push_back(static_cast<int>(cfg_.depth));
+  Features f;
+  f.global = w_->norm(states.back().select(1, 0)).contiguous();
+  for (int e : request.hidden_states.empty() ? std::vector<int>{static_cast<int>(cfg_.depth)} : request.hidden_states) {
+    const at::Tensor& state = states[std::find(order.begin(), order.end(), e) - order.begin()];
+    const at::Tensor patches = state.slice(1, 1 + cfg_.registers);
+    f.taps.push_back((request.final_norm ? w_->norm(patches) : patches).contiguous());
+  }
+  f.grid_h = pixels.size(2) / cfg_.patch;
+  f.grid_w = pixels.size(3) / cfg_.patch;
   return f;
 }
 

@@ -11,6 +11,8 @@
 //
 // Inputs are not square: `dino_preprocess` resizes the smaller edge to the resolution and crops
 // to multiples of 14, so grid() is 0 ("per image") and every Features carries its own h x w.
+// Scorers may ask for other inputs and taps (FeatureRequest): a square input, chosen hidden states
+// with or without the final LayerNorm, and Hugging Face's position rule (SubspaceAD runs HF code).
 // Patch tokens = last block after the final LayerNorm (AnomalyDINO's `get_intermediate_layers`),
 // CLS and registers dropped; the global feature is the normalised CLS token.
 #pragma once
@@ -47,11 +49,15 @@ class DinoBackbone : public Backbone {
   int64_t grid() const override { return 0; }  // per image
   int64_t input_size() const override { return resolution_; }
   PixelTensor preprocess(const Image& image) const override;
+  int64_t depth() const override { return cfg_.depth; }
+  int64_t patch_size() const override { return cfg_.patch; }
   void set_precision(Precision p) override;
   Precision precision() const override { return precision_; }
 
  protected:
   Features encode_impl(const at::Tensor& pixels) const override;
+  PixelTensor preprocess_requested(const Image& image, const FeatureRequest& request) const override;
+  Features encode_requested(const at::Tensor& pixels, const FeatureRequest& request) const override;
 
  private:
   struct Weights_;
@@ -59,6 +65,10 @@ class DinoBackbone : public Backbone {
   int resolution_;
   std::unique_ptr<Weights_> w_;
   std::string fingerprint_;
+  at::Tensor positions(int64_t gh, int64_t gw, bool hf_rule) const;
+  // The token sequence after the embedding (entry 0) and after each block; `keep` says which
+  // entries to return (the last block's output is always returned as the final entry).
+  std::vector<at::Tensor> hidden_states(const at::Tensor& pixels, bool hf_positions, const std::vector<int>& keep) const;
   Precision precision_ = Precision::FP32;
 };
 

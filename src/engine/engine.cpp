@@ -14,6 +14,8 @@
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
 #include "dino/anomalydino.h"
+#include "scorers/scorer.h"
+#include "scorers/musc.h"
 #include "backbone/precision.h"
 #include "io/safetensors.h"
 #include "inctrl/calibration.h"
@@ -34,29 +36,6 @@ namespace {
 double now_ms() {
   using namespace std::chrono;
   return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
-
-double scalar_at(const at::Tensor& t, int64_t i) { return t.defined() ? t[i].item<double>() : 0.0; }
-
-std::vector<float> row(const at::Tensor& t, int64_t b) {
-  at::Tensor r = t[b].to(at::kFloat).contiguous();
-  return {r.data_ptr<float>(), r.data_ptr<float>() + r.numel()};
-}
-
-// Sample `b` of a scored InCTRL batch as a ScoreRecord (path, grid and geometry set by the caller).
-ScoreRecord make_record(const InctrlScores& s, int64_t b) {
-  ScoreRecord r;
-  r.score = scalar_at(s.final_score, b);
-  r.s_patch = scalar_at(s.s_patch, b);
-  r.s_img = scalar_at(s.s_img, b);
-  r.s_text = scalar_at(s.s_text, b);
-  r.s_hol = scalar_at(s.s_hol, b);
-  r.has_text = s.s_text.defined();
-  r.has_heads = s.s_hol.defined();
-  r.has_img = s.s_img.defined();
-  r.residual_map = row(s.residual_map, b);
-  if (s.holistic_map.defined()) r.holistic_map = row(s.holistic_map, b);
-  return r;
 }
 
 // A non-finite value anywhere in a record's scores or maps: the record becomes an error, never a
@@ -140,19 +119,146 @@ struct RemoveOnExit {
 struct Detector::Impl {
   ModelOptions options;
   LoadedModel model;
-  std::unique_ptr<InctrlScorer> scorer;
-  std::string new_set_scorer;  // inctrl | anomalydino
+  std::unique_ptr<InctrlScorer> inctrl;                // leave-one-out and `gad inspect`'s score chain
+  std::unique_ptr<scorers::Scorer> new_set_scorer;    // how new sets score
+  // Scorers of loaded sets (a set keeps the scorer and options it was built with), by name+options.
+  mutable std::map<std::string, std::unique_ptr<scorers::Scorer>> set_scorers;
   std::string heads_fingerprint;
-  bool rotate = false, explicit_scorer = false;
+  bool explicit_scorer = false;
   int64_t max_pixels = kDefaultMaxPixels;
 
   // (Re)loads the model of `options` (construction, and a lite set that brings its own taps).
   void load(const ModelOptions& o) {
     model = load_model(o);
     model.backbone->set_precision(resolve_precision(o.precision));
-    scorer = std::make_unique<InctrlScorer>(*model.backbone, model.heads);
+    inctrl = std::make_unique<InctrlScorer>(*model.backbone, model.heads);
     heads_fingerprint = gad::heads_fingerprint(model.heads);
+    set_scorers.clear();  // they refer to the previous backbone
+    if (new_set_scorer) make_new_set_scorer(o);
     options = o;
+  }
+
+  void make_new_set_scorer(const ModelOptions& o) {
+    const std::string name = scorers::scorer_name(o.scorer, backbone());
+    nlohmann::json given = nlohmann::json::object();
+    if (!o.scorer_options.empty()) {
+      given = nlohmann::json::parse(o.scorer_options, nullptr, false);
+      if (given.is_discarded()) fail("scorer options: not valid JSON");
+    }
+    if (o.rotate) {
+      if (name != "anomalydino") fail("rotate: applies to the anomalydino scorer only");
+      given["rotate"] = true;
+    }
+    if (name == "musc") {
+      scorers::musc_options(backbone(), given, "scorer options");  // checked now, used by score_zero_shot
+      new_set_scorer.reset();
+      zero_shot_options = given;
+      return;
+    }
+    new_set_scorer = scorers::make_scorer(name, backbone(), model.heads, given);
+    if (!new_set_scorer->uses_heads() && model.heads)
+      fail("scorer ", name, ": is training-free and uses no heads; open the detector without heads");
+  }
+
+  nlohmann::json zero_shot_options = nlohmann::json::object();
+
+  std::string zero_shot_summary() const { return scorers::musc_options(backbone(), zero_shot_options, "scorer options").to_json().dump(); }
+
+  // MuSc over a collection: image i from `load(i)`; see Detector::score_zero_shot.
+  std::vector<ScoreRecord> score_zero_shot(size_t n, const ScoreOptions& o, const std::function<std::string(size_t)>& name_of,
+                                           const std::function<Image(size_t)>& load) const {
+    check(o);
+    const scorers::MuscOptions mo = scorers::musc_options(backbone(), zero_shot_options, "scorer options");
+    const FeatureRequest request = scorers::musc_request(backbone(), mo);
+    at::NoGradGuard no_grad;
+    const double t0 = now_ms();
+    std::vector<ScoreRecord> records(n);
+    std::vector<size_t> scored;  // record index of each encoded image, in order
+    std::vector<at::Tensor> layers;  // per layer [n, L, C], filled row by row
+    at::Tensor cls;
+    int64_t grid = 0;
+    for (size_t i = 0; i < n; ++i) {
+      ScoreRecord& r = records[i];
+      r.path = name_of(i);
+      if (o.interrupted && o.interrupted()) fail("zero-shot: interrupted before every image was encoded; nothing scored");
+      try {
+        const PixelTensor px = backbone().preprocess(load(i), request);
+        // One image per pass: a batched pass may round differently, and every score depends on all.
+        const Features f = backbone().encode(stack_pixels({px}), request);
+        if (f.grid_h != f.grid_w) fail(r.path, ": zero-shot needs a square patch grid (got ", f.grid_h, "x", f.grid_w, ")");
+        if (layers.empty()) {
+          grid = f.grid_w;
+          for (const auto& t : f.taps) layers.push_back(at::empty({static_cast<int64_t>(n), t.size(1), t.size(2)}));
+          cls = at::empty({static_cast<int64_t>(n), f.global.size(1)});
+        }
+        const auto row = static_cast<int64_t>(scored.size());
+        for (size_t l = 0; l < layers.size(); ++l) layers[l][row].copy_(f.taps[l][0]);
+        cls[row].copy_(f.global[0]);
+        r.grid = static_cast<int>(grid);
+        r.geometry = px.geometry;
+        scored.push_back(i);
+      } catch (const Error& e) {
+        r.error = e.what();
+        r.error_kind = e.kind();
+      }
+    }
+    const auto count = static_cast<int64_t>(scored.size());
+    for (auto& t : layers) t = t.narrow(0, 0, count);
+    if (count < scorers::musc_min_images(mo))
+      fail("zero-shot: MuSc needs a collection of at least ", scorers::musc_min_images(mo), " readable images (got ", count,
+           " of ", n, "); below that the official code returns NaN");
+    const int map_size = backbone().kind() == "dinov2" ? mo.image_size : static_cast<int>(backbone().input_size());
+    const scorers::MuscResult m = scorers::musc_score(layers, cls.narrow(0, 0, count), grid, map_size, mo);
+    for (int64_t k = 0; k < count; ++k) {
+      ScoreRecord& r = records[scored[static_cast<size_t>(k)]];
+      r.score = m.score[k].item<double>();
+      r.s_patch = m.ac_score[k].item<double>();  // the largest value of the pixel map, before RsCIN
+      const at::Tensor map = m.patch_map[k].to(at::kFloat).contiguous();
+      r.residual_map.assign(map.data_ptr<float>(), map.data_ptr<float>() + map.numel());
+    }
+    finish(records, o, (now_ms() - t0) / static_cast<double>(std::max<size_t>(1, n)), nullptr);
+    if (o.use_threshold) apply_robust_z(records, o.zero_shot_z);
+    return records;
+  }
+
+  // The zero-shot verdict: anomalous when (score − median) / (1.4826 · MAD) > z over the scored
+  // images (with MAD = 0, anything above the median).
+  static void apply_robust_z(std::vector<ScoreRecord>& records, double z) {
+    std::vector<double> scores;
+    for (const auto& r : records)
+      if (r.ok()) scores.push_back(r.score);
+    if (scores.empty()) return;
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      const size_t h = v.size() / 2;
+      return v.size() % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
+    };
+    const double med = median(scores);
+    std::vector<double> dev;
+    for (double s : scores) dev.push_back(std::fabs(s - med));
+    const double threshold = med + z * 1.4826 * median(dev);
+    char rule[64];
+    std::snprintf(rule, sizeof rule, "robust-z>%g", z);
+    for (auto& r : records)
+      if (r.ok()) r.threshold = threshold, r.verdict_rule = rule;
+  }
+
+  const scorers::Scorer& new_scorer() const {
+    if (!new_set_scorer) fail("scorer musc: is zero-shot and builds no reference set; score a collection with --zero-shot");
+    return *new_set_scorer;
+  }
+
+  // The scorer a set was built with, made once per name and options.
+  const scorers::Scorer& scorer_for(const ReferenceSet& set) const {
+    const std::string key = set.scorer + " " + set.scorer_options + " " + std::to_string(set.views);
+    auto it = set_scorers.find(key);
+    if (it == set_scorers.end()) {
+      nlohmann::json opts = nlohmann::json::parse(set.scorer_options, nullptr, false);
+      if (opts.is_discarded()) fail("reference set: its scorer options are not valid JSON");
+      if (set.scorer == "anomalydino" && set.views == kAnomalyDinoRotations) opts["rotate"] = true;
+      it = set_scorers.emplace(key, scorers::make_scorer(set.scorer, backbone(), model.heads, opts, "the set's scorer options")).first;
+    }
+    return *it->second;
   }
 
   // A lite set records the taps its banks came from; a detector opened without explicit taps
@@ -172,6 +278,7 @@ struct Detector::Impl {
     return {{"model", bb.fingerprint()},
             {"heads", set.scorer == "inctrl" ? heads_fingerprint : "none"},
             {"scorer", set.scorer},
+            {"scorer_options", set.scorer_options},
             {"taps", join(bb.patch_taps())},
             {"views", std::to_string(set.views)},
             {"resolution", std::to_string(bb.input_size())},
@@ -191,14 +298,15 @@ struct Detector::Impl {
   }
 
   const Backbone& backbone() const { return *model.backbone; }
-  PixelTensor load_pixels(const std::string& path) const { return backbone().preprocess(decode_image(path, max_pixels)); }
+  PixelTensor load_pixels(const std::string& path, const FeatureRequest& request) const {
+    return backbone().preprocess(decode_image(path, max_pixels), request);
+  }
 
-  // The preprocessed views of one reference image: itself and, with rotate, its rotations by
-  // 45, ..., 315 degrees (AnomalyDINO's augment_image).
-  std::vector<PixelTensor> reference_views(const Image& image) const {
+  // The preprocessed views of reference image `index` for the new-set scorer: itself and, with
+  // AnomalyDINO's rotate or SubspaceAD's augmentations, its transformed copies.
+  std::vector<PixelTensor> reference_views(const Image& image, size_t index) const {
     std::vector<PixelTensor> views;
-    for (int v = 0; v < (rotate ? kAnomalyDinoRotations : 1); ++v)
-      views.push_back(backbone().preprocess(v ? rotate_image(image, 45.0 * v) : image));
+    for (const Image& v : new_scorer().reference_views(image, index)) views.push_back(backbone().preprocess(v, new_scorer().features()));
     return views;
   }
 
@@ -207,10 +315,7 @@ struct Detector::Impl {
                                     const std::string& class_name) const {
     if (views.empty()) fail("reference set: K must be at least 1 (no reference images given)");
     at::NoGradGuard no_grad;
-    ReferenceSet set = ReferenceSet::build(backbone(), views, sources, class_name, new_set_scorer == "inctrl");
-    set.scorer = new_set_scorer;
-    set.views = rotate ? kAnomalyDinoRotations : 1;
-    return set;
+    return new_scorer().build(backbone(), views, sources, class_name);
   }
 
   // Scores preprocessed queries with the set's scorer, in one forward pass (one per image when the
@@ -218,24 +323,13 @@ struct Detector::Impl {
   std::vector<ScoreRecord> score_batch(const ReferenceSet& set, const std::vector<PixelTensor>& pixels,
                                        const std::vector<std::string>& names) const {
     const Backbone& bb = backbone();
+    const scorers::Scorer& scorer = scorer_for(set);
+    const FeatureRequest request = scorer.features();
     std::vector<ScoreRecord> out;
     for (size_t start = 0; start < pixels.size();) {
-      const size_t end = bb.grid() ? pixels.size() : start + 1;
-      const Features f = bb.encode(stack_pixels({pixels.begin() + start, pixels.begin() + end}));
-      if (set.scorer == "anomalydino") {
-        const at::Tensor d = anomalydino_distances(bb, set, f), score = mean_top1p(d), top = std::get<0>(d.max(1));
-        for (size_t i = start; i < end; ++i) {
-          const auto b = static_cast<int64_t>(i - start);
-          ScoreRecord r;
-          r.score = score[b].item<double>();
-          r.s_patch = top[b].item<double>();  // the largest patch distance
-          r.residual_map = row(d, b);
-          out.push_back(std::move(r));
-        }
-      } else {
-        const InctrlScores s = scorer->score(set, f);
-        for (size_t i = start; i < end; ++i) out.push_back(make_record(s, static_cast<int64_t>(i - start)));
-      }
+      const size_t end = bb.grid() || request.square ? pixels.size() : start + 1;  // one size: one pass
+      const Features f = bb.encode(stack_pixels({pixels.begin() + start, pixels.begin() + end}), request);
+      for (auto& r : scorer.score(set, f)) out.push_back(std::move(r));
       for (size_t i = start; i < end; ++i) {
         out[i].path = i < names.size() ? names[i] : std::string();
         out[i].grid = static_cast<int>(f.grid_w);
@@ -297,6 +391,7 @@ struct Detector::Impl {
 
   void check(const ScoreOptions& o) const {
     if (o.batch < 1) fail("batch: must be at least 1 (got ", o.batch, ")");
+    if (!(o.zero_shot_z > 0 && o.zero_shot_z < 1e6)) fail("zero-shot z: must be a positive number (got ", o.zero_shot_z, ")");
     if (!(o.map_sigma >= 0 && o.map_sigma <= kMaxMapSigma))
       fail("map sigma: must be within 0..", kMaxMapSigma, " px at a 240 px input (got ", o.map_sigma, ")");
     if (o.map == MapKind::Holistic && !model.heads)
@@ -323,11 +418,6 @@ struct Detector::Impl {
 };
 
 namespace {
-
-std::string scorer_name(Scorer s, bool dino) {
-  if (s == Scorer::Auto) return dino ? "anomalydino" : "inctrl";
-  return s == Scorer::AnomalyDINO ? "anomalydino" : "inctrl";
-}
 
 const ReferenceSet& set_of(const References& refs) {
   if (refs.empty()) fail("reference set: empty (build or load one first)");
@@ -443,6 +533,7 @@ size_t References::memory_bytes() const {
   size_t bytes = 0;
   for (const auto* list : {&s.banks, &s.banks_bf16})
     for (const auto& t : *list) bytes += t.nbytes();
+  for (const auto& [name, t] : s.state) bytes += t.nbytes();
   for (const auto& t : {s.globals, s.text_prior})
     if (t.defined()) bytes += t.nbytes();
   return bytes;
@@ -465,11 +556,7 @@ Detector::Detector(const ModelOptions& options) : impl_(std::make_unique<Impl>()
   if (options.max_pixels < 1) fail("max pixels: must be at least 1 (got ", options.max_pixels, ")");
   impl_->max_pixels = options.max_pixels;
   impl_->load(options);
-  impl_->new_set_scorer = scorer_name(options.scorer, impl_->model.backbone->kind() == "dinov2");
-  if (impl_->new_set_scorer == "anomalydino" && impl_->model.heads)
-    fail("scorer anomalydino: is training-free and uses no heads; open the detector without heads");
-  impl_->rotate = options.rotate;
-  if (options.rotate && impl_->new_set_scorer != "anomalydino") fail("rotate: applies to the anomalydino scorer only");
+  impl_->make_new_set_scorer(options);
   impl_->explicit_scorer = options.scorer != Scorer::Auto;
 }
 
@@ -489,14 +576,20 @@ std::string Detector::describe() const {
 
 std::string Detector::fingerprint() const { return impl_->backbone().fingerprint(); }
 bool Detector::has_heads() const { return impl_->model.heads.has_value(); }
-bool Detector::needs_class_name() const { return impl_->new_set_scorer == "inctrl"; }
+bool Detector::needs_class_name() const { return impl_->new_set_scorer && impl_->new_set_scorer->uses_text_prior(); }
+
+std::string Detector::scorer_summary() const {
+  if (!impl_->new_set_scorer) return "musc (zero-shot) " + impl_->zero_shot_summary();
+  const nlohmann::json o = impl_->new_set_scorer->options();
+  return impl_->new_set_scorer->name() + (o.empty() ? "" : " " + o.dump());
+}
 int64_t Detector::max_pixels() const { return impl_->max_pixels; }
 
 References Detector::build_references(const std::vector<std::string>& paths, const std::string& class_name) {
   std::vector<PixelTensor> views;  // one full-resolution image decoded at a time
   std::vector<ReferenceSource> sources;
   for (const auto& p : paths) {
-    for (auto& v : impl_->reference_views(decode_image(p, impl_->max_pixels))) views.push_back(std::move(v));
+    for (auto& v : impl_->reference_views(decode_image(p, impl_->max_pixels), sources.size())) views.push_back(std::move(v));
     const std::string sha = file_sha256(p);
     for (const auto& earlier : sources)
       if (earlier.sha256 == sha) fail(p, ": the same image as reference ", earlier.path, " (each reference must be distinct)");
@@ -510,7 +603,7 @@ References Detector::build_references(const std::vector<ImageView>& images, cons
   std::vector<ReferenceSource> sources;
   for (size_t i = 0; i < images.size(); ++i) {
     const Image image = image_of(images[i], i, impl_->max_pixels);
-    for (auto& v : impl_->reference_views(image)) views.push_back(std::move(v));
+    for (auto& v : impl_->reference_views(image, i)) views.push_back(std::move(v));
     sources.push_back({images[i].name.empty() ? "image " + std::to_string(i) : images[i].name, pixels_sha256(image)});
   }
   return wrap(impl_->build_set_from_views(views, sources, class_name));
@@ -518,7 +611,7 @@ References Detector::build_references(const std::vector<ImageView>& images, cons
 
 References Detector::build_references_from_prompts(const std::string& prompt_file, const std::string& class_name) {
   const Backbone& bb = impl_->backbone();
-  if (impl_->new_set_scorer != "inctrl" || bb.kind() == "dinov2")
+  if (impl_->new_scorer().name() != "inctrl" || bb.kind() == "dinov2")
     fail("prompts: InCTRL prompt files are preprocessed for CLIP or lite models and the inctrl scorer");
   PromptFile prompts = read_prompt_file(prompt_file, bb.input_size());
   at::NoGradGuard no_grad;
@@ -529,9 +622,11 @@ References Detector::load_references(const std::string& path) {
   if (std::filesystem::is_directory(path)) fail(path, ": is a directory, not a reference-set file (.gadref)");
   impl_->adopt_taps(path);
   References refs = wrap(ReferenceSet::load(path, impl_->backbone()));
-  if (impl_->explicit_scorer && refs.scorer() != impl_->new_set_scorer)
-    fail(path, ": this set was built for the ", refs.scorer(), " scorer, not ", impl_->new_set_scorer,
-         " (a set keeps its scorer; rebuild it with --scorer ", impl_->new_set_scorer, ")");
+  const std::string mine = impl_->new_set_scorer ? impl_->new_set_scorer->name() : "musc";
+  if (impl_->explicit_scorer && refs.scorer() != mine)
+    fail(path, ": this set was built for the ", refs.scorer(), " scorer, not ", mine,
+         " (a set keeps its scorer; rebuild it with --scorer ", mine, ")");
+  impl_->scorer_for(set_of(refs));  // its options are checked now, not at the first score
   return refs;
 }
 
@@ -549,6 +644,17 @@ References Detector::references_from_bytes(const std::string& bytes, const std::
   }
 }
 
+std::vector<ScoreRecord> Detector::score_zero_shot(const std::vector<std::string>& paths, const ScoreOptions& options) {
+  return impl_->score_zero_shot(paths.size(), options, [&](size_t i) { return paths[i]; },
+                                [&](size_t i) { return decode_image(paths[i], impl_->max_pixels); });
+}
+
+std::vector<ScoreRecord> Detector::score_zero_shot(const std::vector<ImageView>& images, const ScoreOptions& options) {
+  return impl_->score_zero_shot(
+      images.size(), options, [&](size_t i) { return images[i].name.empty() ? "image " + std::to_string(i) : images[i].name; },
+      [&](size_t i) { return image_of(images[i], i, impl_->max_pixels); });
+}
+
 ScoringSetup Detector::scoring_setup(const References& refs) const { return impl_->setup(set_of(refs)); }
 
 std::vector<double> Detector::leave_one_out_scores(const References& references) {
@@ -562,7 +668,7 @@ std::vector<double> Detector::leave_one_out_scores(const References& references)
   std::vector<double> scores;
   for (int64_t k = 0; k < K; ++k) {
     const HeldOutReference h = hold_out_reference(refs, k);
-    scores.push_back(impl_->scorer->score(h.rest, h.query).final_score[0].item<double>());
+    scores.push_back(impl_->inctrl->score(h.rest, h.query).final_score[0].item<double>());
   }
   return scores;
 }
@@ -637,7 +743,8 @@ void Detector::score(const References& refs, const std::vector<std::string>& pat
                      const std::function<void(const ScoreRecord&)>& on_result) {
   impl_->score_in_batches(
       set_of(refs), paths.size(), options, [&](size_t i) { return paths[i]; },
-      [&](size_t i) { return impl_->load_pixels(paths[i]); }, [&](ScoreRecord&& r) { on_result(r); });
+      [&, request = impl_->scorer_for(set_of(refs)).features()](size_t i) { return impl_->load_pixels(paths[i], request); },
+      [&](ScoreRecord&& r) { on_result(r); });
 }
 
 std::vector<ScoreRecord> Detector::score(const References& refs, const std::vector<std::string>& paths,
@@ -653,17 +760,21 @@ std::vector<ScoreRecord> Detector::score(const References& refs, const std::vect
   impl_->score_in_batches(
       set_of(refs), images.size(), options,
       [&](size_t i) { return images[i].name.empty() ? "image " + std::to_string(i) : images[i].name; },
-      [&](size_t i) { return impl_->backbone().preprocess(image_of(images[i], i, impl_->max_pixels)); },
+      [&, request = impl_->scorer_for(set_of(refs)).features()](size_t i) {
+        return impl_->backbone().preprocess(image_of(images[i], i, impl_->max_pixels), request);
+      },
       [&](ScoreRecord&& r) { out.push_back(std::move(r)); });
   return out;
 }
 
 // ---- Internal extensions (engine/engine.h) ----
 
-PixelTensor preprocess(const Detector& detector, const Image& image) { return detector.impl().backbone().preprocess(image); }
+PixelTensor preprocess(const Detector& detector, const References& refs, const Image& image) {
+  return detector.impl().backbone().preprocess(image, detector.impl().scorer_for(set_of(refs)).features());
+}
 
-std::vector<PixelTensor> reference_views(const Detector& detector, const Image& image) {
-  return detector.impl().reference_views(image);
+std::vector<PixelTensor> reference_views(const Detector& detector, const Image& image, size_t index) {
+  return detector.impl().reference_views(image, index);
 }
 
 References build_references(Detector& detector, const std::vector<PixelTensor>& views,
@@ -726,7 +837,7 @@ std::vector<InspectRecord> inspect(Detector& detector, const std::vector<std::st
     }
     if (bb.kind() == "dinov2") add(p + "patch_tokens", f.taps[0][0]);  // [h·w, D], AnomalyDINO's features
     if (!set) continue;
-    InctrlScores s = impl.scorer->score(*set, f);
+    InctrlScores s = impl.inctrl->score(*set, f);
     add(p + "residual_map", s.residual_map[0]);
     add(p + "s_patch", s.s_patch[0]);
     if (s.s_text.defined()) add(p + "s_text", s.s_text[0]);
@@ -747,6 +858,8 @@ References peek_references(const std::string& path, std::string* model) {
   if (model) *model = set.backbone_description + " (fingerprint " + set.backbone_fingerprint + ")";
   return wrap(std::move(set));
 }
+
+const ReferenceSet& reference_set(const References& refs) { return set_of(refs); }
 
 int64_t image_encodes(const Detector& detector) { return detector.impl().backbone().image_encodes(); }
 int64_t text_encodes(const Detector& detector) { return detector.impl().backbone().text_encodes(); }

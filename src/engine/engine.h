@@ -26,10 +26,11 @@ struct InspectRecord {
   double global_norm = 0, ms = 0;
 };
 
-// The backbone's input transform of one image.
-PixelTensor preprocess(const Detector& detector, const Image& image);
-// The preprocessed views of one reference image (1, or 8 with ModelOptions::rotate).
-std::vector<PixelTensor> reference_views(const Detector& detector, const Image& image);
+// The input transform of one image for scoring against `refs` (its scorer's request).
+PixelTensor preprocess(const Detector& detector, const References& refs, const Image& image);
+// The preprocessed views of reference image `index` (1; 8 with ModelOptions::rotate; SubspaceAD's
+// augmented copies).
+std::vector<PixelTensor> reference_views(const Detector& detector, const Image& image, size_t index);
 // A set from the views of its references (reference_views of each, in order).
 References build_references(Detector& detector, const std::vector<PixelTensor>& views,
                             const std::vector<ImageSource>& sources, const std::string& class_name);
@@ -45,6 +46,10 @@ std::vector<InspectRecord> inspect(Detector& detector, const std::vector<std::st
 // A saved set read without a model (`gad refs show`): checksum and banks verified, the model it
 // was made with not checked. Description of that model in `model` when given.
 References peek_references(const std::string& path, std::string* model = nullptr);
+
+struct ReferenceSet;
+// The internal set behind `refs` (its banks and scorer state; tests and `gad inspect` read it).
+const ReferenceSet& reference_set(const References& refs);
 
 int64_t image_encodes(const Detector& detector);  // backbone image encodes so far (tests use it)
 int64_t text_encodes(const Detector& detector);

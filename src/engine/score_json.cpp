@@ -16,6 +16,10 @@ nlohmann::ordered_json score_json(const ScoreRecord& r) {
   if (r.has_text) j["s_text"] = r.s_text;
   if (r.has_heads) j["s_hol"] = r.s_hol;
   if (auto verdict = r.anomalous()) j["anomalous"] = *verdict;
+  if (r.anomalous() && !r.verdict_rule.empty()) {
+    j["threshold"] = *r.threshold;
+    j["verdict_rule"] = r.verdict_rule;
+  }
   j["ms"] = std::round(r.ms * 100) / 100;
   return j;
 }

@@ -276,16 +276,37 @@ PixelTensor clip_preprocess(const Image& img, int size) {
   return t;
 }
 
+Image to_rgb(const Image& img) {
+  if (img.channels == 3) return img;
+  Image rgb = img;
+  rgb.channels = 3;
+  rgb.pixels.resize(static_cast<size_t>(img.width) * img.height * 3);
+  for (size_t i = 0, n = static_cast<size_t>(img.width) * img.height; i < n; ++i)
+    for (int c = 0; c < 3; ++c) rgb.pixels[i * 3 + c] = img.pixels[i * img.channels + (img.channels == 1 ? 0 : c)];
+  return rgb;
+}
+
+PixelTensor square_preprocess(const Image& img, int size, int patch, Resample filter) {
+  check_image(img, "square_preprocess");
+  if (size < patch || patch <= 0) fail("square_preprocess: an input of ", size, " px is below one ", patch, " px patch");
+  CropGeometry g;
+  g.src_w = img.width;
+  g.src_h = img.height;
+  g.resized_w = g.resized_h = g.size = size;
+  g.crop_w = g.crop_h = size - size % patch;
+  const Image resized = resize_pil(to_rgb(img), size, size, filter);
+  const auto lut = normalise_lut({0.485, 0.456, 0.406}, {0.229, 0.224, 0.225});  // ImageNet
+  PixelTensor t;
+  t.width = t.height = g.crop_w;
+  t.geometry = g;
+  t.chw = window_to_chw(resized, 0, 0, g.crop_w, g.crop_h, lut);
+  return t;
+}
+
 PixelTensor dino_preprocess(const Image& img, int smaller_edge, int patch) {
   check_image(img, "dino_preprocess");
   if (smaller_edge < patch || patch <= 0) fail("dino_preprocess: --resolution ", smaller_edge, " is below one ", patch, " px patch");
-  Image rgb = img;
-  if (img.channels != 3) {  // cv2.imread(IMREAD_COLOR): gray replicated, alpha dropped
-    rgb.channels = 3;
-    rgb.pixels.resize(static_cast<size_t>(img.width) * img.height * 3);
-    for (size_t i = 0, n = static_cast<size_t>(img.width) * img.height; i < n; ++i)
-      for (int c = 0; c < 3; ++c) rgb.pixels[i * 3 + c] = img.pixels[i * img.channels + (img.channels == 1 ? 0 : c)];
-  }
+  const Image rgb = to_rgb(img);  // cv2.imread(IMREAD_COLOR): gray replicated, alpha dropped
   CropGeometry g;
   g.src_w = img.width;
   g.src_h = img.height;

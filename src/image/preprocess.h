@@ -82,6 +82,16 @@ PixelTensor lite_preprocess(const Image& img, int size = 224);
 // image or a size too small for one patch.
 PixelTensor dino_preprocess(const Image& img, int smaller_edge = 448, int patch = 14);
 
+// The square transform of MuSc and SubspaceAD (torchvision Resize((S,S)) / Hugging Face's
+// BitImageProcessor on a PIL image): RGB (gray replicated, alpha dropped without compositing, as
+// PIL convert("RGB")), Pillow resize to size x size with `filter` (aspect not kept), x/255 and
+// ImageNet mean/std as float32, then the top-left (size - size mod patch) square, as Hugging
+// Face's stride-`patch` patch embedding silently drops the rest.
+PixelTensor square_preprocess(const Image& img, int size, int patch, Resample filter);
+
+// The image as 3-channel RGB: gray replicated, alpha dropped without compositing.
+Image to_rgb(const Image& img);
+
 // Python round((resized - size) / 2) with half-to-even, as torchvision CenterCrop computes it.
 int center_crop_offset(int resized, int size);
 

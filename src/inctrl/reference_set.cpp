@@ -98,7 +98,8 @@ void read_metadata(const std::string& path, const std::string& text, const Backb
     for (const auto& s : meta["sources"]) set.sources.push_back({s.value("path", ""), s.value("sha256", "")});
   set.scorer = meta.value("scorer", "inctrl");
   set.views = meta.value("views", int64_t{1});
-  if ((set.scorer != "inctrl" && set.scorer != "anomalydino") || set.views < 1)
+  if (meta.contains("scorer_options")) set.scorer_options = meta["scorer_options"].dump();
+  if ((set.scorer != "inctrl" && set.scorer != "anomalydino" && set.scorer != "subspacead") || set.views < 1)
     fail(path, ": corrupt reference-set metadata (scorer '", set.scorer, "', views ", set.views, ")");
   if (meta.contains("thresholds"))
     for (const auto& t : meta["thresholds"]) set.threshold_history.push_back(threshold_from_json(path, t));
@@ -182,6 +183,7 @@ void ReferenceSet::save(const std::string& path) const {
   for (size_t l = 0; l < banks.size(); ++l) tensors.emplace_back("bank." + std::to_string(l), raw_view(banks[l]));
   tensors.emplace_back("globals", raw_view(globals));
   if (text_prior.defined()) tensors.emplace_back("text_prior", raw_view(text_prior));
+  for (const auto& [name, t] : state) tensors.emplace_back("state." + name, raw_view(t));
   nlohmann::json meta = {{"format", kFormat},
                          {"class_name", class_name},
                          {"k", k()},
@@ -189,11 +191,13 @@ void ReferenceSet::save(const std::string& path) const {
                          {"backbone_fingerprint", backbone_fingerprint},
                          {"backbone", backbone_description},
                          {"preprocessing", backbone_kind == "clip"     ? "clip-bicubic-centercrop"
+                                           : scorer == "subspacead" && backbone_kind == "dinov2" ? "square-bicubic"
                                            : backbone_kind == "dinov2" ? "dino-bicubic-smaller-edge-topleft"
                                                                        : "lite-bilinear"},
                          {"scorer", scorer},
                          {"views", views}};
   if (!taps.empty()) meta["taps"] = taps;
+  if (scorer_options != "{}") meta["scorer_options"] = nlohmann::json::parse(scorer_options);
   for (const auto& s : sources) meta["sources"].push_back({{"path", s.path}, {"sha256", s.sha256}});
   if (threshold) meta["threshold"] = threshold_to_json(*threshold);
   for (const auto& t : threshold_history) meta["thresholds"].push_back(threshold_to_json(t));
@@ -247,7 +251,12 @@ ReferenceSet ReferenceSet::read(const std::string& path, const Backbone* backbon
     if (b == named.end()) break;
     set.banks.push_back(b->second);
   }
-  if (!named.count("globals") || set.banks.empty()) fail(path, ": reference set lacks its banks or globals");
+  for (const auto& [name, t] : named)
+    if (name.rfind("state.", 0) == 0) set.state[name.substr(6)] = t;
+  const bool banked = set.scorer != "subspacead";
+  if (!named.count("globals") || set.banks.empty() == banked) fail(path, ": reference set lacks its banks or globals");
+  if (!banked && (!set.state.count("pca_mean") || !set.state.count("pca_components")))
+    fail(path, ": reference set lacks its subspace (state.pca_mean, state.pca_components)");
   set.globals = named["globals"];
   if (named.count("text_prior")) set.text_prior = named["text_prior"];
   for (const auto& [name, t] : named) check_finite(path, name, t);

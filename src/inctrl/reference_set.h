@@ -7,8 +7,10 @@
 // fingerprint, class name, K, source paths with sha256, preprocessing, and (after `gad refs
 // calibrate`) "threshold": {"value", "far", "method", "n", "time", "setup", "map_top"} and
 // "thresholds", every calibration oldest first. Files without it load as uncalibrated.
-// "scorer" and "views" (absent in older files: inctrl, 1) say how the set is used; "taps" the
-// lite patch taps it was built with.
+// "scorer" and "views" (absent in older files: inctrl, 1) say how the set is used, with
+// "scorer_options" (the resolved options; {} when absent) and tensors `state.<name>` for scorer
+// state beyond the banks (SubspaceAD's PCA; such sets have no banks); "taps" the lite patch taps
+// it was built with.
 //
 // Integrity: `__metadata__.gad_sha256` is a sha256 over the metadata JSON and every tensor's
 // name, dtype, shape and bytes, so a flipped byte anywhere in the payload is a CorruptFile error
@@ -17,6 +19,7 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -54,6 +57,8 @@ struct ReferenceSet {
   std::string integrity = "built";  // built | verified | unverified (see above)
   std::string scorer = "inctrl";  // how queries are scored against it: inctrl | anomalydino
   int64_t views = 1;              // encoded views per reference image (8 with AnomalyDINO's rotations)
+  std::string scorer_options = "{}";  // the scorer's resolved options (JSON object)
+  std::map<std::string, at::Tensor> state;  // scorer state beyond banks (SubspaceAD: pca_mean, ...)
 
   int64_t k() const { return globals.defined() ? globals.size(0) / views : 0; }
 

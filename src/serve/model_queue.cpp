@@ -84,12 +84,13 @@ Image ModelQueue::decode(std::string_view bytes, const std::string& name) const 
   }
 }
 
-PixelTensor ModelQueue::prepare(Detector& engine, std::string_view bytes, const std::string& name) const {
-  return preprocess(engine, decode(bytes, name));
+PixelTensor ModelQueue::prepare(Detector& engine, const References& refs, std::string_view bytes, const std::string& name) const {
+  return preprocess(engine, refs, decode(bytes, name));
 }
 
-std::vector<PixelTensor> ModelQueue::prepare_reference(Detector& engine, std::string_view bytes, const std::string& name) const {
-  return reference_views(engine, decode(bytes, name));
+std::vector<PixelTensor> ModelQueue::prepare_reference(Detector& engine, std::string_view bytes, const std::string& name,
+                                                       size_t index) const {
+  return reference_views(engine, decode(bytes, name), index);
 }
 
 // Moves queued items of the batch's set into it, up to the batch size; waits up to batch_wait_ms
@@ -161,7 +162,7 @@ void ModelQueue::score_batch(Detector& engine, Batch& batch) {
     std::vector<PixelTensor> pixels;
     for (auto& item : batch) {
       try {
-        pixels.push_back(prepare(engine, item->bytes, item->name));
+        pixels.push_back(prepare(engine, refs, item->bytes, item->name));
         ready.push_back(item.get());
       } catch (...) {
         item->result.set_exception(std::current_exception());

@@ -75,9 +75,10 @@ class ModelQueue {
   // it is not stored), at least at `version`. Call from a job or worker: it uses `engine`.
   References resolve(Detector& engine, const std::string& id, int64_t version);
   // An encoded upload decoded and preprocessed for `engine` (HttpError 400 naming `name`).
-  PixelTensor prepare(Detector& engine, std::string_view bytes, const std::string& name) const;
+  PixelTensor prepare(Detector& engine, const References& refs, std::string_view bytes, const std::string& name) const;
   // The same for a reference image: its views (1, or 8 when the engine rotates references).
-  std::vector<PixelTensor> prepare_reference(Detector& engine, std::string_view bytes, const std::string& name) const;
+  std::vector<PixelTensor> prepare_reference(Detector& engine, std::string_view bytes, const std::string& name,
+                                             size_t index) const;
 
   uint64_t batches() const { return batches_.load(); }
   uint64_t images_scored() const { return images_.load(); }

@@ -578,7 +578,7 @@ struct Server::Impl {
                          .run<BuiltSet>([&](Detector& engine) {
                            std::vector<PixelTensor> pixels;  // one full-resolution image at a time
                            for (size_t i = 0; i < u.images.size(); ++i)
-                             for (auto& v : queue.prepare_reference(engine, u.images[i].bytes, image_name(i, u.images[i])))
+                             for (auto& v : queue.prepare_reference(engine, u.images[i].bytes, image_name(i, u.images[i]), i))
                                pixels.push_back(std::move(v));
                            auto handle = build_references(engine, pixels, sources, u.class_name);
                            return BuiltSet{handle, handle.to_bytes()};
