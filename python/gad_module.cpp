@@ -38,7 +38,9 @@ gad::Scorer scorer_of(const std::string& s) {
   if (s == "auto") return gad::Scorer::Auto;
   if (s == "inctrl") return gad::Scorer::InCTRL;
   if (s == "anomalydino") return gad::Scorer::AnomalyDINO;
-  throw gad::Error("scorer: unknown value '" + s + "' (auto, inctrl or anomalydino)");
+  if (s == "subspacead") return gad::Scorer::SubspaceAD;
+  if (s == "musc") return gad::Scorer::MuSc;
+  throw gad::Error("scorer: unknown value '" + s + "' (auto, inctrl, anomalydino, subspacead or musc)");
 }
 
 // Images given as paths, or as numpy arrays viewed in place (the arrays stay referenced by the
@@ -185,7 +187,8 @@ PYBIND11_MODULE(_gad, m) {
                             "Detector (ReferenceSets may be shared). The GIL is released while gad computes.")
       .def(py::init([](std::optional<std::string> model, std::optional<std::string> heads, const std::string& precision,
                        std::optional<int> threads, const std::string& scorer, bool rotate,
-                       std::optional<std::string> config, int64_t max_pixels, std::vector<std::string> lite_taps) {
+                       std::optional<std::string> config, int64_t max_pixels, std::vector<std::string> lite_taps,
+                       std::optional<py::dict> scorer_options) {
              // Threads are process-wide (torch/OpenBLAS): set only when asked.
              if (threads) gad::set_threads(*threads);
              gad::ModelOptions o;
@@ -197,15 +200,20 @@ PYBIND11_MODULE(_gad, m) {
              o.rotate = rotate;
              o.max_pixels = max_pixels;
              o.lite_taps = lite_taps;
+             if (scorer_options) o.scorer_options = py::str(py::module_::import("json").attr("dumps")(*scorer_options));
              py::gil_scoped_release unlocked;
              return new LockedDetector(o);
            }),
            py::arg("model") = py::none(), py::arg("heads") = py::none(), py::arg("precision") = "auto",
            py::arg("threads") = py::none(), py::arg("scorer") = "auto", py::arg("rotate") = false,
            py::arg("config") = py::none(), py::arg("max_pixels") = gad::ModelOptions().max_pixels,
-           py::arg("lite_taps") = std::vector<std::string>{},
+           py::arg("lite_taps") = std::vector<std::string>{}, py::arg("scorer_options") = py::none(),
            "Load a model: model=None is the installed lite model; threads sets the process's compute threads;\n"
-           "lite_taps: the lite model's patch taps (default block_12_add, or a loaded set's)")
+           "lite_taps: the lite model's patch taps (default block_12_add, or a loaded set's); scorer: auto, inctrl,\n"
+           "anomalydino, subspacead or musc (zero-shot); scorer_options: a dict of the scorer's options\n"
+           "(docs/scorers.md), e.g. {'pca_ev': 0.99}")
+      .def_property_readonly("scorer", [](LockedDetector& p) { return p.detector.scorer_summary(); },
+                             "the scorer new sets get, with its resolved options")
       .def("describe", [](LockedDetector& p) { return p.detector.describe(); }, "one line: the model, its heads, precision and scorer")
       .def_property_readonly("has_heads", [](LockedDetector& p) { return p.detector.has_heads(); }, "whether trained heads are loaded")
       .def(
@@ -275,7 +283,30 @@ PYBIND11_MODULE(_gad, m) {
           py::arg("use_threshold") = true,
           "Score images: a list of dicts, one per image in order: (path, score, s_patch, ..., [anomalous,] ms\n"
           "[, map: float32 HxW in image pixels]) or, for an image that could not be scored, (path, error) with no\n"
-          "score and no verdict. use_threshold=False: scores without a verdict.");
+          "score and no verdict. use_threshold=False: scores without a verdict.")
+      .def(
+          "score_zero_shot",
+          [](LockedDetector& p, const py::sequence& images, bool maps, bool use_threshold, double z) {
+            Inputs in = inputs_of(images);
+            gad::ScoreOptions o;
+            o.use_threshold = use_threshold;
+            o.zero_shot_z = z;
+            o.map = maps ? gad::MapKind::Patch : gad::MapKind::None;
+            std::vector<gad::ScoreRecord> records;
+            {
+              py::gil_scoped_release unlocked;
+              std::lock_guard<std::mutex> turn(p.busy);
+              gad::Detector& d = p.detector;
+              records = in.views.empty() ? d.score_zero_shot(gad::list_images(in.paths), o) : d.score_zero_shot(in.views, o);
+            }
+            py::list out;
+            for (const auto& r : records) out.append(record_dict(r, maps));
+            return out;
+          },
+          py::arg("images"), py::arg("maps") = false, py::arg("use_threshold") = true, py::arg("z") = 3.5,
+          "Zero-shot (MuSc): the images score each other, no reference set (at least 5 with the default options).\n"
+          "Dicts as score() gives; with use_threshold each carries the collection's robust-z verdict\n"
+          "(anomalous, threshold, verdict_rule).");
 
   m.def(
       "load_references",

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstddef>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -222,6 +223,42 @@ TEST_F(CApi, EveryEntryPointRejectsBadInputWithAStatus) {
   EXPECT_EQ(gad_set_threads(-1), GAD_ERR_INVALID_ARGUMENT);
   EXPECT_STREQ(gad_status_name(GAD_ERR_NOT_FOUND), "not found");
   EXPECT_STREQ(gad_version(), version());
+}
+
+// Zero-shot MuSc through C equals the C++ API, with the collection's verdict; a program built
+// against the previous header (params without scorer_options) still opens a detector.
+TEST(CApiZeroShot, EqualsTheCppApi) {
+  gad_model_params p = gad_model_default_params();
+  p.model = kLite.c_str();
+  p.precision = GAD_PRECISION_FP32;
+  p.scorer = GAD_SCORER_MUSC;
+  p.scorer_options = R"({"r_list": [1, 3]})";
+  gad_detector* d = nullptr;
+  ASSERT_EQ(gad_detector_open(&p, &d), GAD_OK) << gad_last_error();
+  const std::vector<std::string> files = list_images({kTiles + "/test"});
+  std::vector<const char*> paths;
+  for (const auto& f : files) paths.push_back(f.c_str());
+  std::vector<gad_result> results(files.size());
+  ASSERT_EQ(gad_score_zero_shot(d, paths.data(), paths.size(), GAD_MAP_NONE, results.data()), GAD_OK) << gad_last_error();
+  ModelOptions o;
+  o.model = kLite;
+  o.precision = Precision::FP32;
+  o.scorer = Scorer::MuSc;
+  o.scorer_options = R"({"r_list": [1, 3]})";
+  const auto want = Detector(o).score_zero_shot(files);
+  for (size_t i = 0; i < files.size(); ++i) {
+    EXPECT_EQ(results[i].status, GAD_OK);
+    EXPECT_EQ(results[i].score, want[i].score);
+    EXPECT_EQ(results[i].anomalous, *want[i].anomalous() ? 1 : 0);
+  }
+  EXPECT_EQ(gad_score_zero_shot(d, paths.data(), 2, GAD_MAP_NONE, results.data()), GAD_ERR_INVALID_ARGUMENT);
+  expect_message("at least 5");
+  gad_detector_free(d);
+  p = gad_model_default_params();
+  p.model = kLite.c_str();
+  p.size = offsetof(gad_model_params, scorer_options);
+  ASSERT_EQ(gad_detector_open(&p, &d), GAD_OK) << gad_last_error();
+  gad_detector_free(d);
 }
 
 }  // namespace

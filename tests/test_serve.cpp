@@ -357,3 +357,50 @@ TEST(Serve, FullQueueAnswers429WithRetryAfter) {
 
 }  // namespace
 }  // namespace gad
+
+namespace gad {
+namespace {
+
+// POST /v1/zero-shot: the uploads score each other exactly as the library scores the files; a
+// broken upload is its own error; too few images are a 400 naming the minimum.
+TEST(Serve, ZeroShotRouteEqualsTheLibrary) {
+  test::ServerProcess server(test::temp_dir("serve-zero-shot") + "/refs.sqlite");
+  auto c = server.client();
+  std::vector<std::string> files;
+  json body = {{"images", json::array()}};
+  for (int i = 1; i <= 8; ++i) {
+    files.push_back(test::elpv(i));
+    body["images"].push_back(base64_encode(test::slurp(test::elpv(i))));
+  }
+  json got = test::post_json(c, "/v1/zero-shot", body);
+  ModelOptions o;
+  o.model = test::kLiteModel;
+  o.precision = Precision::FP32;
+  o.scorer = Scorer::MuSc;
+  const auto want = Detector(o).score_zero_shot(files);
+  ASSERT_EQ(got["results"].size(), 8u) << got.dump();
+  for (size_t i = 0; i < 8; ++i) {
+    // Another process on the same machine: within 1e-6 (the thread pools may split convolutions
+    // differently), as every batched response equals its unbatched score.
+    EXPECT_NEAR(got["results"][i]["score"].get<double>(), want[i].score, 1e-6);
+    EXPECT_EQ(got["results"][i]["anomalous"].get<bool>(), *want[i].anomalous());
+    EXPECT_EQ(got["results"][i]["verdict_rule"], "robust-z>3.5");
+  }
+  body["images"].push_back(base64_encode(test::slurp(test::elpv(9)).substr(0, 200)));  // a header, then cut
+  got = test::post_json(c, "/v1/zero-shot", body);
+  ASSERT_EQ(got["results"].size(), 9u) << got.dump();
+  EXPECT_TRUE(got["results"][8].contains("error"));
+  EXPECT_FALSE(got["results"][8].contains("score"));
+  EXPECT_FALSE(got["results"][8].contains("anomalous"));
+  const json few = {{"images", {body["images"][0], body["images"][1]}}};
+  auto r = c.Post("/v1/zero-shot", few.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("at least 5"), std::string::npos) << r->body;
+  r = c.Post("/v1/zero-shot?z=-1", body.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+}
+
+}  // namespace
+}  // namespace gad

@@ -50,7 +50,14 @@ typedef enum {
 } gad_status;
 
 typedef enum { GAD_PRECISION_AUTO = 0, GAD_PRECISION_FP32 = 1, GAD_PRECISION_BF16 = 2 } gad_precision;
-typedef enum { GAD_SCORER_AUTO = 0, GAD_SCORER_INCTRL = 1, GAD_SCORER_ANOMALYDINO = 2 } gad_scorer;
+/* docs/scorers.md. MUSC is zero-shot: gad_score_zero_shot, no reference set. */
+typedef enum {
+  GAD_SCORER_AUTO = 0,
+  GAD_SCORER_INCTRL = 1,
+  GAD_SCORER_ANOMALYDINO = 2,
+  GAD_SCORER_SUBSPACEAD = 3,
+  GAD_SCORER_MUSC = 4
+} gad_scorer;
 typedef enum { GAD_MAP_NONE = 0, GAD_MAP_PATCH = 1, GAD_MAP_HOLISTIC = 2 } gad_map_kind;
 
 typedef struct gad_detector gad_detector;
@@ -66,6 +73,7 @@ typedef struct {
   int rotate;         /* AnomalyDINO: also every reference rotated by 45..315 degrees */
   int64_t max_pixels; /* largest image accepted, width x height */
   const char* lite_taps; /* lite model patch taps, comma-separated ("block_12_add,block_5_add"); NULL = default */
+  const char* scorer_options; /* the scorer's options as a JSON object (docs/scorers.md); NULL = defaults */
 } gad_model_params;
 
 /* One image: scored when status is GAD_OK; otherwise it was not scored (error says why, the
@@ -127,6 +135,11 @@ gad_status gad_score_paths(gad_detector* detector, const gad_references* refs, c
 gad_status gad_score_pixels(gad_detector* detector, const gad_references* refs, const void* pixels, int width,
                             int height, int channels, int bits, size_t row_bytes, gad_map_kind maps,
                             gad_result* result);
+/* Zero-shot (MuSc): the n images score each other, no reference set (at least 5 with the default
+ * options). results[i] for paths[i]; an unreadable image gets its own error status and the rest
+ * are scored without it. anomalous/threshold carry the collection's robust-z verdict (z > 3.5). */
+gad_status gad_score_zero_shot(gad_detector* detector, const char* const* paths, size_t n, gad_map_kind maps,
+                               gad_result* results);
 void gad_result_free(gad_result* result); /* frees the map; the struct itself is the caller's */
 
 #ifdef __cplusplus

@@ -226,3 +226,38 @@ def test_every_public_name_is_documented():
         for attr, member in vars(cls).items():
             if not attr.startswith("_"):
                 assert (member.__doc__ or "").strip(), f"{cls.__name__}.{attr}"
+
+
+MUSC = os.path.join(SHARED, "fixtures", "dinov2", "musc")
+SUBSPACEAD = os.path.join(SHARED, "fixtures", "dinov2", "subspacead")
+
+
+def test_zero_shot_musc_matches_the_official_scores():
+    case = json.load(open(os.path.join(MUSC, "index.json")))["cases"][0]
+    options = {k: case[k] for k in ("image_size", "feature_layers", "r_list", "topmin", "rscin_k_list")}
+    d = gad.Detector(os.path.join(SHARED, "fixtures", "dinov2", "tiny", "model.pth"), precision="fp32", scorer="musc",
+                     scorer_options=options)
+    assert d.scorer.startswith("musc")
+    images = [os.path.join(MUSC, p) for p in case["inputs"]]
+    results = d.score_zero_shot(images)
+    for name, r in zip(case["batch_order"], results):
+        assert abs(r["score"] - case["results"][name]["score"]) < 1e-4  # the fixture README's tolerance
+        assert r["verdict_rule"] == "robust-z>3.5"
+    with pytest.raises(gad.Error, match="at least 5"):
+        d.score_zero_shot(images[:3])
+
+
+def test_subspacead_sets_from_options_dict(tmp_path):
+    case = json.load(open(os.path.join(SUBSPACEAD, "index.json")))["cases"][0]
+    options = {k: case[k] for k in ("image_res", "layers", "pca_ev", "aug_count")}
+    d = gad.Detector(os.path.join(SHARED, "fixtures", "dinov2", case["model"], "model.pth"), precision="fp32",
+                     scorer="subspacead", scorer_options=options)
+    refs = d.build_references([os.path.join(SUBSPACEAD, p) for p in case["ref_inputs"]])
+    assert refs.scorer == "subspacead"
+    q = case["query_inputs"][0]
+    want = case["results"][os.path.splitext(os.path.basename(q))[0]]["score"]
+    got = d.score(refs, [os.path.join(SUBSPACEAD, q)])[0]["score"]
+    assert abs(got - want) <= 1e-4 * max(1.0, abs(want))
+    with pytest.raises(gad.Error, match="unknown key 'pca'"):
+        gad.Detector(os.path.join(SHARED, "fixtures", "dinov2", case["model"], "model.pth"), scorer="subspacead",
+                     scorer_options={"pca": 1})

@@ -1,6 +1,7 @@
 // The C API (include/gad/gad.h): a thin, exception-free wrapper over gad::Detector.
 #include <gad/gad.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -182,9 +183,11 @@ gad_model_params gad_model_default_params(void) {
 
 gad_status gad_detector_open(const gad_model_params* params, gad_detector** out) {
   GAD_REQUIRE(params && out, "params and out must not be NULL");
-  GAD_REQUIRE(params->size == sizeof(gad_model_params), "params->size does not match this library (use gad_model_default_params)");
+  // Fields are only ever appended: a program built against an older header passes a smaller size.
+  GAD_REQUIRE(params->size == sizeof(gad_model_params) || params->size == offsetof(gad_model_params, scorer_options),
+              "params->size does not match this library (use gad_model_default_params)");
   GAD_REQUIRE(params->precision >= GAD_PRECISION_AUTO && params->precision <= GAD_PRECISION_BF16, "unknown precision");
-  GAD_REQUIRE(params->scorer >= GAD_SCORER_AUTO && params->scorer <= GAD_SCORER_ANOMALYDINO, "unknown scorer");
+  GAD_REQUIRE(params->scorer >= GAD_SCORER_AUTO && params->scorer <= GAD_SCORER_MUSC, "unknown scorer");
   return guarded([&] {
     gad::ModelOptions o;
     if (params->model) o.model = params->model;
@@ -193,9 +196,10 @@ gad_status gad_detector_open(const gad_model_params* params, gad_detector** out)
     o.precision = params->precision == GAD_PRECISION_FP32   ? gad::Precision::FP32
                   : params->precision == GAD_PRECISION_BF16 ? gad::Precision::BF16
                                                             : gad::Precision::Auto;
-    o.scorer = params->scorer == GAD_SCORER_INCTRL        ? gad::Scorer::InCTRL
-               : params->scorer == GAD_SCORER_ANOMALYDINO ? gad::Scorer::AnomalyDINO
-                                                          : gad::Scorer::Auto;
+    const gad::Scorer scorers[] = {gad::Scorer::Auto, gad::Scorer::InCTRL, gad::Scorer::AnomalyDINO, gad::Scorer::SubspaceAD,
+                                   gad::Scorer::MuSc};
+    o.scorer = scorers[params->scorer];
+    if (params->size == sizeof(gad_model_params) && params->scorer_options) o.scorer_options = params->scorer_options;
     o.rotate = params->rotate != 0;
     o.max_pixels = params->max_pixels;
     if (params->lite_taps) o.lite_taps = split_commas(params->lite_taps);
@@ -261,6 +265,24 @@ gad_status gad_references_calibrate_allow_few(gad_detector* detector, gad_refere
 int64_t gad_references_k(const gad_references* refs) { return refs ? refs->refs.k() : 0; }
 void gad_references_free(gad_references* refs) { delete refs; }
 
+namespace {
+
+// Every record into `results`, or none (a failure part-way frees what was filled).
+void fill_all(const std::vector<gad::ScoreRecord>& records, gad_result* results) {
+  const size_t n = records.size();
+  std::vector<gad_result> filled(n);
+  size_t done = 0;
+  try {
+    for (; done < n; ++done) fill(records[done], &filled[done]);
+  } catch (...) {
+    for (size_t i = 0; i < done; ++i) gad_result_free(&filled[i]);
+    throw;
+  }
+  std::copy(filled.begin(), filled.end(), results);  // all or nothing
+}
+
+}  // namespace
+
 gad_status gad_score_paths(gad_detector* detector, const gad_references* refs, const char* const* paths, size_t n,
                            gad_map_kind maps, gad_result* results) {
   GAD_REQUIRE(detector && refs, "detector and refs must not be NULL");
@@ -268,16 +290,18 @@ gad_status gad_score_paths(gad_detector* detector, const gad_references* refs, c
   return guarded([&] {
     gad::ScoreOptions o;
     o.map = map_kind(maps);
-    auto records = detector->detector.score(refs->refs, strings(paths, n), o);
-    std::vector<gad_result> filled(n);
-    size_t done = 0;
-    try {
-      for (; done < n; ++done) fill(records[done], &filled[done]);
-    } catch (...) {
-      for (size_t i = 0; i < done; ++i) gad_result_free(&filled[i]);
-      throw;
-    }
-    std::copy(filled.begin(), filled.end(), results);  // all or nothing
+    fill_all(detector->detector.score(refs->refs, strings(paths, n), o), results);
+  });
+}
+
+gad_status gad_score_zero_shot(gad_detector* detector, const char* const* paths, size_t n, gad_map_kind maps,
+                               gad_result* results) {
+  GAD_REQUIRE(detector, "detector must not be NULL");
+  GAD_REQUIRE((paths && results) || n == 0, "paths and results must not be NULL");
+  return guarded([&] {
+    gad::ScoreOptions o;
+    o.map = map_kind(maps);
+    fill_all(detector->detector.score_zero_shot(strings(paths, n), o), results);
   });
 }
 

@@ -861,6 +861,11 @@ References peek_references(const std::string& path, std::string* model) {
 
 const ReferenceSet& reference_set(const References& refs) { return set_of(refs); }
 
+std::vector<ScoreRecord> score_zero_shot(Detector& detector, size_t n, const std::function<std::string(size_t)>& name_of,
+                                         const std::function<Image(size_t)>& load, const ScoreOptions& options) {
+  return detector.impl().score_zero_shot(n, options, name_of, load);
+}
+
 int64_t image_encodes(const Detector& detector) { return detector.impl().backbone().image_encodes(); }
 int64_t text_encodes(const Detector& detector) { return detector.impl().backbone().text_encodes(); }
 

@@ -5,6 +5,7 @@
 // stays torch-free like the public header.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +47,11 @@ std::vector<InspectRecord> inspect(Detector& detector, const std::vector<std::st
 // A saved set read without a model (`gad refs show`): checksum and banks verified, the model it
 // was made with not checked. Description of that model in `model` when given.
 References peek_references(const std::string& path, std::string* model = nullptr);
+
+// Zero-shot over n images that `load(i)` decodes one at a time (the server's uploads); see
+// Detector::score_zero_shot.
+std::vector<ScoreRecord> score_zero_shot(Detector& detector, size_t n, const std::function<std::string(size_t)>& name_of,
+                                         const std::function<Image(size_t)>& load, const ScoreOptions& options);
 
 struct ReferenceSet;
 // The internal set behind `refs` (its banks and scorer state; tests and `gad inspect` read it).

@@ -651,6 +651,53 @@ struct Server::Impl {
     send_json(res, 200, json{{"refset", id}, {"results", results}});
   }
 
+  // Zero-shot (MuSc): the uploaded images score each other on one worker, decoded one at a time;
+  // at most --max-images (and the queue), each answered with its score or its own error.
+  void post_zero_shot(const httplib::Request& req, httplib::Response& res) {
+    require_ready(res);
+    Uploads u = read_uploads(req, Route::Score);
+    check_images(u, std::min(o.max_images, o.queue), "images to score", o.engine.max_pixels);
+    ScoreOptions options;
+    if (req.has_param("z")) {
+      char* end = nullptr;
+      const std::string z = req.get_param_value("z");
+      options.zero_shot_z = std::strtod(z.c_str(), &end);
+      if (z.empty() || *end || !(options.zero_shot_z > 0 && options.zero_shot_z < 1e6))
+        throw HttpError(400, "bad_parameter", "z: must be a positive number (got '" + z + "')");
+    }
+    const bool want_map = req.get_param_value("map") == "1" || req.get_param_value("map") == "true";
+    Admission admission(queue, static_cast<int>(u.images.size()), res);
+    std::vector<ScoreRecord> records;
+    try {
+      records = queue
+                    .run<std::vector<ScoreRecord>>([&](Detector& engine) {
+                      return score_zero_shot(
+                          engine, u.images.size(), [&](size_t i) { return image_name(i, u.images[i]); },
+                          [&](size_t i) {  // a bad upload is that image's error, not the request's
+                            const auto& bytes = u.images[i].bytes;
+                            return decode_image_bytes(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                                                      image_name(i, u.images[i]), o.engine.max_pixels);
+                          },
+                          options);
+                    })
+                    .get();
+    } catch (const Error& e) {  // too few images, bad options: the request's error
+      throw HttpError(e.kind() == ErrorKind::ResourceLimit ? 413 : 400, "zero_shot_refused", e.what());
+    }
+    json results = json::array();
+    for (size_t i = 0; i < records.size(); ++i) {
+      const auto& r = records[i];
+      json j;
+      j["index"] = i;
+      if (!u.images[i].name.empty()) j["name"] = u.images[i].name;
+      j.update(score_json(r));
+      if (r.ok()) j["width"] = r.geometry.src_w, j["height"] = r.geometry.src_h;
+      if (want_map && r.ok()) j["map_png"] = base64_encode(map_png8(map_to_image(r.residual_map, r.grid, r.geometry)));
+      results.push_back(std::move(j));
+    }
+    send_json(res, 200, json{{"scorer", "musc"}, {"results", results}});
+  }
+
   // The `gad refs calibrate --normals` rule on uploaded normals: score them, take the conformal
   // threshold, store the set with it (one transaction) and put the new version in the cache.
   void post_calibrate(const httplib::Request& req, httplib::Response& res) {
@@ -836,6 +883,7 @@ struct Server::Impl {
       cache.erase(id);
       send_json(res, 200, json{{"deleted", id}});
     });
+    svr.Post("/v1/zero-shot", [this](const httplib::Request& req, httplib::Response& res) { post_zero_shot(req, res); });
     svr.Post(R"(/v1/refsets/([^/]+)/score)",
              [this](const httplib::Request& req, httplib::Response& res) { post_score(req, res); });
     svr.Post(R"(/v1/refsets/([^/]+)/calibrate)",
