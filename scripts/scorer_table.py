@@ -28,11 +28,11 @@ KS = [1, 2, 4, 8]
 DRAWS = 3
 
 
-def run(cmd):
+def run(cmd, records=True):
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode not in (0, 3, 4):
         sys.exit(f"scorer_table: {' '.join(cmd)} failed: {p.stderr.strip().splitlines()[-1] if p.stderr else p.returncode}")
-    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()] if records else []
 
 
 def auroc(labels, scores):
@@ -58,17 +58,18 @@ def convert(gad, data, work):
     out = {}
     elpv = os.path.join(work, "elpv")
     if not os.path.isdir(elpv):
-        run([gad, "data", "convert", "elpv", os.path.join(data, "elpv_sample"), elpv])
+        run([gad, "data", "convert", "elpv", os.path.join(data, "elpv_sample"), elpv], records=False)
     out["elpv"] = os.path.join(elpv, "elpv")
     tile = os.path.join(work, "mtile")
     if not os.path.isdir(tile):
         run([gad, "data", "convert", "folder", os.path.join(data, "magnetic_tile_sample"), tile, "--normal", "MT_Free",
-             "--category", "mtile"] + sum((["--anomalous", "MT_" + d] for d in ("Blowhole", "Break", "Crack", "Fray", "Uneven")), []))
+             "--category", "mtile"] + sum((["--anomalous", "MT_" + d] for d in ("Blowhole", "Break", "Crack", "Fray", "Uneven")), []),
+            records=False)
     out["mtile"] = os.path.join(tile, "mtile")
     cifar = os.path.join(work, "cifar")
     if not os.path.isdir(cifar):
         run([gad, "data", "convert", "cifar10", os.path.join(data, "cifar10_subset"), cifar, "--protocol", "one-vs-all",
-             "--normal-class", "cat", "--limit", "100"])
+             "--normal-class", "cat", "--limit", "100"], records=False)
     out["cifar10-cat"] = os.path.join(cifar, "cat")
     return out
 

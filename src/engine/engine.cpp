@@ -8,8 +8,6 @@
 #include <sstream>
 #include <thread>
 
-#include <unistd.h>
-
 #include "image/image.h"
 #include "inctrl/reference_set.h"
 #include "inctrl/scorer.h"
@@ -92,29 +90,6 @@ std::string join(const std::vector<std::string>& parts) {
 struct RefHandle {
   ReferenceSet set;
 };
-
-namespace {
-
-// A unique temporary path for the safetensors round trip of serialize/deserialize.
-std::string temp_ref_path() {
-  static std::atomic<uint64_t> counter{0};
-  std::error_code ec;
-  auto dir = std::filesystem::temp_directory_path(ec);
-  if (ec) dir = "/tmp";
-  return (dir / ("gad-ref-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-                 std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + ".gadref"))
-      .string();
-}
-
-struct RemoveOnExit {
-  std::string path;
-  ~RemoveOnExit() {
-    std::error_code ec;
-    std::filesystem::remove(path, ec);
-  }
-};
-
-}  // namespace
 
 struct Detector::Impl {
   ModelOptions options;
@@ -541,12 +516,7 @@ size_t References::memory_bytes() const {
 
 void References::save(const std::string& path) const { set_of(*this).save(path); }
 
-std::string References::to_bytes() const {
-  RemoveOnExit tmp{temp_ref_path()};
-  save(tmp.path);
-  auto bytes = read_file_bytes(tmp.path);
-  return std::string(bytes.begin(), bytes.end());
-}
+std::string References::to_bytes() const { return set_of(*this).to_bytes(); }
 
 References References::with_threshold(const Threshold& t) const { return wrap(set_of(*this).with_threshold(t)); }
 
@@ -631,17 +601,7 @@ References Detector::load_references(const std::string& path) {
 }
 
 References Detector::references_from_bytes(const std::string& bytes, const std::string& name) const {
-  RemoveOnExit tmp{temp_ref_path()};
-  write_file_atomically(tmp.path, [&](std::FILE* f) {
-    if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) fail_as(ErrorKind::Io, tmp.path, ": write failed");
-  });
-  try {
-    return wrap(ReferenceSet::load(tmp.path, impl_->backbone()));  // tensors are copied out of the mapping
-  } catch (const Error& e) {  // name the set as the caller knows it, not the temporary file
-    std::string message = e.what();
-    for (size_t at; (at = message.find(tmp.path)) != std::string::npos;) message.replace(at, tmp.path.size(), name);
-    throw Error(message, e.kind());
-  }
+  return wrap(ReferenceSet::from_bytes(bytes, name, impl_->backbone()));
 }
 
 std::vector<ScoreRecord> Detector::score_zero_shot(const std::vector<std::string>& paths, const ScoreOptions& options) {

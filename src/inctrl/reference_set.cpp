@@ -174,11 +174,21 @@ ReferenceSet ReferenceSet::from_features(const Backbone& backbone, const Feature
   set.globals = f.global.contiguous();
   for (const auto& tap : f.taps) set.banks.push_back(l2_normalise_rows(tap.reshape({-1, tap.size(-1)})).contiguous());
   for (size_t l = 0; l < set.banks.size(); ++l) check_finite("reference images", "bank." + std::to_string(l), set.banks[l]);
-  set.banks_bf16 = to_bf16(set.banks);
+  if (backbone.precision() == Precision::BF16) set.banks_bf16 = to_bf16(set.banks);
   return set;
 }
 
 void ReferenceSet::save(const std::string& path) const {
+  const auto [tensors, metadata] = contents();
+  write_safetensors(path, tensors, metadata);
+}
+
+std::string ReferenceSet::to_bytes() const {
+  const auto [tensors, metadata] = contents();
+  return safetensors_bytes(tensors, metadata);
+}
+
+std::pair<RawTensorList, std::map<std::string, std::string>> ReferenceSet::contents() const {
   RawTensorList tensors;
   for (size_t l = 0; l < banks.size(); ++l) tensors.emplace_back("bank." + std::to_string(l), raw_view(banks[l]));
   tensors.emplace_back("globals", raw_view(globals));
@@ -202,7 +212,8 @@ void ReferenceSet::save(const std::string& path) const {
   if (threshold) meta["threshold"] = threshold_to_json(*threshold);
   for (const auto& t : threshold_history) meta["thresholds"].push_back(threshold_to_json(t));
   const std::string text = meta.dump();
-  write_safetensors(path, tensors, {{"gad", text}, {kChecksumKey, payload_sha256(text, tensors)}});
+  std::map<std::string, std::string> metadata = {{"gad", text}, {kChecksumKey, payload_sha256(text, tensors)}};
+  return {std::move(tensors), std::move(metadata)};
 }
 
 ReferenceSet ReferenceSet::with_threshold(const Threshold& t) const {
@@ -224,11 +235,15 @@ std::vector<std::string> ReferenceSet::saved_taps(const std::string& path) {
   return taps;
 }
 
-ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbone) { return read(path, &backbone); }
-ReferenceSet ReferenceSet::peek(const std::string& path) { return read(path, nullptr); }
+ReferenceSet ReferenceSet::load(const std::string& path, const Backbone& backbone) {
+  return read(path, read_safetensors(path), &backbone);
+}
+ReferenceSet ReferenceSet::peek(const std::string& path) { return read(path, read_safetensors(path), nullptr); }
+ReferenceSet ReferenceSet::from_bytes(const std::string& bytes, const std::string& name, const Backbone& backbone) {
+  return read(name, read_safetensors_bytes(std::make_shared<const std::string>(bytes), name), &backbone);
+}
 
-ReferenceSet ReferenceSet::read(const std::string& path, const Backbone* backbone) {
-  SafetensorsContents c = read_safetensors(path);
+ReferenceSet ReferenceSet::read(const std::string& path, const SafetensorsContents& c, const Backbone* backbone) {
   auto it = c.metadata.find("gad");
   if (it == c.metadata.end()) fail(path, ": not a gad reference set (no gad metadata)");
   ReferenceSet set;
@@ -260,7 +275,7 @@ ReferenceSet ReferenceSet::read(const std::string& path, const Backbone* backbon
   set.globals = named["globals"];
   if (named.count("text_prior")) set.text_prior = named["text_prior"];
   for (const auto& [name, t] : named) check_finite(path, name, t);
-  set.banks_bf16 = to_bf16(set.banks);
+  if (backbone && backbone->precision() == Precision::BF16) set.banks_bf16 = to_bf16(set.banks);
   if (set.globals.dim() == 2 && set.globals.size(0) == 0) fail(path, ": holds no reference images (K = 0)");
   const int64_t dim = backbone ? backbone->embed_dim() : set.globals.size(-1);
   if (set.globals.dim() != 2 || set.globals.size(1) != dim || set.globals.size(0) % set.views != 0)
@@ -281,7 +296,7 @@ HeldOutReference hold_out_reference(const ReferenceSet& refs, int64_t k) {
     const int64_t p = bank.size(0) / K;
     h.query.taps.push_back(bank.slice(0, k * p, (k + 1) * p).unsqueeze(0));
     h.rest.banks.push_back(at::cat({bank.slice(0, 0, k * p), bank.slice(0, (k + 1) * p)}).contiguous());
-    h.rest.banks_bf16.push_back(h.rest.banks.back().to(at::kBFloat16));
+    if (!refs.banks_bf16.empty()) h.rest.banks_bf16.push_back(h.rest.banks.back().to(at::kBFloat16));
   }
   h.query.global = refs.globals.slice(0, k, k + 1);
   h.rest.globals = at::cat({refs.globals.slice(0, 0, k), refs.globals.slice(0, k + 1)}).contiguous();

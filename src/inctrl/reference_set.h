@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "backbone/backbone.h"
+#include "io/safetensors.h"
 #include "inctrl/calibration.h"
 
 namespace gad {
@@ -48,7 +49,7 @@ struct ReferenceSet {
   std::string backbone_kind, backbone_fingerprint, backbone_description;
   std::vector<ReferenceSource> sources;
   std::vector<at::Tensor> banks;  // per tap: [K*P_l, C_l], rows L2-normalised, prompt-major
-  std::vector<at::Tensor> banks_bf16;  // the same in bf16, for bf16-mode scoring (made at build/load)
+  std::vector<at::Tensor> banks_bf16;  // the same in bf16, made at build/load for bf16 backbones only
   at::Tensor globals;             // [K, D]
   at::Tensor text_prior;          // [2, D] (normal, anomaly), or undefined without a text tower
   std::optional<Threshold> threshold;  // decision threshold on the final score, when calibrated
@@ -73,9 +74,12 @@ struct ReferenceSet {
   static ReferenceSet from_features(const Backbone& backbone, const Features& features, at::Tensor text_prior,
                                     const std::vector<ReferenceSource>& sources, const std::string& class_name);
   void save(const std::string& path) const;
+  std::string to_bytes() const;  // the file's bytes, without a file
   // Loads, verifies the checksum and the banks, and checks that the set was made with
   // `backbone` (same fingerprint).
   static ReferenceSet load(const std::string& path, const Backbone& backbone);
+  // The same from a file's bytes (a database blob); `name` names the set in errors.
+  static ReferenceSet from_bytes(const std::string& bytes, const std::string& name, const Backbone& backbone);
   // The same without a model (`gad refs show`): checksum and banks verified, model not checked.
   static ReferenceSet peek(const std::string& path);
   // The `taps` a saved set records, read from its metadata alone ({} when it records none).
@@ -84,7 +88,8 @@ struct ReferenceSet {
   ReferenceSet with_threshold(const Threshold& t) const;
 
  private:
-  static ReferenceSet read(const std::string& path, const Backbone* backbone);
+  static ReferenceSet read(const std::string& path, const SafetensorsContents& contents, const Backbone* backbone);
+  std::pair<RawTensorList, std::map<std::string, std::string>> contents() const;
 };
 
 // Reference `k` of a set as a query against the other K − 1 (leave-one-out calibration, the

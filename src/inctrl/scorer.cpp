@@ -60,7 +60,9 @@ at::Tensor InctrlScorer::patch_residuals(const ReferenceSet& refs, const Feature
     // In bf16 mode the K·P cosines per query patch are the largest product after the tower; bf16
     // keeps them within ~4e-3 (the residual-map budget is 0.02).
     layers.push_back(backbone_.precision() == Precision::BF16
-                         ? layer_residual(q.to(at::kBFloat16), refs.banks_bf16[l], backbone_.grid())
+                         ? layer_residual(q.to(at::kBFloat16),
+                                          refs.banks_bf16.empty() ? refs.banks[l].to(at::kBFloat16) : refs.banks_bf16[l],
+                                          backbone_.grid())
                          : layer_residual(q, refs.banks[l], backbone_.grid()));
   }
   return at::stack(layers, 1);

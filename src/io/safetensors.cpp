@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
+#include <memory>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -93,15 +95,12 @@ RawTensor parse_entry(const std::string& path, const std::string& name, const nl
   return t;
 }
 
-}  // namespace
-
-SafetensorsContents read_safetensors(const std::string& path) {
+// The contents of `size` bytes at `bytes`, which `owner` keeps alive; `path` names them in errors.
+SafetensorsContents parse(const std::string& path, const uint8_t* bytes, size_t size, std::shared_ptr<const void> owner) {
   return with_error_kind(ErrorKind::CorruptFile, [&] {
-    auto map = map_file(path);
-    const auto* bytes = static_cast<const uint8_t*>(map->addr);
-    if (map->size < 8) fail(path, ": not a safetensors file (", map->size, " bytes)");
+    if (size < 8) fail(path, ": not a safetensors file (", size, " bytes)");
     uint64_t header_len = read_u64_le(bytes);
-    if (header_len > map->size - 8) fail(path, ": truncated or not a safetensors file (header length ", header_len, ")");
+    if (header_len > size - 8) fail(path, ": truncated or not a safetensors file (header length ", header_len, ")");
     nlohmann::json header;
     try {
       header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
@@ -112,7 +111,7 @@ SafetensorsContents read_safetensors(const std::string& path) {
 
     SafetensorsContents out;
     const uint8_t* data_start = bytes + 8 + header_len;
-    size_t data_size = map->size - 8 - header_len;
+    size_t data_size = size - 8 - header_len;
     for (auto it = header.begin(); it != header.end(); ++it) {
       if (it.key() == "__metadata__") {
         if (!it->is_object()) fail(path, ": corrupt safetensors header (__metadata__ is not an object)");
@@ -121,7 +120,7 @@ SafetensorsContents read_safetensors(const std::string& path) {
         continue;
       }
       RawTensor t = parse_entry(path, it.key(), *it, data_start, data_size);
-      t.owner = map;
+      t.owner = owner;
       out.tensors.emplace_back(it.key(), std::move(t));
     }
     std::stable_sort(out.tensors.begin(), out.tensors.end(),
@@ -130,8 +129,9 @@ SafetensorsContents read_safetensors(const std::string& path) {
   });
 }
 
-void write_safetensors(const std::string& path, const RawTensorList& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+// Serialises to `sink` (called with consecutive pieces of the file).
+void serialise(const std::string& path, const RawTensorList& tensors, const std::map<std::string, std::string>& metadata,
+               const std::function<void(const void*, size_t)>& sink) {
   // nlohmann::ordered_json keeps insertion order so files list tensors as given.
   nlohmann::ordered_json header;
   if (!metadata.empty()) header["__metadata__"] = metadata;
@@ -144,15 +144,39 @@ void write_safetensors(const std::string& path, const RawTensorList& tensors,
   }
   std::string text = header.dump();
   while (text.size() % 8 != 0) text.push_back(' ');
+  uint8_t len[8];
+  uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
+  sink(len, 8);
+  sink(text.data(), text.size());
+  for (const auto& [name, t] : tensors)
+    if (t.nbytes) sink(t.data, t.nbytes);
+}
+
+}  // namespace
+
+SafetensorsContents read_safetensors(const std::string& path) {
+  auto map = with_error_kind(ErrorKind::CorruptFile, [&] { return map_file(path); });
+  return parse(path, static_cast<const uint8_t*>(map->addr), map->size, map);
+}
+
+SafetensorsContents read_safetensors_bytes(std::shared_ptr<const std::string> bytes, const std::string& name) {
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes->data());
+  const size_t size = bytes->size();
+  return parse(name, data, size, std::move(bytes));
+}
+
+void write_safetensors(const std::string& path, const RawTensorList& tensors,
+                       const std::map<std::string, std::string>& metadata) {
   write_file_atomically(path, [&](std::FILE* f) {
-    uint8_t len[8];
-    uint64_t n = text.size();
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
-    std::fwrite(len, 1, 8, f);
-    std::fwrite(text.data(), 1, text.size(), f);
-    for (const auto& [name, t] : tensors)
-      if (t.nbytes) std::fwrite(t.data, 1, t.nbytes, f);
+    serialise(path, tensors, metadata, [&](const void* p, size_t n) { std::fwrite(p, 1, n, f); });
   });
+}
+
+std::string safetensors_bytes(const RawTensorList& tensors, const std::map<std::string, std::string>& metadata) {
+  std::string out;
+  serialise("safetensors", tensors, metadata, [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); });
+  return out;
 }
 
 }  // namespace gad

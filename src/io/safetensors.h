@@ -7,6 +7,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 
 #include "io/raw_tensor.h"
@@ -20,6 +21,13 @@ struct SafetensorsContents {
 
 // Maps `path` read-only; the returned tensors keep the mapping alive.
 SafetensorsContents read_safetensors(const std::string& path);
+
+// The same from bytes in memory (a database blob); `name` names them in errors. The tensors keep
+// `bytes` alive.
+SafetensorsContents read_safetensors_bytes(std::shared_ptr<const std::string> bytes, const std::string& name);
+
+// The bytes of a safetensors file holding tensors (in the given order) and metadata.
+std::string safetensors_bytes(const RawTensorList& tensors, const std::map<std::string, std::string>& metadata = {});
 
 // Writes tensors (in the given order) and metadata to `path` atomically.
 void write_safetensors(const std::string& path, const RawTensorList& tensors,
