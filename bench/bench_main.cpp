@@ -34,7 +34,7 @@
 #include "clip/clip_backbone.h"
 #include "dino/dino_backbone.h"
 #include "inctrl/heads.h"
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 #include "inctrl/scorer.h"
 #include "io/safetensors.h"
 #include "lite/fetch.h"

@@ -5,7 +5,7 @@
 #include "backbone/backbone.h"
 #include "fingerprint_backbone.h"
 #include "fuzz_support.h"
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 #include "util/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -148,6 +148,21 @@ struct LockedDetector {
   std::mutex busy;
 };
 
+// Runs `score` on the detector with the GIL released and its turn taken; one dict per record.
+template <typename Score>
+py::list score_records(LockedDetector& p, const py::sequence& images, bool maps, Score score) {
+  Inputs in = inputs_of(images);
+  std::vector<gad::ScoreRecord> records;
+  {
+    py::gil_scoped_release unlocked;
+    std::lock_guard<std::mutex> turn(p.busy);
+    records = score(p.detector, in);
+  }
+  py::list out;
+  for (const auto& r : records) out.append(record_dict(r, maps));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_gad, m) {
@@ -171,7 +186,7 @@ PYBIND11_MODULE(_gad, m) {
                               "Made by Detector.build_references, Detector.load_references or Detector.calibrate.")
       .def_property_readonly("k", &gad::References::k, "the number of reference images (K)")
       .def_property_readonly("class_name", &gad::References::class_name, "the class name the set was built with")
-      .def_property_readonly("scorer", &gad::References::scorer, "the scorer the set scores with (inctrl, anomalydino)")
+      .def_property_readonly("scorer", &gad::References::scorer, "the scorer the set scores with (inctrl, anomalydino, subspacead)")
       .def_property_readonly("threshold", &threshold_dict, "None, or {threshold, far, method, n, time, setup}")
       .def_property_readonly("threshold_history", &threshold_history, "every calibration, oldest first")
       .def_property_readonly("taps", &gad::References::taps, "lite patch taps the set was built with")
@@ -263,21 +278,13 @@ PYBIND11_MODULE(_gad, m) {
           "score",
           [](LockedDetector& p, const gad::References& refs, const py::sequence& images, bool maps, int batch,
              bool use_threshold) {
-            Inputs in = inputs_of(images);
             gad::ScoreOptions o;
             o.batch = batch;
             o.use_threshold = use_threshold;
             o.map = maps ? gad::MapKind::Patch : gad::MapKind::None;
-            std::vector<gad::ScoreRecord> records;
-            {
-              py::gil_scoped_release unlocked;
-              std::lock_guard<std::mutex> turn(p.busy);
-              gad::Detector& d = p.detector;
-              records = in.views.empty() ? d.score(refs, gad::list_images(in.paths), o) : d.score(refs, in.views, o);
-            }
-            py::list out;
-            for (const auto& r : records) out.append(record_dict(r, maps));
-            return out;
+            return score_records(p, images, maps, [&](gad::Detector& d, const Inputs& in) {
+              return in.views.empty() ? d.score(refs, gad::list_images(in.paths), o) : d.score(refs, in.views, o);
+            });
           },
           py::arg("refs"), py::arg("images"), py::arg("maps") = false, py::arg("batch") = 8,
           py::arg("use_threshold") = true,
@@ -287,21 +294,13 @@ PYBIND11_MODULE(_gad, m) {
       .def(
           "score_zero_shot",
           [](LockedDetector& p, const py::sequence& images, bool maps, bool use_threshold, double z) {
-            Inputs in = inputs_of(images);
             gad::ScoreOptions o;
             o.use_threshold = use_threshold;
             o.zero_shot_z = z;
             o.map = maps ? gad::MapKind::Patch : gad::MapKind::None;
-            std::vector<gad::ScoreRecord> records;
-            {
-              py::gil_scoped_release unlocked;
-              std::lock_guard<std::mutex> turn(p.busy);
-              gad::Detector& d = p.detector;
-              records = in.views.empty() ? d.score_zero_shot(gad::list_images(in.paths), o) : d.score_zero_shot(in.views, o);
-            }
-            py::list out;
-            for (const auto& r : records) out.append(record_dict(r, maps));
-            return out;
+            return score_records(p, images, maps, [&](gad::Detector& d, const Inputs& in) {
+              return in.views.empty() ? d.score_zero_shot(gad::list_images(in.paths), o) : d.score_zero_shot(in.views, o);
+            });
           },
           py::arg("images"), py::arg("maps") = false, py::arg("use_threshold") = true, py::arg("z") = 3.5,
           "Zero-shot (MuSc): the images score each other, no reference set (at least 5 with the default options).\n"

@@ -34,6 +34,23 @@ BenchOptions tiles_options(const std::string& out) {
   return o;
 }
 
+// The scores of a bench scores.csv (dataset, category, method, K, draw, path, label, score) by
+// "<column key> <path>".
+std::map<std::string, double> bench_scores(const std::string& csv, size_t key) {
+  std::map<std::string, double> out;
+  std::ifstream in(csv);
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) {
+    std::vector<std::string> c;
+    std::stringstream ss(line);
+    for (std::string cell; std::getline(ss, cell, ',');) c.push_back(cell);
+    EXPECT_EQ(c.size(), 8u) << line;
+    if (c.size() == 8) out[c[key] + " " + c[5]] = std::stod(c[7]);
+  }
+  return out;
+}
+
 size_t line_count(const std::string& path) {
   std::string text = read_file_text(path);
   return std::count(text.begin(), text.end(), '\n');
@@ -221,17 +238,7 @@ TEST(Bench, PromptSetsGiveTheScoresOfScoringWithThePromptFile) {
   EXPECT_EQ(draws[1]["references"].size(), 2u);
   EXPECT_NE(read_file_text(dir + "/out/summary.md").find("fixed prompt sets"), std::string::npos);
 
-  std::map<std::string, double> bench;  // "K path" -> score
-  std::ifstream in(dir + "/out/scores.csv");
-  std::string line;
-  std::getline(in, line);
-  while (std::getline(in, line)) {
-    std::vector<std::string> c;
-    std::stringstream ss(line);
-    for (std::string cell; std::getline(ss, cell, ',');) c.push_back(cell);
-    ASSERT_EQ(c.size(), 8u) << line;
-    bench[c[3] + " " + c[5]] = std::stod(c[7]);
-  }
+  const std::map<std::string, double> bench = bench_scores(dir + "/out/scores.csv", 3);  // "K path" -> score
   ASSERT_EQ(bench.size(), 2u * 4);
   for (int k : {1, 2}) {
     ModelOptions eo;
@@ -248,7 +255,7 @@ TEST(Bench, PromptSetsGiveTheScoresOfScoringWithThePromptFile) {
     one.batch = 1;
     for (const auto& r : engine.score(set, queries, one)) {
       ASSERT_TRUE(bench.count(std::to_string(k) + " " + r.path)) << r.path;
-      EXPECT_NEAR(bench[std::to_string(k) + " " + r.path], r.score, 1e-6) << r.path;
+      EXPECT_NEAR(bench.at(std::to_string(k) + " " + r.path), r.score, 1e-6) << r.path;
     }
   }
   // A category without a prompt file for some K is refused before any work, naming the file.
@@ -275,6 +282,41 @@ TEST(GadBench, BadArgumentsAreOneLineErrorsBeforeAnyMeasurement) {
   }
 }
 #endif
+
+}  // namespace
+}  // namespace gad
+
+namespace gad {
+namespace {
+
+// The new scorers in `gad bench` score as `gad score` does: SubspaceAD per draw (no augmentation
+// in bench), MuSc once per category as K = 0 rows; 1e-6, relative for SubspaceAD's large scores
+// (the same code on the same features; the CSV prints 9 significant digits).
+TEST(Bench, SubspaceadAndZeroShotMuscEqualTheEngine) {
+  const std::string dir = test::temp_dir("bench-scorers");
+  BenchOptions o = tiles_options(dir + "/out");
+  o.ks = {2};
+  o.draws = 1;
+  o.methods = {"subspacead", "musc"};
+  ASSERT_EQ(run_benchmark(o, nullptr), 1);
+  const std::map<std::string, double> bench = bench_scores(dir + "/out/scores.csv", 2);  // "method path" -> score
+  ASSERT_EQ(bench.size(), 2u * 12);
+  EXPECT_NE(read_file_text(dir + "/out/summary.md").find("K = 0 (zero-shot"), std::string::npos);
+  const auto draws = nlohmann::json::parse(read_file_text(dir + "/out/draws.json"))["draws"];
+  ModelOptions eo;
+  eo.model = o.files.model;
+  eo.precision = Precision::FP32;
+  eo.scorer = Scorer::SubspaceAD;
+  eo.scorer_options = R"({"aug_count": 0})";
+  Detector subspace(eo);
+  const References refs = subspace.build_references(draws[0]["references"].get<std::vector<std::string>>());
+  const std::vector<std::string> test_images = list_images({"examples/tiles/test"});
+  for (const auto& r : subspace.score(refs, test_images))  // relative: these scores are ~1e3, the CSV keeps 9 digits
+    EXPECT_NEAR(bench.at("subspacead " + r.path), r.score, 1e-6 * std::max(1.0, std::fabs(r.score))) << r.path;
+  eo.scorer = Scorer::MuSc;
+  eo.scorer_options.clear();
+  for (const auto& r : Detector(eo).score_zero_shot(test_images)) EXPECT_NEAR(bench.at("musc " + r.path), r.score, 1e-6) << r.path;
+}
 
 }  // namespace
 }  // namespace gad

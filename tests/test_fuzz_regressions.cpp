@@ -10,7 +10,7 @@
 
 #include "backbone/backbone.h"
 #include "fingerprint_backbone.h"
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 #include "io/safetensors.h"
 #include "io/torch_archive.h"
 #include "lite/tfjs_model.h"

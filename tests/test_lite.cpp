@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 #include "inctrl/scorer.h"
 #include "lite/fetch.h"
 #include "lite/lite_backbone.h"

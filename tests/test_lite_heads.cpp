@@ -14,7 +14,7 @@
 #include "benchmark/benchmark.h"
 #include "eval/metrics.h"
 #include "image/image.h"
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 #include "inctrl/scorer.h"
 #include "io/safetensors.h"
 #include "engine/load_model.h"

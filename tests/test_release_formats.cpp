@@ -8,7 +8,7 @@
 
 #include <fstream>
 
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 #include "inctrl/scorer.h"
 #include "engine/load_model.h"
 #include "support.h"

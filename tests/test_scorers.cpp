@@ -12,7 +12,7 @@
 #include "engine/engine.h"
 #include "engine/load_model.h"
 #include "image/image.h"
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 #include "scorers/musc.h"
 #include "scorers/subspacead.h"
 #include "support.h"

@@ -19,7 +19,7 @@
 #include "eval/pixel_metrics.h"
 #include "report/svg_plot.h"
 #include "image/image.h"
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 #include "inctrl/scorer.h"
 #include "inctrl/stats_head.h"
 #include "maps/anomaly_map.h"
@@ -27,6 +27,7 @@
 #include "report/thumbnails.h"
 #include "dino/anomalydino.h"
 #include "methods/method.h"
+#include "scorers/musc.h"
 #include "model/runtime.h"
 #include "util/csv.h"
 #include "util/error.h"
@@ -143,6 +144,13 @@ std::string mean_std(const std::vector<double>& v) {
 
 // One table per K: a row per method, a column per category (AUROC / AUPRC, mean ± std over
 // draws) plus the mean over categories; the best AUROC of each column in bold.
+// The K values of the tables: K = 0 first when zero-shot MuSc ran.
+std::vector<int> table_ks(const BenchOptions& o) {
+  std::vector<int> ks = o.ks;
+  if (std::find(o.methods.begin(), o.methods.end(), "musc") != o.methods.end()) ks.insert(ks.begin(), 0);
+  return ks;
+}
+
 std::string summary_tables(const BenchOptions& o, const std::vector<Result>& results) {
   std::vector<std::string> cols;
   for (const auto& r : results) {
@@ -150,8 +158,8 @@ std::string summary_tables(const BenchOptions& o, const std::vector<Result>& res
     if (std::find(cols.begin(), cols.end(), c) == cols.end()) cols.push_back(c);
   }
   std::ostringstream md;
-  for (int k : o.ks) {
-    md << "\n### K = " << k << "\n\n| method |";
+  for (int k : table_ks(o)) {
+    md << "\n### K = " << k << (k == 0 ? " (zero-shot: no references)" : "") << "\n\n| method |";
     for (const auto& c : cols) md << " " << c << " |";
     md << " mean |\n|---|";
     for (size_t i = 0; i <= cols.size(); ++i) md << "---|";
@@ -220,7 +228,7 @@ std::string pixel_tables(const BenchOptions& o, const std::vector<Result>& resul
   md << "\n## Pixel level\n\nCells: pixel AUROC / AUPRO (FPR ≤ 0.3), mean ± std over draws, from the patch residual map "
         "in image coordinates (the `gad score --maps` map), maps and masks shrunk to a longer side of "
      << o.pixel_max_side << " px.\n";
-  for (int k : o.ks) {
+  for (int k : table_ks(o)) {
     md << "\n### K = " << k << ", pixel level\n\n| category |";
     for (const auto& m : methods) md << " " << m << " |";
     md << "\n|---|";
@@ -246,7 +254,7 @@ std::string pixel_tables(const BenchOptions& o, const std::vector<Result>& resul
 // report.html tables: one per K, a row per (category, method), cells mean ± std over draws.
 std::vector<ReportTable> report_tables(const BenchOptions& o, const std::vector<Result>& results) {
   std::vector<ReportTable> tables;
-  for (int k : o.ks) {
+  for (int k : table_ks(o)) {
     ReportTable t{"K = " + std::to_string(k) + " (mean ± std over draws)",
                   {"category", "scorer", "AUROC", "AUPRC", "pixel AUROC", "AUPRO"}, {}};
     std::vector<std::pair<std::string, std::string>> keys;
@@ -404,6 +412,60 @@ bool has_patch_map(const std::string& method) {
   return method == "inctrl" || method == "patch-knn" || method == "anomalydino" || method == "anomalydino-rot";
 }
 
+// Zero-shot MuSc over one category's test images: their features, collected as the images are
+// encoded (the backbone's own features when MuSc asks for the native ones, else a second encode),
+// scored against each other once all are in.
+class ZeroShotRun {
+ public:
+  explicit ZeroShotRun(const Backbone& bb) : bb_(bb), options_(scorers::musc_options(bb, nlohmann::json::object(), "musc")),
+                                             request_(scorers::musc_request(bb, options_)) {}
+  void add(const Features& native, const std::vector<std::string>& paths) {
+    const double t0 = now_s();
+    for (size_t b = 0; b < paths.size(); ++b) {
+      Features f = native;
+      int64_t row = static_cast<int64_t>(b);
+      if (!request_.native()) {
+        const PixelTensor px = bb_.preprocess(decode_image(paths[b]), request_);
+        f = bb_.encode(stack_pixels({px}), request_);
+        geometry_.push_back(px.geometry);
+        row = 0;
+      }
+      if (layers_.empty()) layers_.resize(f.taps.size());
+      for (size_t l = 0; l < f.taps.size(); ++l) layers_[l].push_back(f.taps[l][row].clone());
+      cls_.push_back(f.global[row].clone());
+      grid_ = f.grid_w;
+    }
+    seconds_ += now_s() - t0;
+  }
+  // Scores [N] and patch maps (one grid per image); geometry when MuSc had its own input.
+  at::Tensor finish(std::vector<std::vector<float>>& maps, std::vector<CropGeometry>& geometry, int& grid_w) {
+    const double t0 = now_s();
+    std::vector<at::Tensor> layers;
+    for (auto& l : layers_) layers.push_back(at::stack(l));
+    const int map_size = request_.square ? request_.square : static_cast<int>(bb_.input_size());
+    const scorers::MuscResult m = scorers::musc_score(layers, at::stack(cls_), grid_, map_size, options_);
+    for (int64_t i = 0; i < m.patch_map.size(0); ++i) {
+      const at::Tensor g = m.patch_map[i].to(at::kFloat).contiguous();
+      maps.emplace_back(g.data_ptr<float>(), g.data_ptr<float>() + g.numel());
+    }
+    geometry = geometry_;
+    grid_w = static_cast<int>(grid_);
+    seconds_ += now_s() - t0;
+    return m.score.to(at::kDouble).contiguous();
+  }
+  double seconds() const { return seconds_; }
+
+ private:
+  const Backbone& bb_;
+  scorers::MuscOptions options_;
+  FeatureRequest request_;
+  std::vector<std::vector<at::Tensor>> layers_;
+  std::vector<at::Tensor> cls_;
+  std::vector<CropGeometry> geometry_;
+  int64_t grid_ = 0;
+  double seconds_ = 0;
+};
+
 // The references of one draw as one set: each unique image's features (one row per view),
 // selected by `index` (the bank holds every patch of every selected image).
 ReferenceSet select_references(const Backbone& bb, const std::vector<at::Tensor>& globals,
@@ -440,7 +502,9 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
   Backbone& bb = *model.backbone;
   bb.set_precision(parse_precision(o.precision));
   std::vector<std::unique_ptr<Method>> methods;
-  for (const auto& name : o.methods) methods.push_back(make_method(name, model));
+  const bool zero_shot = std::find(o.methods.begin(), o.methods.end(), "musc") != o.methods.end();
+  for (const auto& name : o.methods)
+    if (name != "musc") methods.push_back(make_method(name, model));
   std::vector<Category> cats = discover(o.roots);
   if (!o.prompt_sets_dir.empty() && !o.draws_file.empty()) fail("--prompt-sets and --draws-file are exclusive");
   std::vector<Draw> draws = !o.prompt_sets_dir.empty() ? prompt_set_draws(o, cats)
@@ -560,12 +624,15 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
       at::Tensor m = patch_scorer.score(refs, f).residual_map.contiguous();
       for (int64_t b = 0; b < m.size(0); ++b) maps.emplace_back(m[b].data_ptr<float>(), m[b].data_ptr<float>() + m.size(1));
     };
+    std::optional<ZeroShotRun> musc;
+    if (zero_shot) musc.emplace(bb);
     for (size_t s = 0; s < c.test.size() && !interrupted; s += batch) {
       std::vector<std::string> paths(c.test.begin() + s, c.test.begin() + std::min(c.test.size(), s + batch));
       double t0 = now_s();
       at::Tensor px = load_pixels(paths);
       Features f = bb.encode(px);
       encode_seconds += now_s() - t0;
+      if (musc) musc->add(f, paths);
       test_geometry.insert(test_geometry.end(), geometries.begin(), geometries.end());
       test_grid_w.insert(test_grid_w.end(), paths.size(), static_cast<int>(f.grid_w));
       if (want_maps)
@@ -614,6 +681,30 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
     }
     const int n_anom = std::accumulate(c.labels.begin(), c.labels.end(), 0);
     const int n_norm = static_cast<int>(c.labels.size()) - n_anom;
+    if (musc) {  // K = 0: one row, no draws
+      bar.update(done_images, c.dataset + "/" + c.name + ": zero-shot");
+      std::vector<std::vector<float>> maps;
+      std::vector<CropGeometry> geometry;
+      int grid_w = 0;
+      const at::Tensor sc = musc->finish(maps, geometry, grid_w);
+      const std::vector<double> scores(sc.data_ptr<double>(), sc.data_ptr<double>() + sc.numel());
+      out.results.push_back({c.dataset, c.name, "musc", 0, 0, roc_auc(c.labels, scores), average_precision(c.labels, scores),
+                             n_norm, n_anom, (encode_seconds + musc->seconds()) * 1e3 / c.test.size(), -1, -1});
+      if (!c.masks.empty()) {
+        std::vector<ImageMap> shrunk, masks;
+        for (size_t i = 0; i < c.test.size(); ++i) {
+          const CropGeometry& g = geometry.empty() ? test_geometry[i] : geometry[i];
+          shrunk.push_back(shrink_map(map_to_image(maps[i], grid_w, g), o.pixel_max_side));
+          masks.push_back(c.masks[i].empty() ? ImageMap{shrunk[i].width, shrunk[i].height, std::vector<float>(shrunk[i].values.size())}
+                                             : load_mask(c.masks[i], shrunk[i].width, shrunk[i].height));
+        }
+        const PixelMetrics px = pixel_metrics(shrunk, masks);
+        out.results.back().pixel_auroc = px.auroc;
+        out.results.back().aupro = px.aupro;
+      }
+      for (size_t i = 0; i < scores.size(); ++i)
+        out.scores_csv.add_row({c.dataset, c.name, "musc", "0", "0", c.test[i], std::to_string(c.labels[i]), csv_number(scores[i])});
+    }
     for (const auto& run : runs)
       for (size_t m = 0; m < methods.size(); ++m) {
         const auto& sc = run.scores[m];

@@ -39,7 +39,8 @@ void add_bench_options(CLI::App* cmd, BenchArgs& a) {
   cmd->add_option("--k", a.ks, "comma-separated K values (default 2,4,8)");
   cmd->add_option("--draws", a.draws, "reference draws per K (default 3)");
   cmd->add_option("--seed", a.seed, "seed of the reference draws (default 0)");
-  cmd->add_option("--scorers", a.scorers, "comma-separated: inctrl, patch-knn, image-knn, winclip (default: the first three)");
+  cmd->add_option("--scorers", a.scorers, "comma-separated: inctrl, patch-knn, image-knn, winclip, anomalydino,\n"
+                  "anomalydino-rot, subspacead (no augmentation), musc (zero-shot: K = 0 rows; default: the first three)");
   cmd->add_option("--draws-file", a.draws_file, "reuse the reference draws of an earlier run's draws.json");
   cmd->add_option("--prompt-sets", a.prompt_sets, "take the references from DIR/<K>/<category>.pt (InCTRL's released\n"
                                                   "few-shot prompt sets, fs_samples/<dataset>) instead of drawing them;\n"

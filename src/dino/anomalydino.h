@@ -11,7 +11,7 @@
 #include <ATen/ATen.h>
 
 #include "backbone/backbone.h"
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 
 namespace gad {
 

@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "image/image.h"
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 #include "inctrl/scorer.h"
 #include "dino/anomalydino.h"
 #include "scorers/scorer.h"

@@ -17,7 +17,7 @@
 
 #include "backbone/backbone.h"
 #include "inctrl/heads.h"
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 
 namespace gad {
 

@@ -18,6 +18,7 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
       {"winclip", make_winclip_method},
       {"anomalydino", make_anomalydino_method},
       {"anomalydino-rot", make_anomalydino_rot_method},
+      {"subspacead", make_subspacead_method},
   };
   return methods;
 }
@@ -35,6 +36,7 @@ std::unique_ptr<Method> make_method(const std::string& name, const LoadedModel& 
     if (known == name) return factory(model);
   std::string all;
   for (const auto& n : method_names()) all += (all.empty() ? "" : ", ") + n;
+  all += ", musc";
   fail("--scorers: unknown scorer '", name, "' (known: ", all, ")");
 }
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 #include "engine/load_model.h"
 
 namespace gad {
@@ -43,5 +43,8 @@ std::unique_ptr<Method> make_image_knn_method(const LoadedModel& model);
 std::unique_ptr<Method> make_winclip_method(const LoadedModel& model);
 std::unique_ptr<Method> make_anomalydino_method(const LoadedModel& model);      // anomalydino_method.cpp
 std::unique_ptr<Method> make_anomalydino_rot_method(const LoadedModel& model);  // the same, rotated references
+std::unique_ptr<Method> make_subspacead_method(const LoadedModel& model);
+// "musc" is zero-shot: `gad bench` scores each category's test images against each other once
+// (rows with K = 0), not through a Method.
 
 }  // namespace gad

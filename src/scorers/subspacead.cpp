@@ -173,13 +173,7 @@ class SubspaceAd : public Scorer {
       globals.push_back(f.global);
     }
     const SubspaceFit fit = acc.fit(options_["pca_ev"].get<double>(), options_.value("pca_dim", int64_t{0}));
-    ReferenceSet set;
-    set.class_name = class_name;
-    set.backbone_kind = backbone.kind();
-    set.backbone_fingerprint = backbone.fingerprint();
-    set.backbone_description = backbone.description();
-    set.sources = sources;
-    set.taps = backbone.patch_taps();
+    ReferenceSet set = ReferenceSet::made_with(backbone, sources, class_name);
     set.globals = at::cat(globals).contiguous();
     set.scorer = name();
     set.views = per_ref;

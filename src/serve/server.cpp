@@ -628,14 +628,9 @@ struct Server::Impl {
     res.body = std::move(blob->bytes);  // no copy: a set can be megabytes
   }
 
-  void post_score(const httplib::Request& req, httplib::Response& res) {
-    require_ready(res);
-    const std::string id = req.matches[1];
-    const RefRow row = lookup_for_model(id);  // every request reads the row: changes by other replicas show at once
-    Uploads u = read_uploads(req, Route::Score);
-    check_images(u, std::min(o.max_images, o.queue), "images to score", o.engine.max_pixels);
-    const bool want_map = req.get_param_value("map") == "1" || req.get_param_value("map") == "true";
-    std::vector<ScoreRecord> records = score_all(id, row.version, u, res);
+  // One JSON object per upload, in order: index, name, the score (or error), the image's size and,
+  // when asked, the map as a PNG.
+  static json results_json(const std::vector<ScoreRecord>& records, const Uploads& u, bool want_map) {
     json results = json::array();
     for (size_t i = 0; i < records.size(); ++i) {
       const auto& r = records[i];
@@ -648,7 +643,18 @@ struct Server::Impl {
       if (want_map && r.ok()) j["map_png"] = base64_encode(map_png8(map_to_image(r.residual_map, r.grid, r.geometry)));
       results.push_back(std::move(j));
     }
-    send_json(res, 200, json{{"refset", id}, {"results", results}});
+    return results;
+  }
+
+  void post_score(const httplib::Request& req, httplib::Response& res) {
+    require_ready(res);
+    const std::string id = req.matches[1];
+    const RefRow row = lookup_for_model(id);  // every request reads the row: changes by other replicas show at once
+    Uploads u = read_uploads(req, Route::Score);
+    check_images(u, std::min(o.max_images, o.queue), "images to score", o.engine.max_pixels);
+    const bool want_map = req.get_param_value("map") == "1" || req.get_param_value("map") == "true";
+    std::vector<ScoreRecord> records = score_all(id, row.version, u, res);
+    send_json(res, 200, json{{"refset", id}, {"results", results_json(records, u, want_map)}});
   }
 
   // Zero-shot (MuSc): the uploaded images score each other on one worker, decoded one at a time;
@@ -684,18 +690,7 @@ struct Server::Impl {
     } catch (const Error& e) {  // too few images, bad options: the request's error
       throw HttpError(e.kind() == ErrorKind::ResourceLimit ? 413 : 400, "zero_shot_refused", e.what());
     }
-    json results = json::array();
-    for (size_t i = 0; i < records.size(); ++i) {
-      const auto& r = records[i];
-      json j;
-      j["index"] = i;
-      if (!u.images[i].name.empty()) j["name"] = u.images[i].name;
-      j.update(score_json(r));
-      if (r.ok()) j["width"] = r.geometry.src_w, j["height"] = r.geometry.src_h;
-      if (want_map && r.ok()) j["map_png"] = base64_encode(map_png8(map_to_image(r.residual_map, r.grid, r.geometry)));
-      results.push_back(std::move(j));
-    }
-    send_json(res, 200, json{{"scorer", "musc"}, {"results", results}});
+    send_json(res, 200, json{{"scorer", "musc"}, {"results", results_json(records, u, want_map)}});
   }
 
   // The `gad refs calibrate --normals` rule on uploaded normals: score them, take the conformal

@@ -1,4 +1,4 @@
-#include "inctrl/reference_set.h"
+#include "scorers/reference_set.h"
 
 #include <algorithm>
 #include <cmath>
@@ -161,8 +161,8 @@ ReferenceSet ReferenceSet::build(const Backbone& backbone, const std::vector<Pix
   return from_features(backbone, all, text, sources, class_name);
 }
 
-ReferenceSet ReferenceSet::from_features(const Backbone& backbone, const Features& f, at::Tensor text_prior,
-                                         const std::vector<ReferenceSource>& sources, const std::string& class_name) {
+ReferenceSet ReferenceSet::made_with(const Backbone& backbone, const std::vector<ReferenceSource>& sources,
+                                     const std::string& class_name) {
   ReferenceSet set;
   set.class_name = class_name;
   set.backbone_kind = backbone.kind();
@@ -170,6 +170,12 @@ ReferenceSet ReferenceSet::from_features(const Backbone& backbone, const Feature
   set.backbone_description = backbone.description();
   set.sources = sources;
   set.taps = backbone.patch_taps();
+  return set;
+}
+
+ReferenceSet ReferenceSet::from_features(const Backbone& backbone, const Features& f, at::Tensor text_prior,
+                                         const std::vector<ReferenceSource>& sources, const std::string& class_name) {
+  ReferenceSet set = made_with(backbone, sources, class_name);
   set.text_prior = std::move(text_prior);
   set.globals = f.global.contiguous();
   for (const auto& tap : f.taps) set.banks.push_back(l2_normalise_rows(tap.reshape({-1, tap.size(-1)})).contiguous());

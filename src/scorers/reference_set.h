@@ -1,6 +1,7 @@
-// ReferenceSet — everything InCTRL needs from the K normal images and the class name, computed
-// once: the normalised patch banks per tapped layer, the raw global embeddings of the references
-// and (CLIP) the text prior. Scoring with a set never touches the text tower or the references.
+// ReferenceSet — what every scorer keeps of the K normal images, computed once: the normalised
+// patch banks per tapped layer (InCTRL, AnomalyDINO), scorer state such as SubspaceAD's subspace,
+// the raw global embeddings of the references and (CLIP) InCTRL's text prior. Scoring with a set
+// never touches the text tower or the reference images.
 //
 // File format (".gadref"): safetensors with tensors `bank.<l>` [K·P_l, C_l], `globals` [K, D],
 // optional `text_prior` [2, D], and `__metadata__.gad` holding JSON: format, backbone kind and
@@ -73,6 +74,9 @@ struct ReferenceSet {
   // (benchmarks encode every image once and reuse it across draws).
   static ReferenceSet from_features(const Backbone& backbone, const Features& features, at::Tensor text_prior,
                                     const std::vector<ReferenceSource>& sources, const std::string& class_name);
+  // An empty set that records `backbone`, the sources and the class (scorers fill in the rest).
+  static ReferenceSet made_with(const Backbone& backbone, const std::vector<ReferenceSource>& sources,
+                                const std::string& class_name);
   void save(const std::string& path) const;
   std::string to_bytes() const;  // the file's bytes, without a file
   // Loads, verifies the checksum and the banks, and checks that the set was made with
