@@ -22,7 +22,8 @@ import numpy as np
 SCORERS = [  # (row name, gad score arguments); K-shot scorers get --ref-images/--k/--seed
     ("patch-knn", ["--scorer", "inctrl", "--heads", "none", "--class", "object"]),
     ("anomalydino", ["--scorer", "anomalydino"]),
-    ("subspacead", ["--scorer", "subspacead"]),
+    ("subspacead", ["--scorer", "subspacead"]),  # the paper's 30 rotations per reference
+    ("subspacead-noaug", ["--scorer", "subspacead", "--scorer-options", "NOAUG"]),
 ]
 KS = [1, 2, 4, 8]
 DRAWS = 3
@@ -130,20 +131,29 @@ def main():
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--work", required=True)
     ap.add_argument("--dino", help="a DINOv2 .pth for the time per image at 448 px")
+    ap.add_argument("--scorers", help="comma-separated rows to run (default: all, musc included)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
+    noaug = os.path.join(a.work, "noaug.json")
+    with open(noaug, "w") as f:
+        json.dump({"aug_count": 0}, f)
+    wanted = a.scorers.split(",") if a.scorers else ["musc"] + [name for name, _ in SCORERS]
     cats = convert(a.gad, a.data, a.work)
     rows, times = [], {}
     for name, category in cats.items():
         images = test_images(category)
         labels = [l for _, l, _ in images]
         has_masks = any(mask_of(category, p, f) for p, l, f in images if l)
-        maps = os.path.join(a.work, "maps", name, "musc") if has_masks else None
-        recs = score(a.gad, ["--zero-shot"], images, maps)
-        times.setdefault("musc (zero-shot)", []).extend(r["ms"] for r in recs)
-        px = pixel_auroc(category, images, maps) if maps else None
-        rows.append((name, "musc (zero-shot)", 0, fmt([auroc(labels, [r["score"] for r in recs])]), fmt([px]) if px else "–"))
+        if "musc" in wanted:
+            maps = os.path.join(a.work, "maps", name, "musc") if has_masks else None
+            recs = score(a.gad, ["--zero-shot"], images, maps)
+            times.setdefault("musc (zero-shot)", []).extend(r["ms"] for r in recs)
+            px = pixel_auroc(category, images, maps) if maps else None
+            rows.append((name, "musc (zero-shot)", 0, fmt([auroc(labels, [r["score"] for r in recs])]), fmt([px]) if px else "–"))
         for scorer, args in SCORERS:
+            if scorer not in wanted:
+                continue
+            args = [noaug if x == "NOAUG" else x for x in args]
             for k in KS:
                 image_aucs, pixel_aucs = [], []
                 for draw in range(DRAWS):
@@ -174,7 +184,7 @@ def main():
         for scorer, extra in (("subspacead", {"image_res": 448}), ("musc", {"image_size": 448})):
             with open(os.path.join(opts, scorer + ".json"), "w") as f:
                 json.dump(extra, f)
-        for scorer, args in SCORERS[1:] + [("musc (zero-shot)", ["--zero-shot"])]:
+        for scorer, args in SCORERS[1:3] + [("musc (zero-shot)", ["--zero-shot"])]:
             extra = {"subspacead": "subspacead.json", "musc (zero-shot)": "musc.json"}.get(scorer)
             cmd = [a.gad, "score", "--precision", "auto"] + dino + args
             if extra:

@@ -29,13 +29,16 @@ std::vector<int> int_list(const nlohmann::json& o, const char* key, int lo, int 
 }
 
 // Nearest-patch distances from every patch of `zi` [L, C] to each image of `others` [J, L, C]:
-// [J, L], Euclidean as torch.cdist's matrix form computes it (‖a‖² + ‖b‖² − 2a·b, clamped at 0).
+// [J, L], Euclidean as torch.cdist's matrix form computes it, min_q √(‖a‖² + ‖b_q‖² − 2a·b_q):
+// the nearest q maximises a·b_q − ‖b_q‖²/2, found in one in-place pass over the products.
 at::Tensor nearest_distances(const at::Tensor& zi, const at::Tensor& others) {
   const int64_t J = others.size(0), L = others.size(1);
   const at::Tensor flat = others.reshape({J * L, -1});
-  const at::Tensor cross = at::matmul(zi, flat.t()).view({zi.size(0), J, L});                // [Li, J, L]
-  const at::Tensor d2 = zi.pow(2).sum(-1).view({-1, 1, 1}) + flat.pow(2).sum(-1).view({1, J, L}) - 2 * cross;
-  return std::get<0>(d2.clamp_min(0).min(-1)).sqrt().t().contiguous();                        // [J, Li]
+  at::Tensor cross = at::matmul(zi, flat.t());                                      // [Li, J·L]
+  cross.sub_(flat.pow(2).sum(-1).mul_(0.5).unsqueeze(0));
+  const at::Tensor best = std::get<0>(cross.view({zi.size(0), J, L}).max(-1));      // [Li, J]
+  const at::Tensor d2 = zi.pow(2).sum(-1, true) - 2 * best;
+  return d2.clamp_min(0).sqrt().t().contiguous();                                   // [J, Li]
 }
 
 // One image block of others at a time, so memory does not grow with the collection.
