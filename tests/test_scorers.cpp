@@ -297,6 +297,21 @@ TEST(MuSc, SmallCollectionsAreRefusedAndBadImagesStandAlone) {
     if (i != 2) EXPECT_TRUE(records[i].ok() && std::isfinite(records[i].score)) << records[i].error;
 }
 
+// Interrupted while encoding or during the mutual scoring (minutes for a large collection):
+// nothing is scored, and the error says so.
+TEST(MuSc, InterruptedRunsScoreNothing) {
+  const auto c = index_of("musc")["cases"][0];
+  Detector detector(musc_options(c));
+  for (int after : {3, 12}) {  // 10 encodes, then one question per image and (r, layer)
+    int asked = 0;
+    ScoreOptions o;
+    o.interrupted = [&] { return ++asked > after; };
+    const std::string e = test::error_of([&] { detector.score_zero_shot(musc_inputs(c), o); });
+    EXPECT_NE(e.find("interrupted"), std::string::npos) << e;
+    EXPECT_NE(e.find(after == 3 ? "encoded" : "mutual scoring"), std::string::npos) << e;
+  }
+}
+
 // The verdict without normals: a robust z-score over the collection, named in the JSON.
 TEST(MuSc, ZeroShotVerdictIsAStatedRule) {
   const auto c = index_of("musc")["cases"][0];

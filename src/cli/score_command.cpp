@@ -272,7 +272,13 @@ int run_score(ScoreArgs& a, const std::string& command) {
     zo.zero_shot_z = a.zero_shot_z;
     catch_stop_signals();
     zo.interrupted = [] { return stop_requested().load(); };
-    zero_shot = detector.score_zero_shot(paths, zo);
+    try {
+      zero_shot = detector.score_zero_shot(paths, zo);
+    } catch (const Error& e) {
+      if (!stop_requested().load()) throw;
+      log_line(std::string(e.what()));  // nothing was printed: every score depends on every image
+      return kExitInterrupted;
+    }
     for (const auto& r : zero_shot)
       if (r.ok() && r.threshold) {
         threshold = Threshold{*r.threshold, 0, r.verdict_rule, static_cast<int64_t>(zero_shot.size())};

@@ -183,7 +183,7 @@ struct Detector::Impl {
       fail("zero-shot: MuSc needs a collection of at least ", scorers::musc_min_images(mo), " readable images (got ", count,
            " of ", n, "); below that the official code returns NaN");
     const int map_size = backbone().kind() == "dinov2" ? mo.image_size : static_cast<int>(backbone().input_size());
-    const scorers::MuscResult m = scorers::musc_score(layers, cls.narrow(0, 0, count), grid, map_size, mo);
+    const scorers::MuscResult m = scorers::musc_score(layers, cls.narrow(0, 0, count), grid, map_size, mo, false, o.interrupted);
     for (int64_t k = 0; k < count; ++k) {
       ScoreRecord& r = records[scored[static_cast<size_t>(k)]];
       r.score = m.score[k].item<double>();

@@ -45,11 +45,12 @@ at::Tensor nearest_distances(const at::Tensor& zi, const at::Tensor& others) {
 constexpr int64_t kBlock = 16;
 
 // MSM for one (r, layer): Z [N, L, C] → [N, L] float64.
-at::Tensor mutual_scores(const at::Tensor& z, double topmin_min, double topmin_max) {
+at::Tensor mutual_scores(const at::Tensor& z, double topmin_min, double topmin_max, const std::function<bool()>& interrupted) {
   const int64_t N = z.size(0), L = z.size(1);
   const auto k_min = static_cast<int64_t>((N - 1) * topmin_min), k_max = static_cast<int64_t>((N - 1) * topmin_max);
   at::Tensor out = at::empty({N, L}, at::kDouble);
   for (int64_t i = 0; i < N; ++i) {
+    if (interrupted && interrupted()) fail("zero-shot: interrupted during the mutual scoring; nothing scored");
     std::vector<at::Tensor> d;
     for (int64_t j0 = 0; j0 < N; j0 += kBlock) d.push_back(nearest_distances(z[i], z.slice(0, j0, std::min(N, j0 + kBlock))));
     at::Tensor all = at::cat(d);                                           // [N, L]
@@ -145,7 +146,7 @@ at::Tensor musc_upsample(const at::Tensor& grid_map, int size) {
 }
 
 MuscResult musc_score(const std::vector<at::Tensor>& layers, const at::Tensor& cls, int64_t grid, int map_size,
-                      const MuscOptions& options, bool keep_msm) {
+                      const MuscOptions& options, bool keep_msm, const std::function<bool()>& interrupted) {
   const int64_t N = cls.size(0);
   if (N < musc_min_images(options))
     fail("zero-shot: MuSc needs a collection of at least ", musc_min_images(options), " images with these options (got ", N,
@@ -157,7 +158,7 @@ MuscResult musc_score(const std::vector<at::Tensor>& layers, const at::Tensor& c
     for (const at::Tensor& layer : layers) {
       at::Tensor z = at::empty_like(layer, at::kFloat);
       for (int64_t i = 0; i < N; ++i) z[i].copy_(lnamd(layer[i], grid, r));
-      const at::Tensor s = mutual_scores(z, options.topmin_min, options.topmin_max);
+      const at::Tensor s = mutual_scores(z, options.topmin_min, options.topmin_max, interrupted);
       if (keep_msm) out.msm.push_back(s);
       sum_l = sum_l + s;
     }

@@ -19,6 +19,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -54,8 +55,10 @@ struct MuscResult {
   std::vector<at::Tensor> msm;  // per (r, layer), r-major: [N, L] float64 (kept when asked)
 };
 // `layers[l]` = [N, L, C] patch tokens of layer l, `cls` = [N, C]; `map_size` = the input side.
+// `interrupted` is asked before each image's mutual scoring (a large collection takes minutes);
+// when it returns true the call throws and nothing is scored.
 MuscResult musc_score(const std::vector<at::Tensor>& layers, const at::Tensor& cls, int64_t grid, int map_size,
-                      const MuscOptions& options, bool keep_msm = false);
+                      const MuscOptions& options, bool keep_msm = false, const std::function<bool()>& interrupted = {});
 // The bilinear (align corners) upsampling of one g×g map to size² (float64).
 at::Tensor musc_upsample(const at::Tensor& grid_map, int size);
 
