@@ -41,18 +41,21 @@ at::Tensor nearest_distances(const at::Tensor& zi, const at::Tensor& others) {
   return d2.clamp_min(0).sqrt().t().contiguous();                                   // [J, Li]
 }
 
-// One image block of others at a time, so memory does not grow with the collection.
-constexpr int64_t kBlock = 16;
+// Others are taken a block at a time: products of at most ~4M floats (16 MB) per block, so memory
+// does not grow with the collection, and GEMMs large enough that thread start-up does not
+// dominate. The block depends only on the patch count, never on the caller's batch or threads.
+int64_t block_images(int64_t patches) { return std::max<int64_t>(1, (int64_t{1} << 22) / (patches * patches)); }
 
 // MSM for one (r, layer): Z [N, L, C] → [N, L] float64.
 at::Tensor mutual_scores(const at::Tensor& z, double topmin_min, double topmin_max, const std::function<bool()>& interrupted) {
   const int64_t N = z.size(0), L = z.size(1);
   const auto k_min = static_cast<int64_t>((N - 1) * topmin_min), k_max = static_cast<int64_t>((N - 1) * topmin_max);
   at::Tensor out = at::empty({N, L}, at::kDouble);
+  const int64_t block = block_images(L);
   for (int64_t i = 0; i < N; ++i) {
     if (interrupted && interrupted()) fail("zero-shot: interrupted during the mutual scoring; nothing scored");
     std::vector<at::Tensor> d;
-    for (int64_t j0 = 0; j0 < N; j0 += kBlock) d.push_back(nearest_distances(z[i], z.slice(0, j0, std::min(N, j0 + kBlock))));
+    for (int64_t j0 = 0; j0 < N; j0 += block) d.push_back(nearest_distances(z[i], z.slice(0, j0, std::min(N, j0 + block))));
     at::Tensor all = at::cat(d);                                           // [N, L]
     all = at::cat({all.slice(0, 0, i), all.slice(0, i + 1)});              // j ≠ i
     const at::Tensor sorted = std::get<0>(all.sort(0));

@@ -13,8 +13,8 @@
 //             CLS dot products, averaged over k in rscin_k_list: the image score.
 // Too small a collection (⌊(N−1)·topmin_max⌋ = 0, or N below the largest k) is refused: the
 // official code returns NaN there. Memory: the layer-normed tokens of the whole collection plus
-// one (r, layer)'s aggregated tokens; the pair distances are computed one image against a fixed
-// block of others, so results do not depend on the caller's batch size.
+// one (r, layer)'s aggregated tokens; the pair distances are computed one image against blocks
+// of others sized by the patch count alone, so results do not depend on the caller's batch size.
 #pragma once
 
 #include <ATen/ATen.h>
