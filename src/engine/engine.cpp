@@ -499,7 +499,9 @@ std::string References::summary() const {
   const ReferenceSet& r = set_of(*this);
   std::ostringstream o;
   o << "class '" << r.class_name << "', K = " << r.k() << (r.text_prior.defined() ? ", text prior" : "") << ", scorer "
-    << r.scorer << (r.views > 1 ? " with " + std::to_string(r.views) + " rotations per reference" : "");
+    << r.scorer;
+  if (r.views > 1)  // AnomalyDINO: the reference and its 7 rotations; SubspaceAD: itself and two draws of copies
+    o << " with " << r.views << (r.scorer == "anomalydino" ? " rotations" : " views (augmented copies)") << " per reference";
   return o.str();
 }
 
