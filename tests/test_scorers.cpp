@@ -176,7 +176,31 @@ TEST(SubspaceAD, OptionsAreCheckedByName) {
   EXPECT_NE(open(R"({"layers": [-9]})").find("'layers'"), std::string::npos);
   EXPECT_NE(open(R"({"image_res": 3})").find("'image_res'"), std::string::npos);
   EXPECT_NE(open(R"({"aug_list": ["spin"]})").find("'aug_list'"), std::string::npos);
+  EXPECT_NE(open(R"({"agg_method": "concat"})").find("'agg_method'"), std::string::npos);
   EXPECT_EQ(open(R"({"image_res": 224, "aug_count": 0})"), "(no error)");
+  EXPECT_EQ(open(R"({"agg_method": "mean", "score_method": "reconstruction", "drop_k": 0, "img_score_agg": "mtop1p"})"), "(no error)");
+}
+
+// drop_k takes the leading components out of the subspace: no patch's residual can shrink.
+TEST(SubspaceAD, DropKOnlyAddsResidual) {
+  const auto index = index_of("subspacead");
+  const auto& c = index["cases"][0];
+  std::vector<std::vector<float>> maps;
+  for (int drop : {0, 3}) {
+    ModelOptions o = subspacead_options(c);
+    auto opts = nlohmann::json::parse(o.scorer_options);
+    opts["drop_k"] = drop;
+    o.scorer_options = opts.dump();
+    Detector d(o);
+    const References set = d.build_references({fixture("subspacead", c["ref_inputs"][0])});
+    maps.push_back(d.score(set, {fixture("subspacead", c["query_inputs"][0])})[0].residual_map);
+  }
+  double grew = 0;
+  for (size_t p = 0; p < maps[0].size(); ++p) {
+    EXPECT_GE(maps[1][p], maps[0][p] - 1e-4f * std::max(1.0f, maps[0][p]));
+    grew = std::max(grew, static_cast<double>(maps[1][p] - maps[0][p]));
+  }
+  EXPECT_GT(grew, 1e-3);
 }
 
 // Defaults: the paper's settings mapped to the depth (3 blocks: hidden state 2 = layer −2).

@@ -186,7 +186,10 @@ class SubspaceAd : public Scorer {
   }
 
   std::vector<ScoreRecord> score(const ReferenceSet& set, const Features& queries) const override {
-    const at::Tensor scores = subspace_residuals(fuse(queries), set.state.at("pca_mean"), set.state.at("pca_components"));
+    // drop_k > 0: the first drop_k coefficients are zeroed, i.e. those components leave the subspace.
+    const at::Tensor& U = set.state.at("pca_components");
+    const int64_t drop = std::min<int64_t>(options_.value("drop_k", int64_t{0}), U.size(1));
+    const at::Tensor scores = subspace_residuals(fuse(queries), set.state.at("pca_mean"), U.slice(1, drop));
     const int res = backbone_.kind() == "dinov2" ? options_["image_res"].get<int>() : static_cast<int>(backbone_.input_size());
     std::vector<ScoreRecord> out(static_cast<size_t>(scores.size(0)));
     for (size_t b = 0; b < out.size(); ++b) {
@@ -219,7 +222,14 @@ int int_option(const nlohmann::json& o, const char* key, int lo, int hi, const s
 }  // namespace
 
 std::unique_ptr<Scorer> make_subspacead(const Backbone& backbone, const nlohmann::json& given, const std::string& context) {
-  check_known_keys(given, {"image_res", "layers", "pca_ev", "pca_dim", "aug_count", "aug_list", "seed"}, context);
+  check_known_keys(given, {"image_res", "layers", "pca_ev", "pca_dim", "aug_count", "aug_list", "seed", "drop_k", "agg_method",
+                           "score_method", "img_score_agg"},
+                   context);
+  // The official code's other switches, at the only values gad implements (the paper's).
+  for (const auto& [key, value] : {std::pair<const char*, const char*>{"agg_method", "mean"}, {"score_method", "reconstruction"},
+                                   {"img_score_agg", "mtop1p"}})
+    if (given.contains(key) && given[key] != value)
+      fail(context, ": '", key, "' ", given[key].dump(), " is not implemented (only \"", value, "\", the paper's)");
   const bool dino = backbone.kind() == "dinov2";
   for (const char* key : {"image_res", "layers"})
     if (!dino && given.contains(key))
@@ -243,6 +253,7 @@ std::unique_ptr<Scorer> make_subspacead(const Backbone& backbone, const nlohmann
   if (!o["pca_ev"].is_number() || !(o["pca_ev"].get<double>() > 0 && o["pca_ev"].get<double>() <= 1))
     fail(context, ": 'pca_ev' must be a number in (0, 1] (got ", o["pca_ev"].dump(), ")");
   if (o.contains("pca_dim")) int_option(o, "pca_dim", 1, 1 << 20, context);
+  if (o.contains("drop_k")) int_option(o, "drop_k", 0, 1 << 20, context);
   int_option(o, "aug_count", 0, 100, context);
   if (!o["seed"].is_number_unsigned() && !(o["seed"].is_number_integer() && o["seed"].get<int64_t>() >= 0))
     fail(context, ": 'seed' must be a non-negative integer (got ", o["seed"].dump(), ")");
