@@ -40,7 +40,10 @@ gad::Scorer scorer_of(const std::string& s) {
   if (s == "anomalydino") return gad::Scorer::AnomalyDINO;
   if (s == "subspacead") return gad::Scorer::SubspaceAD;
   if (s == "musc") return gad::Scorer::MuSc;
-  throw gad::Error("scorer: unknown value '" + s + "' (auto, inctrl, anomalydino, subspacead or musc)");
+  if (s == "patch-knn") return gad::Scorer::PatchKNN;
+  if (s == "image-knn") return gad::Scorer::ImageKNN;
+  if (s == "winclip") return gad::Scorer::WinCLIP;
+  throw gad::Error("scorer: unknown value '" + s + "' (auto, inctrl, anomalydino, subspacead, musc, patch-knn, image-knn or winclip)");
 }
 
 // Images given as paths, or as numpy arrays viewed in place (the arrays stay referenced by the
@@ -293,17 +296,21 @@ PYBIND11_MODULE(_gad, m) {
           "score and no verdict. use_threshold=False: scores without a verdict.")
       .def(
           "score_zero_shot",
-          [](LockedDetector& p, const py::sequence& images, bool maps, bool use_threshold, double z) {
+          [](LockedDetector& p, const py::sequence& images, bool maps, bool use_threshold, double z,
+             const std::string& class_name) {
             gad::ScoreOptions o;
             o.use_threshold = use_threshold;
             o.zero_shot_z = z;
+            o.class_name = class_name;
             o.map = maps ? gad::MapKind::Patch : gad::MapKind::None;
             return score_records(p, images, maps, [&](gad::Detector& d, const Inputs& in) {
               return in.views.empty() ? d.score_zero_shot(gad::list_images(in.paths), o) : d.score_zero_shot(in.views, o);
             });
           },
           py::arg("images"), py::arg("maps") = false, py::arg("use_threshold") = true, py::arg("z") = 3.5,
-          "Zero-shot (MuSc): the images score each other, no reference set (at least 5 with the default options).\n"
+          py::arg("class_name") = "",
+          "Zero-shot, no reference set: MuSc (the images score each other; at least 5 with the default options), or\n"
+          "WinCLIP's text prompts for class_name on a detector made with scorer='winclip' (CLIP models).\n"
           "Dicts as score() gives; with use_threshold each carries the collection's robust-z verdict\n"
           "(anomalous, threshold, verdict_rule).");
 

@@ -14,7 +14,8 @@
 #include "benchmark/benchmark.h"
 #include "image/image.h"
 #include "clip/prompts.h"
-#include "methods/method.h"
+#include "scorers/scorer.h"
+#include "scorers/winclip.h"
 #include "engine/load_model.h"
 #include "support.h"
 #include "util/error.h"
@@ -119,24 +120,25 @@ namespace {
 TEST(Bench, WinclipOnClipSelfQueryIsHalfTheTextScore) {
   LoadedModel m = load_model({test::inctrl_fixture("tiny_model/model.safetensors"),
                               test::inctrl_fixture("tiny_model/config.json"), ""});
-  auto method = make_method("winclip", m);
+  const auto winclip = scorers::make_winclip(*m.backbone, nlohmann::json::object(), "test");
   auto px_of = [&](const std::string& name) {
-    return stack_pixels({m.backbone->preprocess(decode_image(test::inctrl_fixture("preprocess/" + name)))});
+    return m.backbone->preprocess(decode_image(test::inctrl_fixture("preprocess/" + name)));
   };
-  at::Tensor ref = px_of("elpv_cell0004.png");
-  Features rf = m.backbone->encode(ref);
-  ReferenceSet refs = ReferenceSet::from_features(*m.backbone, rf, {}, {}, "elpv");
-  method->prepare(refs, ref);
-  at::Tensor self = method->score(refs, rf, ref);
+  const PixelTensor ref = px_of("elpv_cell0004.png");
+  const ReferenceSet set = winclip->build(*m.backbone, {ref}, {{"ref", ""}}, "elpv");
+  auto score = [&](const PixelTensor& px) {
+    return winclip->score(set, m.backbone->encode(stack_pixels({px}), winclip->features()))[0];
+  };
+  const ScoreRecord self = score(ref);
   auto& clip = dynamic_cast<ClipBackbone&>(*m.backbone);
   at::Tensor text = clip.text_features(ensemble_prompt_sentences("elpv"));
-  at::Tensor f = rf.global / rf.global.norm(2, -1, true);
+  at::Tensor f = m.backbone->encode(stack_pixels({ref})).global;
+  f = f / f.norm(2, -1, true);
   double s_text = at::softmax(100.0 * at::matmul(f, text.t()), -1)[0][1].item<double>();
-  EXPECT_NEAR(self[0].item<double>(), s_text / 2, 1e-4);
-  at::Tensor other = px_of("mt_fray_331149.jpg");
-  double s_other = method->score(refs, m.backbone->encode(other), other)[0].item<double>();
-  EXPECT_GT(s_other, self[0].item<double>());  // a different image has visual residuals
-  method->forget(refs);
+  EXPECT_NEAR(self.s_text, s_text, 1e-6);
+  EXPECT_NEAR(self.score, s_text / 2, 1e-4);
+  EXPECT_EQ(self.residual_map.size(), static_cast<size_t>(m.backbone->num_patches()));
+  EXPECT_GT(score(px_of("mt_fray_331149.jpg")).score, self.score);  // a different image has visual residuals
 }
 
 TEST(Bench, AllFourScorersOnTheTinyClipModel) {
@@ -289,33 +291,105 @@ TEST(GadBench, BadArgumentsAreOneLineErrorsBeforeAnyMeasurement) {
 namespace gad {
 namespace {
 
-// The new scorers in `gad bench` score as `gad score` does: SubspaceAD per draw (no augmentation
-// in bench), MuSc once per category as K = 0 rows; 1e-6, relative for SubspaceAD's large scores
-// (the same code on the same features; the CSV prints 9 significant digits).
-TEST(Bench, SubspaceadAndZeroShotMuscEqualTheEngine) {
-  const std::string dir = test::temp_dir("bench-scorers");
-  BenchOptions o = tiles_options(dir + "/out");
+// `gad bench` scores as `gad score` does, for every scorer: each draw's set built from the same
+// references, the same queries; 1e-6, relative for SubspaceAD's large scores (the same code on the
+// same features; the CSV prints 9 significant digits).
+std::map<std::string, double> bench_of(BenchOptions o, const std::vector<std::string>& scorers, nlohmann::json& draws) {
   o.ks = {2};
   o.draws = 1;
-  o.methods = {"subspacead", "musc"};
-  ASSERT_EQ(run_benchmark(o, nullptr), 1);
-  const std::map<std::string, double> bench = bench_scores(dir + "/out/scores.csv", 2);  // "method path" -> score
-  ASSERT_EQ(bench.size(), 2u * 12);
-  EXPECT_NE(read_file_text(dir + "/out/summary.md").find("K = 0 (zero-shot"), std::string::npos);
-  const auto draws = nlohmann::json::parse(read_file_text(dir + "/out/draws.json"))["draws"];
+  o.methods = scorers;
+  EXPECT_EQ(run_benchmark(o, nullptr), 1);
+  draws = nlohmann::json::parse(read_file_text(o.out_dir + "/draws.json"))["draws"];
+  return bench_scores(o.out_dir + "/scores.csv", 2);  // "scorer path" -> score
+}
+
+void expect_bench_equals(const std::map<std::string, double>& bench, const std::string& name,
+                         const std::vector<ScoreRecord>& records) {
+  ASSERT_FALSE(records.empty());
+  for (const auto& r : records) {
+    ASSERT_TRUE(r.ok()) << r.error;
+    ASSERT_TRUE(bench.count(name + " " + r.path)) << name << " " << r.path;
+    EXPECT_NEAR(bench.at(name + " " + r.path), r.score, 1e-6 * std::max(1.0, std::fabs(r.score))) << name << " " << r.path;
+  }
+}
+
+TEST(Bench, EveryScorerEqualsTheEngineOnLite) {
+  const std::string dir = test::temp_dir("bench-scorers");
+  BenchOptions o = tiles_options(dir + "/out");
+  o.scorer_options = R"({"subspacead": {"aug_count": 1}})";  // the augmentation path, kept short
+  nlohmann::json draws;
+  const std::vector<std::pair<std::string, Scorer>> scorers = {
+      {"inctrl", Scorer::InCTRL},           {"patch-knn", Scorer::PatchKNN},        {"image-knn", Scorer::ImageKNN},
+      {"anomalydino", Scorer::AnomalyDINO}, {"anomalydino-rot", Scorer::AnomalyDINO}, {"subspacead", Scorer::SubspaceAD}};
+  std::vector<std::string> names = {"musc"};
+  for (const auto& s : scorers) names.push_back(s.first);
+  const std::map<std::string, double> bench = bench_of(o, names, draws);
+  EXPECT_EQ(bench.size(), names.size() * 12);
+  EXPECT_NE(read_file_text(o.out_dir + "/summary.md").find("K = 0 (zero-shot"), std::string::npos);
+  const auto refs = draws[0]["references"].get<std::vector<std::string>>();
+  const std::vector<std::string> test_images = list_images({"examples/tiles/test"});
+  for (const auto& [name, scorer] : scorers) {
+    ModelOptions eo;
+    eo.model = o.files.model;
+    eo.precision = Precision::FP32;
+    eo.scorer = scorer;
+    eo.rotate = name == "anomalydino-rot";
+    if (name == "subspacead") eo.scorer_options = R"({"aug_count": 1})";
+    Detector engine(eo);
+    expect_bench_equals(bench, name, engine.score(engine.build_references(refs), test_images));
+  }
+  ModelOptions zo;
+  zo.model = o.files.model;
+  zo.precision = Precision::FP32;
+  zo.scorer = Scorer::MuSc;
+  expect_bench_equals(bench, "musc", Detector(zo).score_zero_shot(test_images));
+}
+
+// WinCLIP+ and zero-shot WinCLIP on the tiny CLIP model: `gad bench` equals the product's scorer
+// (`gad score --scorer winclip`, `gad score --zero-shot --scorer winclip --class NAME`).
+TEST(Bench, WinclipFewAndZeroShotEqualTheEngine) {
+  const std::string dir = test::temp_dir("bench-winclip");
+  BenchOptions o = tiles_options(dir + "/out");
+  o.files = {test::inctrl_fixture("tiny_model/model.safetensors"), test::inctrl_fixture("tiny_model/config.json"), ""};
+  nlohmann::json draws;
+  const std::map<std::string, double> bench = bench_of(o, {"winclip", "winclip-zero-shot"}, draws);
+  EXPECT_EQ(bench.size(), 2u * 12);
   ModelOptions eo;
   eo.model = o.files.model;
+  eo.config = o.files.config;
   eo.precision = Precision::FP32;
-  eo.scorer = Scorer::SubspaceAD;
-  eo.scorer_options = R"({"aug_count": 0})";
-  Detector subspace(eo);
-  const References refs = subspace.build_references(draws[0]["references"].get<std::vector<std::string>>());
+  eo.scorer = Scorer::WinCLIP;
+  Detector engine(eo);
   const std::vector<std::string> test_images = list_images({"examples/tiles/test"});
-  for (const auto& r : subspace.score(refs, test_images))  // relative: these scores are ~1e3, the CSV keeps 9 digits
-    EXPECT_NEAR(bench.at("subspacead " + r.path), r.score, 1e-6 * std::max(1.0, std::fabs(r.score))) << r.path;
-  eo.scorer = Scorer::MuSc;
-  eo.scorer_options.clear();
-  for (const auto& r : Detector(eo).score_zero_shot(test_images)) EXPECT_NEAR(bench.at("musc " + r.path), r.score, 1e-6) << r.path;
+  const References refs = engine.build_references(draws[0]["references"].get<std::vector<std::string>>(), "tiles");
+  EXPECT_EQ(refs.scorer(), "winclip");
+  expect_bench_equals(bench, "winclip", engine.score(refs, test_images));
+  ScoreOptions zs;
+  zs.class_name = "tiles";
+  const std::vector<ScoreRecord> zero = engine.score_zero_shot(test_images, zs);
+  expect_bench_equals(bench, "winclip-zero-shot", zero);
+  // Another batch size moves CLIP's embeddings by float rounding only; s_text's logit scale of 100
+  // turns that into ~1e-6.
+  zs.batch = 3;
+  const std::vector<ScoreRecord> batched = engine.score_zero_shot(test_images, zs);
+  for (size_t i = 0; i < zero.size(); ++i) EXPECT_NEAR(batched[i].score, zero[i].score, 1e-5);
+  for (const auto& r : zero) {
+    EXPECT_EQ(r.s_text, r.score);
+    EXPECT_EQ(r.verdict_rule, "robust-z>3.5");
+  }
+  zs.class_name.clear();
+  try {
+    engine.score_zero_shot(test_images, zs);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("class name"), std::string::npos) << e.what();
+  }
+  // A saved WinCLIP set keeps its memory and scores the same after loading.
+  const std::string path = dir + "/winclip.gadref";
+  refs.save(path);
+  const std::vector<ScoreRecord> before = engine.score(refs, {test_images[0]});
+  const std::vector<ScoreRecord> after = engine.score(engine.load_references(path), {test_images[0]});
+  EXPECT_EQ(before[0].score, after[0].score);
 }
 
 }  // namespace

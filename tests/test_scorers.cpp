@@ -381,6 +381,14 @@ TEST(MuSc, OptionsAreCheckedByName) {
 
 // The command line, end to end: `gad score --zero-shot` prints the official scores; a too-small
 // collection is one line and a non-zero exit.
+// Each line of `gad score`'s stdout as JSON.
+std::vector<nlohmann::json> json_lines(const std::string& out) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
 TEST(MuScCli, ZeroShotScores) {
   const auto c = index_of("musc")["cases"][0];
   const std::string dir = test::temp_dir("musc-cli");
@@ -390,15 +398,12 @@ TEST(MuScCli, ZeroShotScores) {
   const std::string model = "--model " + model_path("tiny") + " --precision fp32 --scorer-options " + dir + "/o.json";
   test::CliResult r = test::run_cli("score --zero-shot " + model + inputs);
   ASSERT_EQ(r.status, 0) << r.err;
-  std::istringstream lines(r.out);
-  std::string line;
-  size_t i = 0;
-  for (; std::getline(lines, line); ++i) {
-    const auto j = nlohmann::json::parse(line);
-    EXPECT_NEAR(j["score"].get<double>(), c["results"][c["batch_order"][i].get<std::string>()]["score"].get<double>(), 1e-4);
-    EXPECT_EQ(j["verdict_rule"], "robust-z>3.5");
+  const std::vector<nlohmann::json> lines = json_lines(r.out);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_NEAR(lines[i]["score"].get<double>(), c["results"][c["batch_order"][i].get<std::string>()]["score"].get<double>(), 1e-4);
+    EXPECT_EQ(lines[i]["verdict_rule"], "robust-z>3.5");
   }
-  EXPECT_EQ(i, 10u);
+  EXPECT_EQ(lines.size(), 10u);
   r = test::run_cli("score --zero-shot " + model + " " + test::shell_quote(musc_inputs(c)[0]));
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("at least 5"), std::string::npos) << r.err;
@@ -456,6 +461,96 @@ TEST(SavedSets, FromBeforeTheScorerInterfaceScoreIdentically) {
       else EXPECT_FALSE(got[i].anomalous().has_value());
     }
   }
+}
+
+}  // namespace
+}  // namespace gad
+
+namespace gad {
+namespace {
+
+ModelOptions tiny_clip(Scorer scorer) {
+  ModelOptions o;
+  o.model = test::inctrl_fixture("tiny_model/model.safetensors");
+  o.config = test::inctrl_fixture("tiny_model/config.json");
+  o.precision = Precision::FP32;
+  o.scorer = scorer;
+  return o;
+}
+
+// Zero-shot WinCLIP from the command line: one JSON line per image whose score is its s_text (the
+// library's own number, 1e-6: printed with 6+ significant digits), the stated verdict rule; a
+// missing class name and maps are refused in one line; WinCLIP on a model without CLIP is refused
+// naming the model.
+TEST(WinClipCli, ZeroShotScoresAndRefusals) {
+  const std::vector<std::string> images = list_images({"examples/tiles/test"});
+  ScoreOptions so;
+  so.class_name = "tile";
+  const std::vector<ScoreRecord> lib = Detector(tiny_clip(Scorer::WinCLIP)).score_zero_shot(images, so);
+  const std::string model = "--model " + test::inctrl_fixture("tiny_model/model.safetensors") + " --config " +
+                            test::inctrl_fixture("tiny_model/config.json") + " --precision fp32 --scorer winclip ";
+  test::CliResult r = test::run_cli("score --zero-shot " + model + "--class tile examples/tiles/test");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::vector<nlohmann::json> lines = json_lines(r.out);
+  ASSERT_EQ(lines.size(), images.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_NEAR(lines[i]["score"].get<double>(), lib[i].score, 1e-6);
+    EXPECT_EQ(lines[i]["score"], lines[i]["s_text"]);
+    EXPECT_EQ(lines[i]["verdict_rule"], "robust-z>3.5");
+    EXPECT_FALSE(lines[i].contains("s_patch"));  // no map, no patch score
+  }
+  for (const std::string args : {"score --zero-shot " + model + "examples/tiles/test",
+                                 "score --zero-shot " + model + "--class tile --maps " + test::temp_dir("wz-maps") + " examples/tiles/test"}) {
+    r = test::run_cli(args);
+    EXPECT_EQ(r.status, 1) << args;
+    EXPECT_NE(r.err.find("gad: error: "), std::string::npos) << r.err;  // one line, after the log lines
+    EXPECT_EQ(r.err.find('\n', r.err.find("gad: error: ")), r.err.size() - 1) << r.err;
+    EXPECT_EQ(r.out, "") << args;
+  }
+  r = test::run_cli("score --zero-shot --scorer winclip --class tile --precision fp32 --model " +
+                    test::shared("fixtures/lite/mobilenet_v2/model.json") + " examples/tiles/test");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("needs a CLIP model"), std::string::npos) << r.err;
+}
+
+// WinCLIP+ and the baselines are product scorers: sets save and load with their state, a set
+// stripped of its state is refused on load naming what is missing, image-knn has no map to give,
+// and an InCTRL file's own heads are set aside for them (naming heads explicitly is refused).
+TEST(WinClip, SetsKeepTheirStateAndRefuseWhatTheyLack) {
+  Detector d(tiny_clip(Scorer::WinCLIP));
+  const std::vector<std::string> images = list_images({"examples/tiles/test"});
+  const References refs = d.build_references(list_images({"examples/tiles/train/good"}), "tile");
+  const References back = d.references_from_bytes(refs.to_bytes(), "copy");
+  EXPECT_EQ(d.score(refs, images)[3].score, d.score(back, images)[3].score);
+  const std::vector<ScoreRecord> with_maps = [&] {
+    ScoreOptions o;
+    o.map = MapKind::Patch;
+    return d.score(refs, {images[0]}, o);
+  }();
+  ASSERT_TRUE(with_maps[0].ok()) << with_maps[0].error;
+  EXPECT_FALSE(with_maps[0].map.values.empty());
+  ReferenceSet stripped = reference_set(refs);
+  stripped.state.erase("window.3");
+  try {
+    d.references_from_bytes(stripped.to_bytes(), "stripped.gadref");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("stripped.gadref: reference set lacks its WinCLIP memory (state.window.3)"),
+              std::string::npos) << e.what();
+  }
+  Detector knn(tiny_clip(Scorer::ImageKNN));
+  const References global_refs = knn.build_references(list_images({"examples/tiles/train/good"}));
+  EXPECT_EQ(global_refs.scorer(), "image-knn");
+  ScoreOptions maps;
+  maps.map = MapKind::Patch;
+  EXPECT_THROW(knn.score(global_refs, {images[0]}, maps), Error);
+  const ScoreRecord r = knn.score(global_refs, {images[0]})[0];
+  EXPECT_TRUE(r.ok() && r.score >= 0 && r.score <= 2) << r.error;
+  EXPECT_FALSE(Detector(tiny_clip(Scorer::PatchKNN)).has_heads());  // the file's heads, set aside
+  EXPECT_TRUE(Detector(tiny_clip(Scorer::InCTRL)).has_heads());
+  ModelOptions explicit_heads = tiny_clip(Scorer::PatchKNN);
+  explicit_heads.heads = explicit_heads.model;
+  EXPECT_THROW(Detector{explicit_heads}, Error);
 }
 
 }  // namespace

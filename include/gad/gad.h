@@ -50,13 +50,17 @@ typedef enum {
 } gad_status;
 
 typedef enum { GAD_PRECISION_AUTO = 0, GAD_PRECISION_FP32 = 1, GAD_PRECISION_BF16 = 2 } gad_precision;
-/* docs/scorers.md. MUSC is zero-shot: gad_score_zero_shot, no reference set. */
+/* docs/scorers.md. MUSC is zero-shot: gad_score_zero_shot, no reference set. WINCLIP (CLIP
+ * models) builds WinCLIP+ sets here; its zero-shot mode needs a class name (C++ and Python APIs). */
 typedef enum {
   GAD_SCORER_AUTO = 0,
   GAD_SCORER_INCTRL = 1,
   GAD_SCORER_ANOMALYDINO = 2,
   GAD_SCORER_SUBSPACEAD = 3,
-  GAD_SCORER_MUSC = 4
+  GAD_SCORER_MUSC = 4,
+  GAD_SCORER_PATCH_KNN = 5,
+  GAD_SCORER_IMAGE_KNN = 6,
+  GAD_SCORER_WINCLIP = 7
 } gad_scorer;
 typedef enum { GAD_MAP_NONE = 0, GAD_MAP_PATCH = 1, GAD_MAP_HOLISTIC = 2 } gad_map_kind;
 

@@ -80,8 +80,11 @@ int set_threads(int threads);
 enum class Precision { Auto, FP32, BF16 };  // Auto: bf16 when the CPU has AVX512-BF16/AMX
 // How images are scored (docs/scorers.md). Auto: AnomalyDINO on DINOv2 models, else InCTRL.
 // SubspaceAD: few-shot, a PCA subspace of the references' patch features. MuSc: zero-shot, no
-// references — a collection of images scores itself (Detector::score_zero_shot).
-enum class Scorer { Auto, InCTRL, AnomalyDINO, SubspaceAD, MuSc };
+// references — a collection of images scores itself (Detector::score_zero_shot). PatchKNN and
+// ImageKNN: the training-free nearest-neighbour baselines (patch residual; 1 − max cosine of the
+// global embeddings). WinCLIP (CLIP models): few-shot WinCLIP+, and zero-shot from the text prompts
+// alone through score_zero_shot with ScoreOptions::class_name.
+enum class Scorer { Auto, InCTRL, AnomalyDINO, SubspaceAD, MuSc, PatchKNN, ImageKNN, WinCLIP };
 
 struct ModelOptions {
   // A weight file (OpenCLIP/InCTRL .safetensors/.pt/.bin/.pyth, DINOv2 .pth, a lite tfjs
@@ -244,6 +247,8 @@ struct ScoreOptions {
   // Zero-shot verdicts (with use_threshold): an image is anomalous when its robust z-score over
   // the collection, (score − median) / (1.4826 · MAD), exceeds this.
   double zero_shot_z = 3.5;
+  // Zero-shot WinCLIP: the object's name in its text prompts (e.g. "bottle"); unused otherwise.
+  std::string class_name;
 };
 constexpr double kMaxMapSigma = 64.0;
 
@@ -254,8 +259,8 @@ constexpr double kMaxMapSigma = 64.0;
 ImageMap map_to_image(const std::vector<float>& grid_map, int grid_w, const CropGeometry& geometry,
                       double sigma_at_240 = 4.0);
 
-// The JSON object `gad score` prints for a record, without "path": score, s_patch, s_img / s_text
-// / s_hol when the model has them, "anomalous" when the set is calibrated, ms.
+// The JSON object `gad score` prints for a record, without "path": score, s_patch when the scorer
+// gives a map, s_img / s_text / s_hol when the model has them, "anomalous" when a verdict applies, ms.
 std::string to_json(const ScoreRecord& record);
 
 // ---- Image lists ----

@@ -261,3 +261,23 @@ def test_subspacead_sets_from_options_dict(tmp_path):
     with pytest.raises(gad.Error, match="unknown key 'pca'"):
         gad.Detector(os.path.join(SHARED, "fixtures", "dinov2", case["model"], "model.pth"), scorer="subspacead",
                      scorer_options={"pca": 1})
+
+
+def test_winclip_zero_shot_and_few_shot_on_clip():
+    tiny = os.path.join(SHARED, "fixtures", "inctrl", "tiny_model")
+    d = gad.Detector(os.path.join(tiny, "model.safetensors"), config=os.path.join(tiny, "config.json"), precision="fp32",
+                     scorer="winclip")
+    assert d.scorer == "winclip"
+    images = sorted(os.path.join(TILES, "test", f, n) for f in os.listdir(os.path.join(TILES, "test"))
+                    for n in os.listdir(os.path.join(TILES, "test", f)))
+    results = d.score_zero_shot(images, class_name="tile")
+    assert len(results) == len(images)
+    for r in results:
+        assert r["score"] == r["s_text"] and 0 <= r["score"] <= 1
+        assert r["verdict_rule"] == "robust-z>3.5"
+    with pytest.raises(gad.Error, match="class name"):
+        d.score_zero_shot(images)
+    refs = d.build_references([os.path.join(TILES, "train", "good")], "tile")
+    assert refs.scorer == "winclip"
+    few = d.score(refs, images[:2])
+    assert all(0 <= r["s_text"] <= 1 and r["score"] > 0 for r in few)

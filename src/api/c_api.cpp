@@ -187,7 +187,7 @@ gad_status gad_detector_open(const gad_model_params* params, gad_detector** out)
   GAD_REQUIRE(params->size == sizeof(gad_model_params) || params->size == offsetof(gad_model_params, scorer_options),
               "params->size does not match this library (use gad_model_default_params)");
   GAD_REQUIRE(params->precision >= GAD_PRECISION_AUTO && params->precision <= GAD_PRECISION_BF16, "unknown precision");
-  GAD_REQUIRE(params->scorer >= GAD_SCORER_AUTO && params->scorer <= GAD_SCORER_MUSC, "unknown scorer");
+  GAD_REQUIRE(params->scorer >= GAD_SCORER_AUTO && params->scorer <= GAD_SCORER_WINCLIP, "unknown scorer");
   return guarded([&] {
     gad::ModelOptions o;
     if (params->model) o.model = params->model;
@@ -197,7 +197,7 @@ gad_status gad_detector_open(const gad_model_params* params, gad_detector** out)
                   : params->precision == GAD_PRECISION_BF16 ? gad::Precision::BF16
                                                             : gad::Precision::Auto;
     const gad::Scorer scorers[] = {gad::Scorer::Auto, gad::Scorer::InCTRL, gad::Scorer::AnomalyDINO, gad::Scorer::SubspaceAD,
-                                   gad::Scorer::MuSc};
+                                   gad::Scorer::MuSc, gad::Scorer::PatchKNN, gad::Scorer::ImageKNN, gad::Scorer::WinCLIP};
     o.scorer = scorers[params->scorer];
     if (params->size == sizeof(gad_model_params) && params->scorer_options) o.scorer_options = params->scorer_options;
     o.rotate = params->rotate != 0;

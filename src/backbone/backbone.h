@@ -22,10 +22,13 @@ struct Features {
   at::Tensor global;             // [B, D], raw (not normalised)
   std::vector<at::Tensor> taps;  // per tapped layer: [B, grid_h*grid_w, C_l], row-major
   int64_t grid_h = 0, grid_w = 0;  // the common grid of this batch (square except for DINOv2)
+  // Per FeatureRequest::windows size: [B, n_windows, D], each window's own embedding (not normalised).
+  std::vector<at::Tensor> windows;
 };
 
-// What a scorer asks of the backbone beyond its native input and taps. Only DINOv2 serves other
-// requests (MuSc and SubspaceAD read chosen blocks of a square input); the others refuse them.
+// What a scorer asks of the backbone beyond its native input and taps. DINOv2 serves square inputs
+// and chosen blocks (MuSc, SubspaceAD); CLIP serves chosen blocks without a final norm and window
+// embeddings (WinCLIP); the lite CNN refuses everything but its native request.
 struct FeatureRequest {
   int square = 0;  // > 0: the image squashed to square x square (square_preprocess), else native
   Resample resample = Resample::Bicubic;
@@ -34,7 +37,11 @@ struct FeatureRequest {
   std::vector<int> hidden_states;
   bool final_norm = true;     // the final LayerNorm applied to the tapped states
   bool hf_positions = false;  // Hugging Face's position rule (plain models: bicubic to g x g, no offset)
-  bool native() const { return square == 0 && hidden_states.empty() && !hf_positions; }
+  // CLIP: window sizes in patches (WinCLIP: 2, 3). Every s x s window of the grid, stride 1, runs as
+  // its own token sequence ([CLS] + the window's patches, positions added before selection)
+  // through all blocks, ln_post and proj (token masking, not image cropping).
+  std::vector<int> windows;
+  bool native() const { return square == 0 && hidden_states.empty() && !hf_positions && windows.empty(); }
 };
 
 class Backbone {

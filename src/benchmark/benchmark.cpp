@@ -26,8 +26,9 @@
 #include "report/html_report.h"
 #include "report/thumbnails.h"
 #include "dino/anomalydino.h"
-#include "methods/method.h"
 #include "scorers/musc.h"
+#include "scorers/scorer.h"
+#include "scorers/winclip.h"
 #include "model/runtime.h"
 #include "util/csv.h"
 #include "util/error.h"
@@ -145,9 +146,12 @@ std::string mean_std(const std::vector<double>& v) {
 // One table per K: a row per method, a column per category (AUROC / AUPRC, mean ± std over
 // draws) plus the mean over categories; the best AUROC of each column in bold.
 // The K values of the tables: K = 0 first when zero-shot MuSc ran.
+// The zero-shot rows (K = 0): scored from the test images alone.
+bool is_zero_shot(const std::string& name) { return name == "musc" || name == "winclip-zero-shot"; }
+
 std::vector<int> table_ks(const BenchOptions& o) {
   std::vector<int> ks = o.ks;
-  if (std::find(o.methods.begin(), o.methods.end(), "musc") != o.methods.end()) ks.insert(ks.begin(), 0);
+  if (std::any_of(o.methods.begin(), o.methods.end(), is_zero_shot)) ks.insert(ks.begin(), 0);
   return ks;
 }
 
@@ -392,66 +396,122 @@ class MapDump {
   bool header_ = false;
 };
 
-// Scores of one (K, draw, method) over a category's test images.
+// The bench's names for the product's scorers: every scorer under its own name, plus
+// anomalydino-rot (anomalydino with rotated references) and the zero-shot rows.
+std::unique_ptr<scorers::Scorer> bench_scorer(const std::string& name, const LoadedModel& model, nlohmann::json options) {
+  const std::string context = "--scorer-options " + name;
+  if (name == "anomalydino-rot") {
+    options["rotate"] = true;
+    return scorers::make_scorer("anomalydino", *model.backbone, model.heads, options, context);
+  }
+  if (name == "winclip-zero-shot") {
+    scorers::make_winclip(*model.backbone, nlohmann::json::object(), context);  // refuses models without CLIP
+    return nullptr;
+  }
+  if (name == "musc") {
+    scorers::musc_options(*model.backbone, options, context);  // checked now, not after the first category
+    return nullptr;
+  }
+  std::vector<std::string> known = scorers::scorer_names();
+  known.insert(known.end(), {"anomalydino-rot", "winclip-zero-shot"});
+  if (std::find(known.begin(), known.end(), name) == known.end()) {
+    std::string all;
+    for (const auto& n : known) all += (all.empty() ? "" : ", ") + n;
+    fail("--scorers: unknown scorer '", name, "' (known: ", all, ")");
+  }
+  return scorers::make_scorer(name, *model.backbone, model.heads, options, context);
+}
+
+// One draw's set for `scorer`, built as `gad score` builds it: each reference's views
+// (scorers::reference_views), then Scorer::build. Prompt-file references are preprocessed images:
+// they go in as they are, for scorers that want the native input and one view per reference.
+ReferenceSet build_set(const Backbone& bb, const scorers::Scorer& scorer, const std::string& bench_name, const Draw& d,
+                       const std::string& class_name, const std::map<std::string, PixelTensor>& prompt_pixels) {
+  std::vector<PixelTensor> views;
+  std::vector<ReferenceSource> sources;
+  for (size_t i = 0; i < d.references.size(); ++i) {
+    const std::string& path = d.references[i];
+    if (auto prompt = prompt_pixels.find(path); prompt != prompt_pixels.end()) {
+      const Image probe{1, 1, 3, {0, 0, 0}};
+      if (!scorer.features().native() || scorer.reference_views(probe, i).size() != 1)
+        fail("--scorers ", bench_name, ": prompt files hold preprocessed images; this scorer needs the images themselves");
+      views.push_back(prompt->second);
+      sources.push_back({path, d.prompt_sha256});
+      continue;
+    }
+    for (auto& v : scorers::reference_views(bb, scorer, decode_image(path), i)) views.push_back(std::move(v));
+    sources.push_back({path, ""});
+  }
+  return scorer.build(bb, views, sources, class_name);
+}
+
+// What one (K, draw) gives per scorer: its set and a record per test image (score, map, grid,
+// geometry; the map dropped when no pixel metric or report needs it).
 struct Run {
   int k, draw;
-  ReferenceSet refs;
-  std::vector<std::vector<double>> scores;  // per method
-  std::vector<double> seconds;              // per method
-  std::vector<std::vector<float>> maps;     // patch residual grid per test image (pixel metrics, report)
-  PixelMetrics pixel{-1, -1};
-  // The same references with their rotations, for methods that want them (anomalydino-rot).
-  ReferenceSet rotated;
-  std::vector<std::vector<float>> rotated_maps;
-  PixelMetrics rotated_pixel{-1, -1};
+  std::vector<ReferenceSet> sets;                 // per scorer
+  std::vector<std::vector<ScoreRecord>> records;  // per scorer, per test image
+  std::vector<double> seconds;                    // per scorer: scoring time
+  std::vector<PixelMetrics> pixel;                // per scorer
 };
 
-// The methods whose localisation is the patch residual map (InCTRL's M; patch-knn is M alone;
-// AnomalyDINO's distances are 2M, which ranks pixels the same).
-bool has_patch_map(const std::string& method) {
-  return method == "inctrl" || method == "patch-knn" || method == "anomalydino" || method == "anomalydino-rot";
+// Scorers that read the same features share one encode of each test image.
+struct RequestGroup {
+  FeatureRequest request;
+  std::vector<size_t> members;  // scorer indices
+  bool musc = false, winclip_zero_shot = false;
+  double seconds = 0;           // preprocessing and encoding
+};
+
+std::vector<RequestGroup> request_groups(const std::vector<std::unique_ptr<scorers::Scorer>>& list,
+                                         const std::optional<FeatureRequest>& musc, bool winclip_zero_shot) {
+  std::vector<RequestGroup> groups;
+  auto group_of = [&](const FeatureRequest& r) -> RequestGroup& {
+    for (auto& g : groups)
+      if (scorers::same_request(g.request, r)) return g;
+    groups.push_back({r, {}});
+    return groups.back();
+  };
+  for (size_t m = 0; m < list.size(); ++m) group_of(list[m]->features()).members.push_back(m);
+  if (musc) group_of(*musc).musc = true;
+  if (winclip_zero_shot) group_of(FeatureRequest{}).winclip_zero_shot = true;
+  return groups;
 }
 
 // Zero-shot MuSc over one category's test images: their features, collected as the images are
-// encoded (the backbone's own features when MuSc asks for the native ones, else a second encode),
-// scored against each other once all are in.
+// encoded, scored against each other once all are in.
 class ZeroShotRun {
  public:
-  explicit ZeroShotRun(const Backbone& bb) : bb_(bb), options_(scorers::musc_options(bb, nlohmann::json::object(), "musc")),
+  ZeroShotRun(const Backbone& bb, const nlohmann::json& options)
+      : bb_(bb), options_(scorers::musc_options(bb, options, "--scorer-options musc")),
                                              request_(scorers::musc_request(bb, options_)) {}
-  void add(const Features& native, const std::vector<std::string>& paths) {
-    const double t0 = now_s();
-    for (size_t b = 0; b < paths.size(); ++b) {
-      Features f = native;
-      int64_t row = static_cast<int64_t>(b);
-      if (!request_.native()) {
-        const PixelTensor px = bb_.preprocess(decode_image(paths[b]), request_);
-        f = bb_.encode(stack_pixels({px}), request_);
-        geometry_.push_back(px.geometry);
-        row = 0;
-      }
-      if (layers_.empty()) layers_.resize(f.taps.size());
-      for (size_t l = 0; l < f.taps.size(); ++l) layers_[l].push_back(f.taps[l][row].clone());
-      cls_.push_back(f.global[row].clone());
-      grid_ = f.grid_w;
+  const FeatureRequest& request() const { return request_; }
+  void add(const Features& f, const std::vector<PixelTensor>& pixels, size_t begin) {
+    if (layers_.empty()) layers_.resize(f.taps.size());
+    for (int64_t b = 0; b < f.global.size(0); ++b) {
+      for (size_t l = 0; l < f.taps.size(); ++l) layers_[l].push_back(f.taps[l][b].clone());
+      cls_.push_back(f.global[b].clone());
+      geometry_.push_back(pixels[begin + static_cast<size_t>(b)].geometry);
     }
-    seconds_ += now_s() - t0;
+    grid_ = f.grid_w;
   }
-  // Scores [N] and patch maps (one grid per image); geometry when MuSc had its own input.
-  at::Tensor finish(std::vector<std::vector<float>>& maps, std::vector<CropGeometry>& geometry, int& grid_w) {
+  // One record per image, in the order added: score and patch map.
+  std::vector<ScoreRecord> finish() {
     const double t0 = now_s();
     std::vector<at::Tensor> layers;
     for (auto& l : layers_) layers.push_back(at::stack(l));
     const int map_size = request_.square ? request_.square : static_cast<int>(bb_.input_size());
     const scorers::MuscResult m = scorers::musc_score(layers, at::stack(cls_), grid_, map_size, options_);
-    for (int64_t i = 0; i < m.patch_map.size(0); ++i) {
-      const at::Tensor g = m.patch_map[i].to(at::kFloat).contiguous();
-      maps.emplace_back(g.data_ptr<float>(), g.data_ptr<float>() + g.numel());
+    std::vector<ScoreRecord> out(geometry_.size());
+    for (size_t i = 0; i < out.size(); ++i) {
+      const at::Tensor g = m.patch_map[static_cast<int64_t>(i)].to(at::kFloat).contiguous();
+      out[i].score = m.score[static_cast<int64_t>(i)].item<double>();
+      out[i].residual_map.assign(g.data_ptr<float>(), g.data_ptr<float>() + g.numel());
+      out[i].grid = static_cast<int>(grid_);
+      out[i].geometry = geometry_[i];
     }
-    geometry = geometry_;
-    grid_w = static_cast<int>(grid_);
-    seconds_ += now_s() - t0;
-    return m.score.to(at::kDouble).contiguous();
+    seconds_ = now_s() - t0;
+    return out;
   }
   double seconds() const { return seconds_; }
 
@@ -466,27 +526,10 @@ class ZeroShotRun {
   double seconds_ = 0;
 };
 
-// The references of one draw as one set: each unique image's features (one row per view),
-// selected by `index` (the bank holds every patch of every selected image).
-ReferenceSet select_references(const Backbone& bb, const std::vector<at::Tensor>& globals,
-                               const std::vector<std::vector<at::Tensor>>& taps, const std::vector<int64_t>& index,
-                               const at::Tensor& text, const std::string& name, int views) {
-  Features f;
-  std::vector<at::Tensor> g;
-  std::vector<std::vector<at::Tensor>> t(taps.empty() ? 0 : taps[0].size());
-  for (int64_t i : index) {
-    g.push_back(globals[i]);
-    for (size_t l = 0; l < t.size(); ++l) t[l].push_back(taps[i][l]);
-  }
-  f.global = at::cat(g);
-  for (auto& layer : t) f.taps.push_back(at::cat(layer).unsqueeze(0));  // [1, sum of patches, C]
-  ReferenceSet set = ReferenceSet::from_features(bb, f, text, {}, name);
-  set.views = views;
-  return set;
-}
-
-at::Tensor rows(const at::Tensor& t, const std::vector<int64_t>& idx) {
-  return t.index_select(0, at::tensor(idx, at::kLong));
+std::vector<double> scores_of(const std::vector<ScoreRecord>& records) {
+  std::vector<double> s;
+  for (const auto& r : records) s.push_back(r.score);
+  return s;
 }
 
 }  // namespace
@@ -501,10 +544,30 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
   LoadedModel model = load_model(o.files);
   Backbone& bb = *model.backbone;
   bb.set_precision(parse_precision(o.precision));
-  std::vector<std::unique_ptr<Method>> methods;
-  const bool zero_shot = std::find(o.methods.begin(), o.methods.end(), "musc") != o.methods.end();
-  for (const auto& name : o.methods)
-    if (name != "musc") methods.push_back(make_method(name, model));
+  std::vector<std::string> names;                             // the few-shot rows, in the order asked
+  std::vector<std::unique_ptr<scorers::Scorer>> scorer_list;  // the same, as scorers
+  std::vector<std::string> zero_shot;                         // the K = 0 rows
+  nlohmann::json options = nlohmann::json::object();
+  if (!o.scorer_options.empty()) {
+    options = nlohmann::json::parse(o.scorer_options, nullptr, false);
+    if (!options.is_object()) fail("--scorer-options: must be a JSON object of options per scorer name");
+    for (const auto& [name, value] : options.items())
+      if (std::find(o.methods.begin(), o.methods.end(), name) == o.methods.end())
+        fail("--scorer-options: '", name, "' is not among --scorers");
+  }
+  for (const auto& name : o.methods) {
+    std::unique_ptr<scorers::Scorer> s = bench_scorer(name, model, options.value(name, nlohmann::json::object()));
+    if (is_zero_shot(name)) {
+      zero_shot.push_back(name);
+      continue;
+    }
+    names.push_back(name);
+    scorer_list.push_back(std::move(s));
+  }
+  const bool musc_row = std::count(zero_shot.begin(), zero_shot.end(), "musc") > 0;
+  const bool winclip_row = std::count(zero_shot.begin(), zero_shot.end(), "winclip-zero-shot") > 0;
+  const auto inctrl_at = std::find(names.begin(), names.end(), "inctrl");
+  if (o.dump_maps && inctrl_at == names.end()) fail("--dump-maps: writes what InCTRL's heads see; add inctrl to --scorers");
   std::vector<Category> cats = discover(o.roots);
   if (!o.prompt_sets_dir.empty() && !o.draws_file.empty()) fail("--prompt-sets and --draws-file are exclusive");
   std::vector<Draw> draws = !o.prompt_sets_dir.empty() ? prompt_set_draws(o, cats)
@@ -534,220 +597,157 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
   const Progress bar(total_images, "images");
   Outputs out;
   size_t finished = 0;
-  std::vector<CropGeometry> geometries;  // of the current batch of test images
-  auto load_pixels = [&](const std::vector<std::string>& paths) {
-    std::vector<PixelTensor> px;
-    geometries.clear();
-    for (const auto& p : paths) {
-      auto prompt = prompt_pixels.find(p);
-      px.push_back(prompt != prompt_pixels.end() ? prompt->second : bb.preprocess(decode_image(p)));
-      geometries.push_back(px.back().geometry);
-    }
-    return stack_pixels(px);
-  };
-  InctrlScorer patch_scorer(bb, std::nullopt);
   std::optional<MapDump> dump;
   if (o.dump_maps) dump.emplace(o.out_dir + "/maps.csv", bb, model.heads);
-  const int batch = bb.grid() ? o.batch : 1;  // DINOv2 inputs differ in size: one at a time
-  const bool rotations = std::any_of(methods.begin(), methods.end(), [](const auto& m) { return m->wants_rotated_references(); });
-  Thumbnails thumbnails;  // the map of `gad score --maps`: the patch residual
+  const size_t n_scorers = scorer_list.size();
+  Thumbnails thumbnails;  // the map of `gad score --maps`
   for (const auto& c : cats) {
-    // References of every draw of this category, each unique image encoded once.
     std::vector<Run> runs;
-    std::vector<std::string> unique;
-    std::vector<std::vector<int64_t>> index;
+    bar.update(done_images, c.dataset + "/" + c.name + ": references");
     for (const auto& d : draws) {
       if (d.dataset != c.dataset || d.category != c.name) continue;
-      std::vector<int64_t> idx;
-      for (const auto& r : d.references) {
-        auto it = std::find(unique.begin(), unique.end(), r);
-        idx.push_back(it - unique.begin());
-        if (it == unique.end()) unique.push_back(r);
-      }
-      index.push_back(idx);
-      runs.push_back({d.k, d.draw, {}, std::vector<std::vector<double>>(methods.size()), std::vector<double>(methods.size()), {},
-                      {-1, -1}, {}, {}, {-1, -1}});
+      Run run{d.k, d.draw, {}, std::vector<std::vector<ScoreRecord>>(n_scorers), std::vector<double>(n_scorers),
+              std::vector<PixelMetrics>(n_scorers, PixelMetrics{-1, -1})};
+      for (size_t m = 0; m < n_scorers; ++m) run.sets.push_back(build_set(bb, *scorer_list[m], names[m], d, c.name, prompt_pixels));
+      runs.push_back(std::move(run));
     }
-    if (runs.empty()) fail(o.draws_file, ": no draws for ", c.dataset, "/", c.name);
-    bar.update(done_images, c.dataset + "/" + c.name + ": references");
-    // Per unique reference: its global(s) [views, D] and per tap its patch rows [views·P, C].
-    std::vector<at::Tensor> ref_globals, rot_globals;
-    std::vector<std::vector<at::Tensor>> ref_taps, rot_taps;
-    at::Tensor ref_pixels;  // [n, 3, H, W] on fixed-grid backbones (WinCLIP's windows)
-    auto keep = [](const Features& f, int64_t b, int64_t views, std::vector<at::Tensor>& g,
-                   std::vector<std::vector<at::Tensor>>& t) {
-      g.push_back(f.global.slice(0, b, b + views));
-      t.emplace_back();
-      for (const auto& tap : f.taps) t.back().push_back(tap.slice(0, b, b + views).reshape({-1, tap.size(-1)}));
-    };
-    for (size_t s = 0; s < unique.size(); s += batch) {
-      at::Tensor px = load_pixels({unique.begin() + s, unique.begin() + std::min(unique.size(), s + batch)});
-      Features f = bb.encode(px);
-      for (int64_t b = 0; b < px.size(0); ++b) keep(f, b, 1, ref_globals, ref_taps);
-      if (bb.grid()) ref_pixels = ref_pixels.defined() ? at::cat({ref_pixels, px}) : px;
-    }
-    if (rotations)
-      for (const auto& u : unique) {  // AnomalyDINO's augment_image: the image and 7 rotations
-        if (prompt_pixels.count(u)) fail("anomalydino-rot: prompt files hold preprocessed images and cannot be rotated");
-        const Image image = decode_image(u);
-        std::vector<PixelTensor> views;
-        for (int v = 0; v < kAnomalyDinoRotations; ++v) views.push_back(bb.preprocess(v ? rotate_image(image, 45.0 * v) : image));
-        Features f = bb.grid() ? bb.encode(stack_pixels(views)) : Features{};
-        if (!bb.grid()) {  // one view at a time: their grids may differ
-          std::vector<at::Tensor> g;
-          std::vector<std::vector<at::Tensor>> t(1);
-          for (const auto& v : views) {
-            Features one = bb.encode(stack_pixels({v}));
-            g.push_back(one.global);
-            t[0].push_back(one.taps[0][0]);
-          }
-          rot_globals.push_back(at::cat(g));
-          rot_taps.push_back({at::cat(t[0])});
-          continue;
-        }
-        keep(f, 0, kAnomalyDinoRotations, rot_globals, rot_taps);
-      }
-    at::Tensor text = bb.has_text() ? bb.text_prior(c.name) : at::Tensor();
-    for (size_t r = 0; r < runs.size(); ++r) {
-      runs[r].refs = select_references(bb, ref_globals, ref_taps, index[r], text, c.name, 1);
-      if (rotations) runs[r].rotated = select_references(bb, rot_globals, rot_taps, index[r], text, c.name, kAnomalyDinoRotations);
-    }
-    for (size_t r = 0; r < runs.size(); ++r)
-      for (auto& m : methods) m->prepare(runs[r].refs, ref_pixels.defined() ? rows(ref_pixels, index[r]) : at::Tensor());
-    // Test images: encoded once, scored by every (K, draw, method).
-    double encode_seconds = 0;
+    if (runs.empty() && n_scorers) fail(o.draws_file, ": no draws for ", c.dataset, "/", c.name);
+    std::optional<ZeroShotRun> musc;
+    if (musc_row) musc.emplace(bb, options.value("musc", nlohmann::json::object()));
+    const at::Tensor winclip_text = winclip_row ? scorers::winclip_text(bb, c.name) : at::Tensor();
+    std::vector<ScoreRecord> winclip_records;
+    std::vector<RequestGroup> groups = request_groups(scorer_list, musc ? std::optional(musc->request()) : std::nullopt, winclip_row);
+    // Test images: decoded once, encoded once per request group, scored by every (K, draw, scorer).
     bool interrupted = false;
     const bool want_maps = !c.masks.empty() || o.report;
-    std::vector<CropGeometry> test_geometry;
-    std::vector<int> test_grid_w;  // columns of each test image's map grid
-    auto add_maps = [&](const ReferenceSet& refs, const Features& f, std::vector<std::vector<float>>& maps) {
-      at::Tensor m = patch_scorer.score(refs, f).residual_map.contiguous();
-      for (int64_t b = 0; b < m.size(0); ++b) maps.emplace_back(m[b].data_ptr<float>(), m[b].data_ptr<float>() + m.size(1));
-    };
-    std::optional<ZeroShotRun> musc;
-    if (zero_shot) musc.emplace(bb);
-    for (size_t s = 0; s < c.test.size() && !interrupted; s += batch) {
-      std::vector<std::string> paths(c.test.begin() + s, c.test.begin() + std::min(c.test.size(), s + batch));
-      double t0 = now_s();
-      at::Tensor px = load_pixels(paths);
-      Features f = bb.encode(px);
-      encode_seconds += now_s() - t0;
-      if (musc) musc->add(f, paths);
-      test_geometry.insert(test_geometry.end(), geometries.begin(), geometries.end());
-      test_grid_w.insert(test_grid_w.end(), paths.size(), static_cast<int>(f.grid_w));
-      if (want_maps)
-        for (auto& run : runs) {
-          add_maps(run.refs, f, run.maps);
-          if (rotations) add_maps(run.rotated, f, run.rotated_maps);
+    for (size_t s = 0; s < c.test.size() && !interrupted; s += o.batch) {
+      const std::vector<std::string> paths(c.test.begin() + s, c.test.begin() + std::min(c.test.size(), s + o.batch));
+      std::vector<Image> images;
+      for (const auto& p : paths) images.push_back(decode_image(p));
+      for (auto& g : groups) {
+        double t0 = now_s();
+        std::vector<PixelTensor> pixels;
+        for (size_t i = 0; i < paths.size(); ++i) {
+          auto prompt = prompt_pixels.find(paths[i]);
+          pixels.push_back(prompt != prompt_pixels.end() ? prompt->second : bb.preprocess(images[i], g.request));
         }
-      if (dump)
-        for (const auto& run : runs) dump->add(c.dataset, c.name, run.k, run.draw, c.test, c.labels, s, run.refs, f);
-      for (auto& run : runs)
-        for (size_t m = 0; m < methods.size(); ++m) {
-          double t1 = now_s();
-          const ReferenceSet& refs = methods[m]->wants_rotated_references() ? run.rotated : run.refs;
-          at::Tensor sc = methods[m]->score(refs, f, px).to(at::kDouble).contiguous();
-          run.seconds[m] += now_s() - t1;
-          run.scores[m].insert(run.scores[m].end(), sc.data_ptr<double>(), sc.data_ptr<double>() + sc.numel());
-        }
+        scorers::encode_batches(bb, g.request, pixels, [&](size_t begin, size_t, const Features& f) {
+          g.seconds += now_s() - t0;
+          if (g.musc) musc->add(f, pixels, begin);
+          if (g.winclip_zero_shot) {
+            const at::Tensor st = scorers::winclip_text_score(f.global, winclip_text).to(at::kDouble).contiguous();
+            for (int64_t b = 0; b < st.size(0); ++b) {
+              ScoreRecord r;
+              r.score = st[b].item<double>();
+              winclip_records.push_back(r);
+            }
+          }
+          if (dump && std::count(g.members.begin(), g.members.end(), static_cast<size_t>(inctrl_at - names.begin())))
+            for (const auto& run : runs)
+              dump->add(c.dataset, c.name, run.k, run.draw, c.test, c.labels, s + begin,
+                        run.sets[static_cast<size_t>(inctrl_at - names.begin())], f);
+          for (size_t m : g.members)
+            for (auto& run : runs) {
+              const double t1 = now_s();
+              for (auto& r : scorers::records_of(*scorer_list[m], run.sets[m], f, pixels, begin)) {
+                r.holistic_map.clear();
+                if (!want_maps) r.residual_map.clear();
+                run.records[m].push_back(std::move(r));
+              }
+              run.seconds[m] += now_s() - t1;
+            }
+          t0 = now_s();
+        });
+      }
       done_images += paths.size();
       bar.update(done_images, c.dataset + "/" + c.name);
       interrupted = stop && stop->load();
     }
-    for (auto& run : runs)
-      for (auto& m : methods) m->forget(run.refs);
     if (interrupted) {
       std::fprintf(stderr, "\ninterrupted: %s/%s dropped; results hold the %zu finished categories\n",
                    c.dataset.c_str(), c.name.c_str(), finished);
       break;
     }
+    auto encode_seconds = [&](size_t m) {
+      for (const auto& g : groups)
+        if (std::count(g.members.begin(), g.members.end(), m)) return g.seconds;
+      return 0.0;
+    };
+    std::vector<ImageMap> masks;  // at the metric size of each test image's map (the same for every scorer)
+    auto metrics = [&](const std::vector<ScoreRecord>& records) {
+      std::vector<ImageMap> maps;
+      for (size_t i = 0; i < records.size(); ++i) {
+        const ScoreRecord& r = records[i];
+        maps.push_back(shrink_map(map_to_image(r.residual_map, r.grid, r.geometry), o.pixel_max_side));
+        const ImageMap& m = maps.back();
+        if (masks.size() <= i || masks[i].width != m.width || masks[i].height != m.height) {
+          ImageMap mask = c.masks[i].empty() ? ImageMap{m.width, m.height, std::vector<float>(m.values.size())}
+                                             : load_mask(c.masks[i], m.width, m.height);
+          if (masks.size() <= i) masks.push_back(std::move(mask));
+          else masks[i] = std::move(mask);
+        }
+      }
+      return pixel_metrics(maps, masks);
+    };
     if (!c.masks.empty()) {
       bar.update(done_images, c.dataset + "/" + c.name + ": pixel metrics");
-      std::vector<ImageMap> masks;  // at the metric size of each image's map
-      auto metrics = [&](const std::vector<std::vector<float>>& grid_maps) {
-        std::vector<ImageMap> maps;
-        for (size_t i = 0; i < c.test.size(); ++i) {
-          maps.push_back(shrink_map(map_to_image(grid_maps[i], test_grid_w[i], test_geometry[i]), o.pixel_max_side));
-          if (masks.size() <= i)
-            masks.push_back(c.masks[i].empty() ? ImageMap{maps[i].width, maps[i].height, std::vector<float>(maps[i].values.size())}
-                                               : load_mask(c.masks[i], maps[i].width, maps[i].height));
-        }
-        return pixel_metrics(maps, masks);
-      };
-      for (auto& run : runs) {
-        run.pixel = metrics(run.maps);
-        if (rotations) run.rotated_pixel = metrics(run.rotated_maps);
-      }
+      for (auto& run : runs)
+        for (size_t m = 0; m < n_scorers; ++m)
+          if (scorer_list[m]->has_map()) run.pixel[m] = metrics(run.records[m]);
     }
     const int n_anom = std::accumulate(c.labels.begin(), c.labels.end(), 0);
     const int n_norm = static_cast<int>(c.labels.size()) - n_anom;
-    if (musc) {  // K = 0: one row, no draws
-      bar.update(done_images, c.dataset + "/" + c.name + ": zero-shot");
-      std::vector<std::vector<float>> maps;
-      std::vector<CropGeometry> geometry;
-      int grid_w = 0;
-      const at::Tensor sc = musc->finish(maps, geometry, grid_w);
-      const std::vector<double> scores(sc.data_ptr<double>(), sc.data_ptr<double>() + sc.numel());
-      out.results.push_back({c.dataset, c.name, "musc", 0, 0, roc_auc(c.labels, scores), average_precision(c.labels, scores),
-                             n_norm, n_anom, (encode_seconds + musc->seconds()) * 1e3 / c.test.size(), -1, -1});
-      if (!c.masks.empty()) {
-        std::vector<ImageMap> shrunk, masks;
-        for (size_t i = 0; i < c.test.size(); ++i) {
-          const CropGeometry& g = geometry.empty() ? test_geometry[i] : geometry[i];
-          shrunk.push_back(shrink_map(map_to_image(maps[i], grid_w, g), o.pixel_max_side));
-          masks.push_back(c.masks[i].empty() ? ImageMap{shrunk[i].width, shrunk[i].height, std::vector<float>(shrunk[i].values.size())}
-                                             : load_mask(c.masks[i], shrunk[i].width, shrunk[i].height));
-        }
-        const PixelMetrics px = pixel_metrics(shrunk, masks);
-        out.results.back().pixel_auroc = px.auroc;
-        out.results.back().aupro = px.aupro;
-      }
+    auto add_rows = [&](const std::string& name, int k, int draw, const std::vector<double>& scores, double ms,
+                        const PixelMetrics& px) {
+      out.results.push_back({c.dataset, c.name, name, k, draw, roc_auc(c.labels, scores), average_precision(c.labels, scores),
+                             n_norm, n_anom, ms, px.auroc, px.aupro});
       for (size_t i = 0; i < scores.size(); ++i)
-        out.scores_csv.add_row({c.dataset, c.name, "musc", "0", "0", c.test[i], std::to_string(c.labels[i]), csv_number(scores[i])});
+        out.scores_csv.add_row({c.dataset, c.name, name, std::to_string(k), std::to_string(draw), c.test[i],
+                                std::to_string(c.labels[i]), csv_number(scores[i])});
+    };
+    for (const auto& name : zero_shot) {  // K = 0: one row each, no draws
+      bar.update(done_images, c.dataset + "/" + c.name + ": zero-shot");
+      const bool is_musc = name == "musc";
+      const std::vector<ScoreRecord> records = is_musc ? musc->finish() : winclip_records;
+      double seconds = is_musc ? musc->seconds() : 0;
+      for (const auto& g : groups)
+        if (is_musc ? g.musc : g.winclip_zero_shot) seconds += g.seconds;
+      add_rows(name, 0, 0, scores_of(records), seconds * 1e3 / c.test.size(),
+               is_musc && !c.masks.empty() ? metrics(records) : PixelMetrics{-1, -1});
     }
     for (const auto& run : runs)
-      for (size_t m = 0; m < methods.size(); ++m) {
-        const auto& sc = run.scores[m];
-        double ms = (encode_seconds + run.seconds[m]) * 1e3 / c.test.size();
-        out.results.push_back({c.dataset, c.name, methods[m]->name(), run.k, run.draw, roc_auc(c.labels, sc),
-                               average_precision(c.labels, sc), n_norm, n_anom, ms, -1, -1});
-        if (has_patch_map(methods[m]->name())) {
-          const PixelMetrics& px = methods[m]->wants_rotated_references() ? run.rotated_pixel : run.pixel;
-          out.results.back().pixel_auroc = px.auroc;
-          out.results.back().aupro = px.aupro;
-        }
-        for (size_t i = 0; i < sc.size(); ++i)
-          out.scores_csv.add_row({c.dataset, c.name, methods[m]->name(), std::to_string(run.k), std::to_string(run.draw),
-                                  c.test[i], std::to_string(c.labels[i]), csv_number(sc[i])});
-      }
+      for (size_t m = 0; m < n_scorers; ++m)
+        add_rows(names[m], run.k, run.draw, scores_of(run.records[m]), (encode_seconds(m) + run.seconds[m]) * 1e3 / c.test.size(),
+                 run.pixel[m]);
     for (int k : o.ks) {
       std::vector<PlotSeries> roc, pr;
       for (const auto& run : runs)
         if (run.k == k && run.draw == 0)
-          for (size_t m = 0; m < methods.size(); ++m) {
-            roc.push_back({methods[m]->name(), roc_curve(c.labels, run.scores[m])});
-            pr.push_back({methods[m]->name(), pr_curve(c.labels, run.scores[m])});
+          for (size_t m = 0; m < n_scorers; ++m) {
+            roc.push_back({names[m], roc_curve(c.labels, scores_of(run.records[m]))});
+            pr.push_back({names[m], pr_curve(c.labels, scores_of(run.records[m]))});
           }
       if (!roc.empty())
         write_text(o.out_dir + "/curves/" + c.dataset + "_" + c.name + "_K" + std::to_string(k) + ".svg",
                    roc_pr_svg(c.dataset + "/" + c.name + ", K = " + std::to_string(k) + ", draw 0", roc, pr));
     }
-    if (o.report) {  // the first run (first K, draw 0) of the first scorer with a map, else the first scorer
+    if (o.report && !runs.empty()) {  // the first run (first K, draw 0) of the first scorer with a map, else the first scorer
       size_t m = 0;
-      for (size_t i = methods.size(); i-- > 0;)
-        if (has_patch_map(methods[i]->name())) m = i;
+      for (size_t i = n_scorers; i-- > 0;)
+        if (scorer_list[i]->has_map()) m = i;
       const Run& run = runs.front();
       ReportSection sec;
       sec.title = c.dataset + "/" + c.name;
-      sec.note = "Scores: " + methods[m]->name() + ", K = " + std::to_string(run.k) + ", draw " + std::to_string(run.draw) +
-                 "; ROC/PR: every scorer of that draw; thumbnails: the patch residual map on one colour scale.";
+      sec.note = "Scores: " + names[m] + ", K = " + std::to_string(run.k) + ", draw " + std::to_string(run.draw) +
+                 "; ROC/PR: every scorer of that draw; thumbnails: " + names[m] + "'s map on one colour scale.";
       for (size_t i = 0; i < c.test.size(); ++i) {
-        sec.images.push_back({c.test[i], run.scores[m][i], c.labels[i]});
-        thumbnails.add(c.test[i], run.maps[i], test_grid_w[i], test_geometry[i]);
+        const ScoreRecord& r = run.records[m][i];
+        sec.images.push_back({c.test[i], r.score, c.labels[i]});
+        if (!r.residual_map.empty()) thumbnails.add(c.test[i], r.residual_map, r.grid, r.geometry);
       }
-      for (size_t j = 0; j < methods.size(); ++j) {
-        sec.roc.push_back({methods[j]->name(), roc_curve(c.labels, run.scores[j])});
-        sec.pr.push_back({methods[j]->name(), pr_curve(c.labels, run.scores[j])});
+      for (size_t j = 0; j < n_scorers; ++j) {
+        sec.roc.push_back({names[j], roc_curve(c.labels, scores_of(run.records[j]))});
+        sec.pr.push_back({names[j], pr_curve(c.labels, scores_of(run.records[j]))});
       }
       out.report_sections.push_back(std::move(sec));
     }

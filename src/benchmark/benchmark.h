@@ -1,15 +1,19 @@
 // `gad bench` — the generalist-AD protocol in one run: for every category of every MVTec-layout
 // dataset, K normal references are drawn (seeded) from the sorted train/good images for each
-// draw, all of test/ is scored by every requested method, and AUROC / AUPRC are reported per
-// (category, method, K, draw) with mean ± std over draws.
+// draw, all of test/ is scored by every requested scorer, and AUROC / AUPRC are reported per
+// (category, scorer, K, draw) with mean ± std over draws. Zero-shot scorers (musc,
+// winclip-zero-shot) give one K = 0 row per category.
 //
-// Every image is encoded once per run: references of all draws and the test images are reused
-// across K, draws and methods. Outputs in OUT: results.csv, scores.csv, draws.json, summary.md,
-// curves/<dataset>_<category>_K<k>.svg (ROC and PR of draw 0). Categories with ground-truth masks
-// (ground_truth/<defect>/<stem>_mask.png for every defect image) also get pixel AUROC and AUPRO
-// (src/eval/pixel_metrics.h) of the patch residual map, for the inctrl and patch-knn rows.
-// --dump-maps writes what the heads see (maps.csv), so learners can be compared offline on it. Files are rewritten after each
-// finished category, so an interrupted run keeps complete results for the categories it finished.
+// The scorers are the product's (src/scorers), run through the same path as `gad score`: each
+// draw's set is built from the references' views by Scorer::build, test images are encoded by
+// scorers::encode_batches (once per distinct feature request, shared by every K, draw and scorer
+// that asks the same) and scored by Scorer::score. Outputs in OUT: results.csv, scores.csv,
+// draws.json, summary.md, curves/<dataset>_<category>_K<k>.svg (ROC and PR of draw 0).
+// Categories with ground-truth masks (ground_truth/<defect>/<stem>_mask.png for every defect
+// image) also get pixel AUROC and AUPRO (src/eval/pixel_metrics.h) of each scorer's map.
+// --dump-maps writes what InCTRL's heads see (maps.csv), so learners can be compared offline on it.
+// Files are rewritten after each finished category, so an interrupted run keeps complete results
+// for the categories it finished.
 #pragma once
 
 #include <atomic>
@@ -29,7 +33,9 @@ struct BenchOptions {
   std::vector<int> ks = {2, 4, 8};
   int draws = 3;
   uint64_t seed = 0;
-  std::vector<std::string> methods = {"inctrl", "patch-knn", "image-knn"};
+  std::vector<std::string> methods = {"inctrl", "patch-knn", "image-knn"};  // scorers, by their bench names
+  // A JSON object {scorer name: its options}; "" = every scorer at its defaults (the papers').
+  std::string scorer_options;
   std::string out_dir;
   std::string draws_file;    // reuse draws from an earlier run's draws.json
   std::string prompt_sets_dir;  // references from DIR/<K>/<category>.pt (InCTRL's released prompt sets)

@@ -7,6 +7,7 @@
 #include "benchmark/benchmark.h"
 #include "engine/load_model.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace gad::cli {
 
@@ -15,7 +16,7 @@ namespace {
 struct BenchArgs {
   ModelArgs model;
   std::vector<std::string> data;
-  std::string ks = "2,4,8", scorers = "inctrl,patch-knn,image-knn", out, draws_file, prompt_sets;
+  std::string ks = "2,4,8", scorers = "inctrl,patch-knn,image-knn", out, draws_file, prompt_sets, scorer_options;
   int draws = 3, batch = 8;
   bool report = false;
   bool dump_maps = false;
@@ -40,7 +41,10 @@ void add_bench_options(CLI::App* cmd, BenchArgs& a) {
   cmd->add_option("--draws", a.draws, "reference draws per K (default 3)");
   cmd->add_option("--seed", a.seed, "seed of the reference draws (default 0)");
   cmd->add_option("--scorers", a.scorers, "comma-separated: inctrl, patch-knn, image-knn, winclip, anomalydino,\n"
-                  "anomalydino-rot, subspacead (no augmentation), musc (zero-shot: K = 0 rows; default: the first three)");
+                  "anomalydino-rot, subspacead, musc and winclip-zero-shot (zero-shot: K = 0 rows); default: the\n"
+                  "first three. Each runs exactly as gad score --scorer NAME does");
+  cmd->add_option("--scorer-options", a.scorer_options, "a JSON file: an object of options per scorer name, e.g.\n"
+                  "{\"subspacead\": {\"aug_count\": 0}} (keys as for gad score --scorer-options, docs/scorers.md)");
   cmd->add_option("--draws-file", a.draws_file, "reuse the reference draws of an earlier run's draws.json");
   cmd->add_option("--prompt-sets", a.prompt_sets, "take the references from DIR/<K>/<category>.pt (InCTRL's released\n"
                                                   "few-shot prompt sets, fs_samples/<dataset>) instead of drawing them;\n"
@@ -72,6 +76,7 @@ int run_bench(BenchArgs& a, const std::string& command) {
   o.draws = a.draws;
   o.seed = a.seed;
   o.methods = split(a.scorers);
+  if (!a.scorer_options.empty()) o.scorer_options = gad::read_file_text(a.scorer_options);
   o.out_dir = a.out;
   o.draws_file = a.draws_file;
   o.prompt_sets_dir = a.prompt_sets;

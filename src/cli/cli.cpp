@@ -39,9 +39,10 @@ void ModelArgs::add_to(CLI::App* app) {
 void ModelArgs::add_scorer_options(CLI::App* app) {
   app->add_option("--scorer", scorer, "inctrl | anomalydino (training-free patch matching, Damm et al. 2025) | subspacead\n"
                   "(PCA subspace of the references' patches, Lendering et al. 2026) | musc (zero-shot, with --zero-shot;\n"
-                  "Li et al. 2024) | auto (default: anomalydino on DINOv2 models, else inctrl); a saved set keeps its\n"
-                  "scorer. See docs/scorers.md")
-      ->check(CLI::IsMember({"auto", "inctrl", "anomalydino", "subspacead", "musc"}));
+                  "Li et al. 2024) | winclip (CLIP models: WinCLIP+ few-shot; with --zero-shot --class NAME its text\n"
+                  "prompts alone) | patch-knn | image-knn (nearest-neighbour baselines) | auto (default: anomalydino on\n"
+                  "DINOv2 models, else inctrl); a saved set keeps its scorer. See docs/scorers.md")
+      ->check(CLI::IsMember({"auto", "inctrl", "anomalydino", "subspacead", "musc", "winclip", "patch-knn", "image-knn"}));
   app->add_option("--scorer-options", scorer_options_file, "a JSON file of the scorer's options (docs/scorers.md), e.g.\n"
                   "{\"image_res\": 448, \"pca_ev\": 0.99} for subspacead; default: the papers' settings");
   app->add_flag("--rotate", options.rotate, "anomalydino: add every reference rotated by 45, 90, ..., 315 degrees");
@@ -51,7 +52,9 @@ ModelOptions ModelArgs::resolve() {
   threads_in_use = set_threads(threads);
   options.precision = precision == "fp32" ? Precision::FP32 : precision == "bf16" ? Precision::BF16 : Precision::Auto;
   const std::pair<const char*, Scorer> names[] = {{"inctrl", Scorer::InCTRL}, {"anomalydino", Scorer::AnomalyDINO},
-                                                  {"subspacead", Scorer::SubspaceAD}, {"musc", Scorer::MuSc}};
+                                                  {"subspacead", Scorer::SubspaceAD}, {"musc", Scorer::MuSc},
+                                                  {"winclip", Scorer::WinCLIP}, {"patch-knn", Scorer::PatchKNN},
+                                                  {"image-knn", Scorer::ImageKNN}};
   options.scorer = Scorer::Auto;
   for (const auto& [name, value] : names)
     if (scorer == name) options.scorer = value;
@@ -86,7 +89,7 @@ References RefArgs::build(Detector& detector) const {
   if (!given()) return {};
   if (given_option(k_option) && k < 1) fail("--k: must be at least 1 (got ", k, "); leave it out to use every image");
   if (class_name.empty() && detector.needs_class_name())
-    fail("--class: a class name is required with reference images or --prompts (the InCTRL scorer's text prior)");
+    fail("--class: a class name is required with reference images or --prompts (the scorer's text prompts)");
   if (!prompts.empty()) {
     if (given_option(k_option)) fail("--k: a prompt file is used whole (it holds its own K)");
     return detector.build_references_from_prompts(prompts, class_name);

@@ -40,13 +40,6 @@ struct MapArgs {
   }
 };
 
-// The map the options asked for, in the image's own pixels.
-ImageMap record_map(const MapArgs& maps, const ScoreRecord& r) {
-  if (maps.kind == "holistic" && r.holistic_map.empty())
-    fail("--map-kind holistic: these heads have no holistic map (InCTRL's diff_head input); use --map-kind patch");
-  return map_to_image(maps.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry, maps.sigma);
-}
-
 // Map files mirror each image's path below the folder argument it was found in (a file given
 // directly, or listed, keeps its file name), so a/x.png and b/x.png never collide silently.
 class MapFiles {
@@ -84,6 +77,8 @@ class MapFiles {
   }
   void add(const ScoreRecord& r) {
     if (maps_.dir.empty() || !r.ok()) return;
+    if (r.residual_map.empty())
+      fail("--maps: these scores come without a map (image-knn and zero-shot WinCLIP score whole images); drop --maps");
     if (maps_.kind == "holistic" && r.holistic_map.empty())
       fail("--map-kind holistic: these heads have no holistic map (InCTRL's diff_head input); use --map-kind patch");
     pending_.push_back({r.path, maps_.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry});
@@ -252,7 +247,10 @@ int run_score(ScoreArgs& a, const std::string& command) {
   if (!a.zero_shot && !a.refs.given())
     fail("score: give --refs FILE, --ref-images ... --class NAME, --prompts FILE --class NAME, or --zero-shot");
   if (a.zero_shot && a.model.scorer == "auto") a.model.scorer = "musc";
-  if (a.zero_shot && a.model.scorer != "musc") fail("--zero-shot: the zero-shot scorer is musc (got --scorer ", a.model.scorer, ")");
+  if (a.zero_shot && a.model.scorer != "musc" && a.model.scorer != "winclip")
+    fail("--zero-shot: the zero-shot scorers are musc and winclip (got --scorer ", a.model.scorer, ")");
+  if (a.zero_shot && a.model.scorer == "winclip" && a.refs.class_name.empty())
+    fail("--class: zero-shot WinCLIP needs the object's name for its text prompts (e.g. --class bottle)");
   prepare_outputs(a);
   size_t not_images = 0;
   auto paths = score_inputs(a.queries, a.path_list, a.shard, &not_images);
@@ -270,6 +268,7 @@ int run_score(ScoreArgs& a, const std::string& command) {
     ScoreOptions zo;
     zo.use_threshold = !a.no_threshold;
     zo.zero_shot_z = a.zero_shot_z;
+    zo.class_name = a.refs.class_name;
     catch_stop_signals();
     zo.interrupted = [] { return stop_requested().load(); };
     try {
@@ -306,7 +305,7 @@ int run_score(ScoreArgs& a, const std::string& command) {
     if (r.ok()) {
       scored.push_back({r.path, r.score, label});
       anomalous += r.anomalous().value_or(false);
-      if (!report.path.empty()) thumbs.add(r.path, maps.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry);
+      if (!report.path.empty() && !r.residual_map.empty()) thumbs.add(r.path, maps.kind == "holistic" ? r.holistic_map : r.residual_map, r.grid, r.geometry);
       map_files.add(r);
       if (!maps.dir.empty()) j["map"] = map_files.overlay(r.path);
     } else {
@@ -355,8 +354,9 @@ void add_score_command(CLI::App& app, Context& ctx) {
                                                           "or repeated; never takes the query arguments)");
   a->refs.add_images_and_class(score);
   score->add_option("--batch", a->batch, "images per forward pass (default 8)");
-  score->add_flag("--zero-shot", a->zero_shot, "no references: the query images score each other (MuSc; at least 5 images;\n"
-                                               "verdicts by a robust z-score over the collection)");
+  score->add_flag("--zero-shot", a->zero_shot, "no references: the query images score each other (MuSc; at least 5 images),\n"
+                                               "or with --scorer winclip --class NAME each its text prompts alone (CLIP models);\n"
+                                               "verdicts by a robust z-score over the collection");
   score->add_option("--zero-shot-z", a->zero_shot_z, "zero-shot verdict: anomalous when (score - median) / (1.4826 MAD) over\n"
                                                      "the collection exceeds this (default 3.5)");
   score->add_option("--csv", a->csv, "also write all results to a CSV file (parent folders are created)");

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "clip/prompts.h"
+#include "util/error.h"
 
 namespace gad {
 namespace {
@@ -37,6 +38,46 @@ PixelTensor ClipBackbone::preprocess(const Image& image) const {
 Features ClipBackbone::encode_impl(const at::Tensor& pixels) const {
   VisionOutput v = vision_.forward(pixels, cfg_.tapped_layers);
   return {v.cls_embedding, v.taps};
+}
+
+at::Tensor window_patches(int grid, int size) {
+  std::vector<int64_t> idx;
+  for (int r = 0; r + size <= grid; ++r)
+    for (int c = 0; c + size <= grid; ++c)
+      for (int dr = 0; dr < size; ++dr)
+        for (int dc = 0; dc < size; ++dc) idx.push_back((r + dr) * grid + (c + dc));
+  return at::tensor(idx, at::kLong).view({-1, size * size});
+}
+
+PixelTensor ClipBackbone::preprocess_requested(const Image& image, const FeatureRequest& request) const {
+  if (request.square || request.hf_positions) encode_requested(at::Tensor(), request);  // the one refusal
+  return preprocess(image);
+}
+
+// Hidden states use Hugging Face's numbering (b = the output of block b, 1-based); windows run as
+// extra token sequences through the same tower (see FeatureRequest::windows).
+Features ClipBackbone::encode_requested(const at::Tensor& pixels, const FeatureRequest& request) const {
+  if (request.square || request.hf_positions)
+    fail("the clip backbone serves its native input only (a square input and Hugging Face positions are DINOv2's)");
+  if (request.final_norm && !request.hidden_states.empty())
+    fail("the clip backbone has no final norm for patch tokens (ask for hidden states without it)");
+  std::vector<int> blocks = request.hidden_states.empty() ? cfg_.tapped_layers : request.hidden_states;
+  for (int b : blocks)
+    if (b < 1 || b > cfg_.vision.layers) fail("CLIP hidden state ", b, ": this model has blocks 1..", cfg_.vision.layers);
+  const at::Tensor tokens = vision_.embed(pixels);  // positions added before any selection
+  Features f;
+  f.global = vision_.pool(vision_.run_blocks(tokens, blocks, &f.taps));
+  const int g = cfg_.vision.grid();
+  const int64_t B = tokens.size(0), W = tokens.size(2);
+  for (int s : request.windows) {
+    if (s < 1 || s > g) fail("CLIP window size ", s, ": must be within 1..", g, " patches");
+    const at::Tensor patches = window_patches(g, s);
+    const int64_t n = patches.size(0);
+    const at::Tensor win = tokens.index_select(1, patches.reshape({-1}) + 1).view({B * n, s * s, W});  // token 0 is CLS
+    const at::Tensor cls = tokens.select(1, 0).unsqueeze(1).expand({B, n, W}).reshape({B * n, 1, W});
+    f.windows.push_back(vision_.pool(vision_.run_blocks(at::cat({cls, win}, 1), {}, nullptr)).view({B, n, -1}));
+  }
+  return f;
 }
 
 at::Tensor ClipBackbone::encode_sentences(const std::vector<std::string>& sentences) const {

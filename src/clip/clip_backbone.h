@@ -1,5 +1,7 @@
 // ClipBackbone — OpenCLIP ViT as a gad Backbone: CLS embedding as the global feature, the
 // InCTRL-tapped block outputs as patch tokens, and the text tower for InCTRL's text prior.
+// Requests: chosen block outputs (no final norm: CLIP's ln_post is for the CLS token) and window
+// embeddings (WinCLIP), on the native input.
 #pragma once
 
 #include <memory>
@@ -12,6 +14,10 @@
 #include "clip/prompts.h"
 
 namespace gad {
+
+// The patches (0-based, row-major) of every size x size window of a grid x grid patch grid,
+// stride 1, windows in row-major order: [n_windows, size²]. FeatureRequest::windows' order.
+at::Tensor window_patches(int grid, int size);
 
 class ClipBackbone : public Backbone {
  public:
@@ -44,6 +50,8 @@ class ClipBackbone : public Backbone {
 
  protected:
   Features encode_impl(const at::Tensor& pixels) const override;
+  PixelTensor preprocess_requested(const Image& image, const FeatureRequest& request) const override;
+  Features encode_requested(const at::Tensor& pixels, const FeatureRequest& request) const override;
 
  private:
   ClipConfig cfg_;

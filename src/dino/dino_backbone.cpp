@@ -225,6 +225,7 @@ PixelTensor DinoBackbone::preprocess_requested(const Image& image, const Feature
 // The requested hidden states in the order asked, patch tokens only; the global feature is the
 // final-normed CLS token, as natively.
 Features DinoBackbone::encode_requested(const at::Tensor& pixels, const FeatureRequest& request) const {
+  if (!request.windows.empty()) fail("the dinov2 backbone has no window embeddings (WinCLIP's are CLIP's)");
   for (int e : request.hidden_states)
     if (e < 0 || e > cfg_.depth)
       fail("DINOv2 hidden state ", e, ": this model has ", cfg_.depth, " blocks (states 0..", cfg_.depth, ")");

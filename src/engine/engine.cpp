@@ -14,6 +14,7 @@
 #include "dino/anomalydino.h"
 #include "scorers/scorer.h"
 #include "scorers/musc.h"
+#include "scorers/winclip.h"
 #include "backbone/precision.h"
 #include "io/safetensors.h"
 #include "inctrl/calibration.h"
@@ -131,18 +132,25 @@ struct Detector::Impl {
       return;
     }
     new_set_scorer = scorers::make_scorer(name, backbone(), model.heads, given);
-    if (!new_set_scorer->uses_heads() && model.heads)
-      fail("scorer ", name, ": is training-free and uses no heads; open the detector without heads");
+    if (!new_set_scorer->uses_heads() && model.heads) {
+      // Heads that merely came inside an InCTRL model file are not the user's choice: set them aside.
+      if (!o.heads.empty()) fail("scorer ", name, ": is training-free and uses no heads; open the detector without heads");
+      model.heads.reset();
+      inctrl = std::make_unique<InctrlScorer>(*model.backbone, model.heads);
+      heads_fingerprint = gad::heads_fingerprint(model.heads);
+    }
   }
 
   nlohmann::json zero_shot_options = nlohmann::json::object();
 
   std::string zero_shot_summary() const { return scorers::musc_options(backbone(), zero_shot_options, "scorer options").to_json().dump(); }
 
-  // MuSc over a collection: image i from `load(i)`; see Detector::score_zero_shot.
+  // Zero-shot WinCLIP (the detector's scorer is winclip) or MuSc over a collection: image i from
+  // `load(i)`; see Detector::score_zero_shot.
   std::vector<ScoreRecord> score_zero_shot(size_t n, const ScoreOptions& o, const std::function<std::string(size_t)>& name_of,
                                            const std::function<Image(size_t)>& load) const {
     check(o);
+    if (new_set_scorer && new_set_scorer->name() == "winclip") return winclip_zero_shot(n, o, name_of, load);
     const scorers::MuscOptions mo = scorers::musc_options(backbone(), zero_shot_options, "scorer options");
     const FeatureRequest request = scorers::musc_request(backbone(), mo);
     at::NoGradGuard no_grad;
@@ -192,6 +200,48 @@ struct Detector::Impl {
       r.residual_map.assign(map.data_ptr<float>(), map.data_ptr<float>() + map.numel());
     }
     finish(records, o, (now_ms() - t0) / static_cast<double>(std::max<size_t>(1, n)), nullptr);
+    if (o.use_threshold) apply_robust_z(records, o.zero_shot_z);
+    return records;
+  }
+
+  // WinCLIP's shot 0: each image scored by its text prompts alone, in batches of o.batch.
+  std::vector<ScoreRecord> winclip_zero_shot(size_t n, const ScoreOptions& o, const std::function<std::string(size_t)>& name_of,
+                                             const std::function<Image(size_t)>& load) const {
+    if (o.class_name.empty()) fail("zero-shot: WinCLIP needs the object's name for its text prompts (class name, --class NAME)");
+    if (o.map != MapKind::None) fail("maps: zero-shot WinCLIP gives image scores only (the reference code has no zero-shot maps)");
+    at::NoGradGuard no_grad;
+    const at::Tensor text = scorers::winclip_text(backbone(), o.class_name);
+    std::vector<ScoreRecord> records(n);
+    for (size_t start = 0; start < n; start += o.batch) {
+      if (o.interrupted && o.interrupted()) fail("zero-shot: interrupted before every image was scored; nothing scored");
+      const double t0 = now_ms();
+      const size_t end = std::min(n, start + o.batch);
+      std::vector<PixelTensor> pixels;
+      std::vector<size_t> slots;
+      for (size_t i = start; i < end; ++i) {
+        records[i].path = name_of(i);
+        try {
+          pixels.push_back(backbone().preprocess(load(i)));
+          slots.push_back(i);
+        } catch (const Error& e) {
+          records[i].error = e.what();
+          records[i].error_kind = e.kind();
+        }
+      }
+      scorers::encode_batches(backbone(), {}, pixels, [&](size_t begin, size_t stop, const Features& f) {
+        const at::Tensor s = scorers::winclip_text_score(f.global, text).to(at::kDouble).contiguous();
+        for (size_t j = begin; j < stop; ++j) {
+          ScoreRecord& r = records[slots[j]];
+          r.score = r.s_text = s[static_cast<int64_t>(j - begin)].item<double>();
+          r.has_text = true;
+          r.grid = static_cast<int>(f.grid_w);
+          r.geometry = pixels[j].geometry;
+        }
+      });
+      std::vector<ScoreRecord> batch(records.begin() + start, records.begin() + end);
+      finish(batch, o, (now_ms() - t0) / static_cast<double>(end - start), nullptr);
+      std::move(batch.begin(), batch.end(), records.begin() + start);
+    }
     if (o.use_threshold) apply_robust_z(records, o.zero_shot_z);
     return records;
   }
@@ -280,9 +330,7 @@ struct Detector::Impl {
   // The preprocessed views of reference image `index` for the new-set scorer: itself and, with
   // AnomalyDINO's rotate or SubspaceAD's augmentations, its transformed copies.
   std::vector<PixelTensor> reference_views(const Image& image, size_t index) const {
-    std::vector<PixelTensor> views;
-    for (const Image& v : new_scorer().reference_views(image, index)) views.push_back(backbone().preprocess(v, new_scorer().features()));
-    return views;
+    return scorers::reference_views(backbone(), new_scorer(), image, index);
   }
 
   // A new set from the views of its references (reference_views of each, in order).
@@ -297,21 +345,12 @@ struct Detector::Impl {
   // backbone's grid follows each image); `ms` is left for the caller.
   std::vector<ScoreRecord> score_batch(const ReferenceSet& set, const std::vector<PixelTensor>& pixels,
                                        const std::vector<std::string>& names) const {
-    const Backbone& bb = backbone();
     const scorers::Scorer& scorer = scorer_for(set);
-    const FeatureRequest request = scorer.features();
     std::vector<ScoreRecord> out;
-    for (size_t start = 0; start < pixels.size();) {
-      const size_t end = bb.grid() || request.square ? pixels.size() : start + 1;  // one size: one pass
-      const Features f = bb.encode(stack_pixels({pixels.begin() + start, pixels.begin() + end}), request);
-      for (auto& r : scorer.score(set, f)) out.push_back(std::move(r));
-      for (size_t i = start; i < end; ++i) {
-        out[i].path = i < names.size() ? names[i] : std::string();
-        out[i].grid = static_cast<int>(f.grid_w);
-        out[i].geometry = pixels[i].geometry;
-      }
-      start = end;
-    }
+    scorers::encode_batches(backbone(), scorer.features(), pixels, [&](size_t begin, size_t, const Features& f) {
+      for (auto& r : scorers::records_of(scorer, set, f, pixels, begin)) out.push_back(std::move(r));
+    });
+    for (size_t i = 0; i < out.size(); ++i) out[i].path = i < names.size() ? names[i] : std::string();
     return out;
   }
 
@@ -324,6 +363,8 @@ struct Detector::Impl {
                         const std::function<void(ScoreRecord&&)>& emit) const {
     check(o);
     check_taps(set);
+    if (o.map != MapKind::None && !scorer_for(set).has_map())
+      fail("maps: the ", set.scorer, " scorer gives image scores only (no patch map); score without maps");
     const bool verdict = threshold_applies(set, o);
     at::NoGradGuard no_grad;
     for (size_t start = 0; start < n; start += o.batch) {
@@ -598,12 +639,14 @@ References Detector::load_references(const std::string& path) {
   if (impl_->explicit_scorer && refs.scorer() != mine)
     fail(path, ": this set was built for the ", refs.scorer(), " scorer, not ", mine,
          " (a set keeps its scorer; rebuild it with --scorer ", mine, ")");
-  impl_->scorer_for(set_of(refs));  // its options are checked now, not at the first score
+  impl_->scorer_for(set_of(refs)).check(set_of(refs), path);  // options and state checked now, not at the first score
   return refs;
 }
 
 References Detector::references_from_bytes(const std::string& bytes, const std::string& name) const {
-  return wrap(ReferenceSet::from_bytes(bytes, name, impl_->backbone()));
+  References refs = wrap(ReferenceSet::from_bytes(bytes, name, impl_->backbone()));
+  impl_->scorer_for(set_of(refs)).check(set_of(refs), name);
+  return refs;
 }
 
 std::vector<ScoreRecord> Detector::score_zero_shot(const std::vector<std::string>& paths, const ScoreOptions& options) {

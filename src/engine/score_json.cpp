@@ -11,7 +11,7 @@ nlohmann::ordered_json score_json(const ScoreRecord& r) {
   nlohmann::ordered_json j;
   if (!r.ok()) return {{"error", r.error}};
   j["score"] = r.score;
-  j["s_patch"] = r.s_patch;
+  if (!r.residual_map.empty()) j["s_patch"] = r.s_patch;  // scorers without a map have no patch score
   if (r.has_img) j["s_img"] = r.s_img;
   if (r.has_text) j["s_text"] = r.s_text;
   if (r.has_heads) j["s_hol"] = r.s_hol;
@@ -43,7 +43,7 @@ std::vector<std::string> score_csv_row(const ScoreRecord& r, bool calibrated, co
   auto when = [](bool present, double v) { return present ? std::optional<double>(v) : std::nullopt; };
   std::vector<std::string> row = {r.path,
                                   csv_number(r.score),
-                                  csv_number(r.s_patch),
+                                  csv_number(when(!r.residual_map.empty(), r.s_patch)),
                                   csv_number(when(r.has_img, r.s_img)),
                                   csv_number(when(r.has_text, r.s_text)),
                                   csv_number(when(r.has_heads, r.s_hol))};

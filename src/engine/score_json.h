@@ -1,6 +1,6 @@
 // The JSON and CSV forms of a ScoreRecord's scores, and the JSON of a calibrated threshold.
-// JSON (shared by `gad score` and `gad serve`): score, s_patch, and s_img / s_text / s_hol only
-// when the model has them, "anomalous" (score > threshold) only when the set's threshold applies,
+// JSON (shared by `gad score` and `gad serve`): score, s_patch when the scorer gives a map (not
+// image-knn, not zero-shot WinCLIP), and s_img / s_text / s_hol only when the model has them, "anomalous" (score > threshold) only when the set's threshold applies,
 // then ms; an image that was not scored is {"error": why} and nothing else — no score, no
 // verdict. CSV (`gad score --csv`): the same values under fixed columns, a sub-score the model
 // lacks as an empty cell, then the map file and the error (empty when scored).

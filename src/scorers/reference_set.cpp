@@ -1,5 +1,7 @@
 #include "scorers/reference_set.h"
 
+#include "scorers/scorer.h"
+
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -99,7 +101,8 @@ void read_metadata(const std::string& path, const std::string& text, const Backb
   set.scorer = meta.value("scorer", "inctrl");
   set.views = meta.value("views", int64_t{1});
   if (meta.contains("scorer_options")) set.scorer_options = meta["scorer_options"].dump();
-  if ((set.scorer != "inctrl" && set.scorer != "anomalydino" && set.scorer != "subspacead") || set.views < 1)
+  const std::vector<std::string> known = scorers::scorer_names();
+  if (std::find(known.begin(), known.end(), set.scorer) == known.end() || set.scorer == "musc" || set.views < 1)
     fail(path, ": corrupt reference-set metadata (scorer '", set.scorer, "', views ", set.views, ")");
   if (meta.contains("thresholds"))
     for (const auto& t : meta["thresholds"]) set.threshold_history.push_back(threshold_from_json(path, t));
@@ -274,10 +277,8 @@ ReferenceSet ReferenceSet::read(const std::string& path, const SafetensorsConten
   }
   for (const auto& [name, t] : named)
     if (name.rfind("state.", 0) == 0) set.state[name.substr(6)] = t;
-  const bool banked = set.scorer != "subspacead";
-  if (!named.count("globals") || set.banks.empty() == banked) fail(path, ": reference set lacks its banks or globals");
-  if (!banked && (!set.state.count("pca_mean") || !set.state.count("pca_components")))
-    fail(path, ": reference set lacks its subspace (state.pca_mean, state.pca_components)");
+  // What each scorer reads beyond the globals is its own check (Scorer::check) when the set is loaded.
+  if (!named.count("globals") || (set.banks.empty() && set.state.empty())) fail(path, ": reference set lacks its banks or globals");
   set.globals = named["globals"];
   if (named.count("text_prior")) set.text_prior = named["text_prior"];
   for (const auto& [name, t] : named) check_finite(path, name, t);

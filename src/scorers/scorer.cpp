@@ -1,10 +1,12 @@
-// The registry, and the two scorers that score against patch banks: InCTRL (inctrl/scorer.h) and
-// AnomalyDINO (dino/anomalydino.h).
+// The registry, the one path from images to records, and the two scorers that score against
+// patch banks with their own chains: InCTRL (inctrl/scorer.h) and AnomalyDINO (dino/anomalydino.h).
 #include "scorers/scorer.h"
 
 #include "dino/anomalydino.h"
 #include "inctrl/scorer.h"
+#include "scorers/knn.h"
 #include "scorers/subspacead.h"
+#include "scorers/winclip.h"
 #include "util/error.h"
 
 namespace gad::scorers {
@@ -83,6 +85,10 @@ ReferenceSet Scorer::build(const Backbone& backbone, const std::vector<PixelTens
   return set;
 }
 
+void Scorer::check(const ReferenceSet& set, const std::string& name) const {
+  if (set.banks.empty()) fail(name, ": reference set lacks its patch banks (bank.<l>)");
+}
+
 void check_known_keys(const nlohmann::json& options, const std::vector<std::string>& known, const std::string& context) {
   if (!options.is_object()) fail(context, ": must be a JSON object (got ", options.type_name(), ")");
   for (const auto& [key, value] : options.items())
@@ -100,6 +106,9 @@ std::string scorer_name(gad::Scorer s, const Backbone& backbone) {
     case gad::Scorer::AnomalyDINO: return "anomalydino";
     case gad::Scorer::SubspaceAD: return "subspacead";
     case gad::Scorer::MuSc: return "musc";
+    case gad::Scorer::PatchKNN: return "patch-knn";
+    case gad::Scorer::ImageKNN: return "image-knn";
+    case gad::Scorer::WinCLIP: return "winclip";
   }
   return "inctrl";
 }
@@ -117,8 +126,50 @@ std::unique_ptr<Scorer> make_scorer(const std::string& name, const Backbone& bac
     return std::make_unique<AnomalyDino>(backbone, options.value("rotate", false));
   }
   if (name == "subspacead") return make_subspacead(backbone, options, context);
+  if (name == "patch-knn") return make_patch_knn(backbone, options, context);
+  if (name == "image-knn") return make_image_knn(backbone, options, context);
+  if (name == "winclip") return make_winclip(backbone, options, context);
   if (name == "musc") fail("scorer musc: is zero-shot (it scores a collection against itself); use score_zero_shot / --zero-shot");
-  fail("scorer '", name, "': unknown (inctrl, anomalydino, subspacead, musc)");
+  std::string all;
+  for (const auto& n : scorer_names()) all += (all.empty() ? "" : ", ") + n;
+  fail("scorer '", name, "': unknown (", all, ")");
+}
+
+std::vector<std::string> scorer_names() {
+  return {"inctrl", "anomalydino", "subspacead", "patch-knn", "image-knn", "winclip", "musc"};
+}
+
+std::vector<PixelTensor> reference_views(const Backbone& backbone, const Scorer& scorer, const Image& image, size_t index) {
+  std::vector<PixelTensor> views;
+  for (const Image& v : scorer.reference_views(image, index)) views.push_back(backbone.preprocess(v, scorer.features()));
+  return views;
+}
+
+void encode_batches(const Backbone& backbone, const FeatureRequest& request, const std::vector<PixelTensor>& pixels,
+                    const std::function<void(size_t, size_t, const Features&)>& use) {
+  // A grid that follows each image's shape: one image per pass, so a score never depends on what
+  // else was in the batch.
+  const bool one_pass = backbone.grid() || request.square;
+  for (size_t begin = 0; begin < pixels.size();) {
+    const size_t end = one_pass ? pixels.size() : begin + 1;
+    use(begin, end, backbone.encode(stack_pixels({pixels.begin() + begin, pixels.begin() + end}), request));
+    begin = end;
+  }
+}
+
+std::vector<ScoreRecord> records_of(const Scorer& scorer, const ReferenceSet& set, const Features& features,
+                                    const std::vector<PixelTensor>& pixels, size_t begin) {
+  std::vector<ScoreRecord> out = scorer.score(set, features);
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].grid = static_cast<int>(features.grid_w);
+    out[i].geometry = pixels[begin + i].geometry;
+  }
+  return out;
+}
+
+bool same_request(const FeatureRequest& a, const FeatureRequest& b) {
+  return a.square == b.square && a.resample == b.resample && a.hidden_states == b.hidden_states &&
+         a.final_norm == b.final_norm && a.hf_positions == b.hf_positions && a.windows == b.windows;
 }
 
 }  // namespace gad::scorers

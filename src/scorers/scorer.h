@@ -9,12 +9,17 @@
 // Adding a scorer: one file with a class deriving from Scorer, one line in make_scorer
 // (scorer.cpp), one value of the public gad::Scorer enum.
 //
-// MuSc is the zero-shot scorer: it has no references, so it is not a Scorer but a function over a
-// whole collection (scorers/musc.h).
+// `gad score`, `gad serve` and `gad bench` all go through the helpers at the end of this header:
+// reference_views + Scorer::build make a set, encode_batches + Scorer::score score queries.
+//
+// Zero-shot scoring has no references, so it is not a Scorer: MuSc is a function over a whole
+// collection (scorers/musc.h), zero-shot WinCLIP a function of one image and its text prompts
+// (scorers/winclip.h).
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,6 +45,7 @@ class Scorer {
   virtual bool uses_text_prior() const { return false; }
   virtual bool uses_heads() const { return false; }
   virtual bool uses_banks() const { return true; }
+  virtual bool has_map() const { return true; }  // records carry a patch map (image-knn's do not)
   // The images one reference contributes (itself; rotations; augmented copies). `index` is the
   // reference's position, so random augmentations do not depend on what else is in the set.
   virtual std::vector<Image> reference_views(const Image& image, size_t index) const { return {image}; }
@@ -49,6 +55,8 @@ class Scorer {
   // One record per query of the batch (score, sub-scores, grid map; path and geometry are the
   // caller's).
   virtual std::vector<ScoreRecord> score(const ReferenceSet& set, const Features& queries) const = 0;
+  // Throws naming `name` (a file) when a loaded set lacks what this scorer reads.
+  virtual void check(const ReferenceSet& set, const std::string& name) const;
 };
 
 // The scorer `name` with its options (a JSON object; unknown keys and values out of range are
@@ -62,5 +70,28 @@ std::string scorer_name(gad::Scorer s, const Backbone& backbone);
 
 // Option reading shared by the scorers: every key of `options` must be in `known`.
 void check_known_keys(const nlohmann::json& options, const std::vector<std::string>& known, const std::string& context);
+
+// The names make_scorer knows, plus "musc" (zero-shot only).
+std::vector<std::string> scorer_names();
+
+// ---- The one path from images to records ----
+
+// The preprocessed views of reference image `index` (scorer.reference_views, each preprocessed
+// for the scorer's request).
+std::vector<PixelTensor> reference_views(const Backbone& backbone, const Scorer& scorer, const Image& image, size_t index);
+
+// Encodes preprocessed images for `request` in as few forward passes as the backbone allows (one
+// pass for a fixed grid or a square input; one image per pass when the grid follows each image)
+// and hands each pass to `use` with the range [begin, end) of the images it holds.
+void encode_batches(const Backbone& backbone, const FeatureRequest& request, const std::vector<PixelTensor>& pixels,
+                    const std::function<void(size_t begin, size_t end, const Features& features)>& use);
+
+// One record per image: scorer.score of its pass, with the grid and geometry filled in.
+std::vector<ScoreRecord> records_of(const Scorer& scorer, const ReferenceSet& set, const Features& features,
+                                    const std::vector<PixelTensor>& pixels, size_t begin);
+
+// Whether two requests ask for the same features (queries encoded once serve every scorer that
+// asks the same).
+bool same_request(const FeatureRequest& a, const FeatureRequest& b);
 
 }  // namespace gad::scorers

@@ -185,6 +185,11 @@ class SubspaceAd : public Scorer {
     return set;
   }
 
+  void check(const ReferenceSet& set, const std::string& name) const override {
+    if (!set.state.count("pca_mean") || !set.state.count("pca_components"))
+      fail(name, ": reference set lacks its subspace (state.pca_mean, state.pca_components)");
+  }
+
   std::vector<ScoreRecord> score(const ReferenceSet& set, const Features& queries) const override {
     // drop_k > 0: the first drop_k coefficients are zeroed, i.e. those components leave the subspace.
     const at::Tensor& U = set.state.at("pca_components");

@@ -111,12 +111,13 @@ const nlohmann::ordered_json& openapi_document() {
           "503": {"$ref": "#/components/responses/Error"}}}},
     "/v1/zero-shot": {
       "parameters": [{"name": "map", "in": "query", "schema": {"type": "integer", "enum": [0, 1]}},
-        {"name": "z", "in": "query", "schema": {"type": "number", "default": 3.5}, "description": "verdict: anomalous when (score - median) / (1.4826 MAD) over the batch exceeds z"}],
-      "post": {"summary": "zero-shot (MuSc): the uploaded images (at least 5 with the default options, at most --max-images and --queue) score each other, no reference set; each result carries anomalous, threshold and verdict_rule (robust-z over the batch); an unreadable image gets its own error and the rest are scored without it; changes nothing (idempotent)",
+        {"name": "z", "in": "query", "schema": {"type": "number", "default": 3.5}, "description": "verdict: anomalous when (score - median) / (1.4826 MAD) over the batch exceeds z"},
+        {"name": "class", "in": "query", "schema": {"type": "string"}, "description": "the object's name for WinCLIP's text prompts (servers started with --scorer winclip; required there)"}],
+      "post": {"summary": "zero-shot, MuSc (or WinCLIP's text prompts alone on a server started with --scorer winclip): the uploaded images (at least 5 with the default options, at most --max-images and --queue) score each other, no reference set; each result carries anomalous, threshold and verdict_rule (robust-z over the batch); an unreadable image gets its own error and the rest are scored without it; changes nothing (idempotent)",
         "requestBody": {"required": true, "content": {
           "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ImagesMultipart"}},
           "application/json": {"schema": {"$ref": "#/components/schemas/ImagesJson"}}}},
-        "responses": {"200": {"description": "{scorer: musc, results: [Score]}"},
+        "responses": {"200": {"description": "{scorer: musc | winclip, results: [Score]}"},
           "400": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"},
           "415": {"$ref": "#/components/responses/Error"},
           "429": {"description": "queue full; Retry-After header", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},

@@ -657,8 +657,9 @@ struct Server::Impl {
     send_json(res, 200, json{{"refset", id}, {"results", results_json(records, u, want_map)}});
   }
 
-  // Zero-shot (MuSc): the uploaded images score each other on one worker, decoded one at a time;
-  // at most --max-images (and the queue), each answered with its score or its own error.
+  // Zero-shot: MuSc (the uploaded images score each other) or, on a server started with --scorer
+  // winclip, WinCLIP's text prompts for ?class=NAME; on one worker, decoded one at a time; at most
+  // --max-images (and the queue), each answered with its score or its own error.
   void post_zero_shot(const httplib::Request& req, httplib::Response& res) {
     require_ready(res);
     Uploads u = read_uploads(req, Route::Score);
@@ -671,12 +672,15 @@ struct Server::Impl {
       if (z.empty() || *end || !(options.zero_shot_z > 0 && options.zero_shot_z < 1e6))
         throw HttpError(400, "bad_parameter", "z: must be a positive number (got '" + z + "')");
     }
+    options.class_name = req.get_param_value("class");
     const bool want_map = req.get_param_value("map") == "1" || req.get_param_value("map") == "true";
     Admission admission(queue, static_cast<int>(u.images.size()), res);
     std::vector<ScoreRecord> records;
+    std::string scorer;
     try {
       records = queue
                     .run<std::vector<ScoreRecord>>([&](Detector& engine) {
+                      scorer = engine.scorer_summary().rfind("winclip", 0) == 0 ? "winclip" : "musc";
                       return score_zero_shot(
                           engine, u.images.size(), [&](size_t i) { return image_name(i, u.images[i]); },
                           [&](size_t i) {  // a bad upload is that image's error, not the request's
@@ -690,7 +694,7 @@ struct Server::Impl {
     } catch (const Error& e) {  // too few images, bad options: the request's error
       throw HttpError(e.kind() == ErrorKind::ResourceLimit ? 413 : 400, "zero_shot_refused", e.what());
     }
-    send_json(res, 200, json{{"scorer", "musc"}, {"results", results_json(records, u, want_map)}});
+    send_json(res, 200, json{{"scorer", scorer}, {"results", results_json(records, u, want_map)}});
   }
 
   // The `gad refs calibrate --normals` rule on uploaded normals: score them, take the conformal
