@@ -1,5 +1,5 @@
 // `gad bench` on the shipped demo tiles with the fixture lite model: the output files, one result
-// row per (method, K, draw), reproducible draws, clear refusals, and an interrupted run that
+// row per (scorer, K, draw), reproducible draws, clear refusals, and an interrupted run that
 // keeps only finished categories.
 #include <gtest/gtest.h>
 

@@ -402,5 +402,36 @@ TEST(Serve, ZeroShotRouteEqualsTheLibrary) {
   EXPECT_EQ(r->status, 400);
 }
 
+// A server started with --scorer winclip answers the zero-shot route with WinCLIP's text score for
+// ?class=NAME, equal to the library's (another process: 1e-6); without a class it is a 400.
+TEST(Serve, ZeroShotWinclipTakesTheClassName) {
+  const std::string model = test::inctrl_fixture("tiny_model/model.safetensors"), config = test::inctrl_fixture("tiny_model/config.json");
+  test::ServerProcess server(test::temp_dir("serve-winclip") + "/refs.sqlite",
+                             {"--model", model, "--config", config, "--scorer", "winclip"});
+  auto c = server.client();
+  std::vector<std::string> files;
+  json body = {{"images", json::array()}};
+  for (int i = 1; i <= 3; ++i) {
+    files.push_back(test::elpv(i));
+    body["images"].push_back(base64_encode(test::slurp(test::elpv(i))));
+  }
+  const json got = test::post_json(c, "/v1/zero-shot?class=solar_cell", body);
+  EXPECT_EQ(got["scorer"], "winclip");
+  ModelOptions o;
+  o.model = model;
+  o.config = config;
+  o.precision = Precision::FP32;
+  o.scorer = Scorer::WinCLIP;
+  ScoreOptions so;
+  so.class_name = "solar_cell";
+  const auto want = Detector(o).score_zero_shot(files, so);
+  ASSERT_EQ(got["results"].size(), 3u) << got.dump();
+  for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(got["results"][i]["score"].get<double>(), want[i].score, 1e-6);
+  auto r = c.Post("/v1/zero-shot", body.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("class name"), std::string::npos) << r->body;
+}
+
 }  // namespace
 }  // namespace gad

@@ -70,8 +70,7 @@ struct ReferenceSet {
   static ReferenceSet build(const Backbone& backbone, const std::vector<PixelTensor>& images,
                             const std::vector<ReferenceSource>& sources, const std::string& class_name,
                             bool with_text = true);
-  // The same from already-encoded references (`features` batch = K) and an optional text prior
-  // (benchmarks encode every image once and reuse it across draws).
+  // The same from already-encoded references (`features` batch = K) and an optional text prior.
   static ReferenceSet from_features(const Backbone& backbone, const Features& features, at::Tensor text_prior,
                                     const std::vector<ReferenceSource>& sources, const std::string& class_name);
   // An empty set that records `backbone`, the sources and the class (scorers fill in the rest).
