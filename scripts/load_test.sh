@@ -4,7 +4,7 @@
 # at 1, 4 and 16 connections and prints throughput, p50/p99 latency and the server's RSS.
 #
 #   scripts/load_test.sh [--seconds 10] [--soak-minutes M] [--gad build/gad] [--model FILE]
-#                        [--image FILE] [--workers N] [--threads N] [--cache-mb MB]
+#                        [--image FILE] [--workers N] [--threads N] [--cache-mb MB] [--batch N]
 #
 # --soak-minutes M (alias --minutes) then runs a soak: 4 connections for M minutes mixing scores
 # (against the first set and against sets registered during the soak), registrations (K = 2,
@@ -24,6 +24,7 @@ MINUTES=0
 WORKERS=1
 THREADS=0
 CACHE_MB=8
+BATCH=8
 while [[ $# -gt 0 ]]; do
   case $1 in
     --seconds) SECONDS_PER_LEVEL=$2; shift 2 ;;
@@ -33,6 +34,7 @@ while [[ $# -gt 0 ]]; do
     --model) MODEL=$2; shift 2 ;;
     --image) IMAGE=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
+    --batch) BATCH=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "load_test.sh: unknown option $1" >&2; exit 2 ;;
@@ -50,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$GAD" serve --model "$MODEL" --db "$WORK/refs.sqlite" --host 127.0.0.1 --port 0 --workers "$WORKERS" \
-  --threads "$THREADS" --cache-mb "$CACHE_MB" 2>"$WORK/server.log" &
+  --threads "$THREADS" --cache-mb "$CACHE_MB" --batch "$BATCH" 2>"$WORK/server.log" &
 PID=$!
 PORT=
 for _ in $(seq 600); do

@@ -218,5 +218,27 @@ TEST(AnomalyDino, Bf16StaysCloseToReference) {
   EXPECT_LE(worst, cpu_has_fast_bf16() ? 0.01 : test::kBf16FallbackBudget);
 }
 
+// Queries of several sizes in one batch: every record equals its unbatched score bit for bit (each
+// DINOv2 image has its own pass) and keeps its own grid, in input order.
+TEST(AnomalyDino, MixedSizeBatchesEqualSinglePasses) {
+  Detector d(options("tiny_reg", 224));
+  const References refs = d.build_references({image("mt_break_348629.jpg"), image("elpv_cell0004.png")});
+  const std::vector<std::string> queries = {image("mt_fray_331149.jpg"), image("headct_195.png"), image("mt_fray_331149.jpg"),
+                                            image("cifar_cat_0000.jpg"), image("headct_195.png"), image("elpv_cell0004.png")};
+  ScoreOptions one, eight;
+  one.batch = 1;
+  eight.batch = 8;
+  const std::vector<ScoreRecord> single = d.score(refs, queries, one), batched = d.score(refs, queries, eight);
+  ASSERT_EQ(batched.size(), queries.size());
+  for (size_t i = 0; i < queries.size(); ++i) {
+    ASSERT_TRUE(batched[i].ok()) << batched[i].error;
+    EXPECT_EQ(batched[i].path, queries[i]);
+    EXPECT_EQ(batched[i].grid, single[i].grid) << queries[i];
+    EXPECT_EQ(batched[i].residual_map.size(), single[i].residual_map.size()) << queries[i];
+    EXPECT_EQ(batched[i].score, single[i].score) << queries[i];
+  }
+  EXPECT_EQ(batched[0].score, batched[2].score);  // the same image twice
+}
+
 }  // namespace
 }  // namespace gad

@@ -332,7 +332,8 @@ class MapDump {
   MapDump(const std::string& path, const Backbone& bb, const std::optional<InctrlHeads>& heads)
       : file_(path), scorer_(bb, heads), patch_scorer_(bb, std::nullopt), scorer_grid_(bb.grid()) {}
   void add(const std::string& dataset, const std::string& category, int k, int draw, const std::vector<std::string>& paths,
-           const std::vector<int>& labels, size_t first, const ReferenceSet& refs, const Features& f) {
+           const std::vector<int>& labels, size_t first, const scorers::PassImages& pass, const ReferenceSet& refs,
+           const Features& f) {
     const InctrlScores s = scorer_.score(refs, f);
     const at::Tensor m = s.residual_map.contiguous();
     const at::Tensor g = global_residuals(refs, f).contiguous();  // [B, 2]
@@ -347,7 +348,8 @@ class MapDump {
       header_ = true;
     }
     for (int64_t b = 0; b < m.size(0); ++b) {
-      file_ << dataset << ',' << category << ',' << k << ',' << draw << ',' << paths[first + b] << ',' << labels[first + b]
+      const size_t image = first + pass[static_cast<size_t>(b)];
+      file_ << dataset << ',' << category << ',' << k << ',' << draw << ',' << paths[image] << ',' << labels[image]
             << ',' << csv_number(s.s_patch[b].item<double>()) << ','
             << (s.s_img.defined() ? csv_number(s.s_img[b].item<double>()) : "") << ','
             << (s.s_hol.defined() ? csv_number(s.s_hol[b].item<double>()) : "") << ','
@@ -486,12 +488,16 @@ class ZeroShotRun {
       : bb_(bb), options_(scorers::musc_options(bb, options, "--scorer-options musc")),
                                              request_(scorers::musc_request(bb, options_)) {}
   const FeatureRequest& request() const { return request_; }
-  void add(const Features& f, const std::vector<PixelTensor>& pixels, size_t begin) {
+  // Rows of one pass: image `first + pass[b]` of the category is row b (MuSc's square input makes
+  // every pass the whole batch, in order).
+  void add(const Features& f, const std::vector<PixelTensor>& pixels, size_t first, const scorers::PassImages& pass) {
     if (layers_.empty()) layers_.resize(f.taps.size());
-    for (int64_t b = 0; b < f.global.size(0); ++b) {
-      for (size_t l = 0; l < f.taps.size(); ++l) layers_[l].push_back(f.taps[l][b].clone());
-      cls_.push_back(f.global[b].clone());
-      geometry_.push_back(pixels[begin + static_cast<size_t>(b)].geometry);
+    for (size_t b = 0; b < pass.size(); ++b) {
+      if (first + pass[b] != cls_.size()) fail("musc: images must arrive in order (a pass of one image size)");
+      const auto row = static_cast<int64_t>(b);
+      for (size_t l = 0; l < f.taps.size(); ++l) layers_[l].push_back(f.taps[l][row].clone());
+      cls_.push_back(f.global[row].clone());
+      geometry_.push_back(pixels[pass[b]].geometry);
     }
     grid_ = f.grid_w;
   }
@@ -631,28 +637,30 @@ int run_benchmark(const BenchOptions& o, const std::atomic<bool>* stop) {
           auto prompt = prompt_pixels.find(paths[i]);
           pixels.push_back(prompt != prompt_pixels.end() ? prompt->second : bb.preprocess(images[i], g.request));
         }
-        scorers::encode_batches(bb, g.request, pixels, [&](size_t begin, size_t, const Features& f) {
+        // Records go to their image's slot (the pass says which images it holds).
+        const size_t first = winclip_records.size();
+        if (g.winclip_zero_shot) winclip_records.resize(first + paths.size());
+        for (size_t m : g.members)
+          for (auto& run : runs) run.records[m].resize(s + paths.size());
+        scorers::encode_batches(bb, g.request, pixels, [&](const scorers::PassImages& pass, const Features& f) {
           g.seconds += now_s() - t0;
-          if (g.musc) musc->add(f, pixels, begin);
+          if (g.musc) musc->add(f, pixels, s, pass);
           if (g.winclip_zero_shot) {
             const at::Tensor st = scorers::winclip_text_score(f.global, winclip_text).to(at::kDouble).contiguous();
-            for (int64_t b = 0; b < st.size(0); ++b) {
-              ScoreRecord r;
-              r.score = st[b].item<double>();
-              winclip_records.push_back(r);
-            }
+            for (size_t b = 0; b < pass.size(); ++b) winclip_records[first + pass[b]].score = st[static_cast<int64_t>(b)].item<double>();
           }
           if (dump && std::count(g.members.begin(), g.members.end(), static_cast<size_t>(inctrl_at - names.begin())))
             for (const auto& run : runs)
-              dump->add(c.dataset, c.name, run.k, run.draw, c.test, c.labels, s + begin,
+              dump->add(c.dataset, c.name, run.k, run.draw, c.test, c.labels, s, pass,
                         run.sets[static_cast<size_t>(inctrl_at - names.begin())], f);
           for (size_t m : g.members)
             for (auto& run : runs) {
               const double t1 = now_s();
-              for (auto& r : scorers::records_of(*scorer_list[m], run.sets[m], f, pixels, begin)) {
-                r.holistic_map.clear();
-                if (!want_maps) r.residual_map.clear();
-                run.records[m].push_back(std::move(r));
+              std::vector<ScoreRecord> records = scorers::records_of(*scorer_list[m], run.sets[m], f, pixels, pass);
+              for (size_t b = 0; b < pass.size(); ++b) {
+                records[b].holistic_map.clear();
+                if (!want_maps) records[b].residual_map.clear();
+                run.records[m][s + pass[b]] = std::move(records[b]);
               }
               run.seconds[m] += now_s() - t1;
             }

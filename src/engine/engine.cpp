@@ -228,14 +228,14 @@ struct Detector::Impl {
           records[i].error_kind = e.kind();
         }
       }
-      scorers::encode_batches(backbone(), {}, pixels, [&](size_t begin, size_t stop, const Features& f) {
+      scorers::encode_batches(backbone(), {}, pixels, [&](const scorers::PassImages& pass, const Features& f) {
         const at::Tensor s = scorers::winclip_text_score(f.global, text).to(at::kDouble).contiguous();
-        for (size_t j = begin; j < stop; ++j) {
-          ScoreRecord& r = records[slots[j]];
-          r.score = r.s_text = s[static_cast<int64_t>(j - begin)].item<double>();
+        for (size_t b = 0; b < pass.size(); ++b) {
+          ScoreRecord& r = records[slots[pass[b]]];
+          r.score = r.s_text = s[static_cast<int64_t>(b)].item<double>();
           r.has_text = true;
           r.grid = static_cast<int>(f.grid_w);
-          r.geometry = pixels[j].geometry;
+          r.geometry = pixels[pass[b]].geometry;
         }
       });
       std::vector<ScoreRecord> batch(records.begin() + start, records.begin() + end);
@@ -346,9 +346,10 @@ struct Detector::Impl {
   std::vector<ScoreRecord> score_batch(const ReferenceSet& set, const std::vector<PixelTensor>& pixels,
                                        const std::vector<std::string>& names) const {
     const scorers::Scorer& scorer = scorer_for(set);
-    std::vector<ScoreRecord> out;
-    scorers::encode_batches(backbone(), scorer.features(), pixels, [&](size_t begin, size_t, const Features& f) {
-      for (auto& r : scorers::records_of(scorer, set, f, pixels, begin)) out.push_back(std::move(r));
+    std::vector<ScoreRecord> out(pixels.size());
+    scorers::encode_batches(backbone(), scorer.features(), pixels, [&](const scorers::PassImages& pass, const Features& f) {
+      std::vector<ScoreRecord> records = scorers::records_of(scorer, set, f, pixels, pass);
+      for (size_t b = 0; b < pass.size(); ++b) out[pass[b]] = std::move(records[b]);
     });
     for (size_t i = 0; i < out.size(); ++i) out[i].path = i < names.size() ? names[i] : std::string();
     return out;

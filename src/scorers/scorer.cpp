@@ -2,6 +2,8 @@
 // patch banks with their own chains: InCTRL (inctrl/scorer.h) and AnomalyDINO (dino/anomalydino.h).
 #include "scorers/scorer.h"
 
+#include <numeric>
+
 #include "dino/anomalydino.h"
 #include "inctrl/scorer.h"
 #include "scorers/knn.h"
@@ -146,23 +148,22 @@ std::vector<PixelTensor> reference_views(const Backbone& backbone, const Scorer&
 }
 
 void encode_batches(const Backbone& backbone, const FeatureRequest& request, const std::vector<PixelTensor>& pixels,
-                    const std::function<void(size_t, size_t, const Features&)>& use) {
-  // A grid that follows each image's shape: one image per pass, so a score never depends on what
-  // else was in the batch.
-  const bool one_pass = backbone.grid() || request.square;
-  for (size_t begin = 0; begin < pixels.size();) {
-    const size_t end = one_pass ? pixels.size() : begin + 1;
-    use(begin, end, backbone.encode(stack_pixels({pixels.begin() + begin, pixels.begin() + end}), request));
-    begin = end;
+                    const std::function<void(const PassImages&, const Features&)>& use) {
+  if (pixels.empty()) return;
+  if (backbone.grid() || request.square) {
+    PassImages all(pixels.size());
+    std::iota(all.begin(), all.end(), size_t{0});
+    return use(all, backbone.encode(stack_pixels(pixels), request));
   }
+  for (size_t i = 0; i < pixels.size(); ++i) use({i}, backbone.encode(stack_pixels({pixels[i]}), request));
 }
 
 std::vector<ScoreRecord> records_of(const Scorer& scorer, const ReferenceSet& set, const Features& features,
-                                    const std::vector<PixelTensor>& pixels, size_t begin) {
+                                    const std::vector<PixelTensor>& pixels, const PassImages& images) {
   std::vector<ScoreRecord> out = scorer.score(set, features);
-  for (size_t i = 0; i < out.size(); ++i) {
-    out[i].grid = static_cast<int>(features.grid_w);
-    out[i].geometry = pixels[begin + i].geometry;
+  for (size_t b = 0; b < out.size(); ++b) {
+    out[b].grid = static_cast<int>(features.grid_w);
+    out[b].geometry = pixels[images[b]].geometry;
   }
   return out;
 }

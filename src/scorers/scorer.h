@@ -80,15 +80,18 @@ std::vector<std::string> scorer_names();
 // for the scorer's request).
 std::vector<PixelTensor> reference_views(const Backbone& backbone, const Scorer& scorer, const Image& image, size_t index);
 
-// Encodes preprocessed images for `request` in as few forward passes as the backbone allows (one
-// pass for a fixed grid or a square input; one image per pass when the grid follows each image)
-// and hands each pass to `use` with the range [begin, end) of the images it holds.
+// Encodes preprocessed images for `request`: one forward pass for a fixed grid or a square input;
+// one pass per image when the grid follows each image's shape (DINOv2). Batching same-size DINOv2
+// images was measured and does not pay here (2-3x slower per image, twice the memory), and single
+// passes keep every score independent of its batch, bit for bit. `use` gets each pass with the
+// indices into `pixels` of the images it holds, row by row.
+using PassImages = std::vector<size_t>;
 void encode_batches(const Backbone& backbone, const FeatureRequest& request, const std::vector<PixelTensor>& pixels,
-                    const std::function<void(size_t begin, size_t end, const Features& features)>& use);
+                    const std::function<void(const PassImages& images, const Features& features)>& use);
 
-// One record per image: scorer.score of its pass, with the grid and geometry filled in.
+// One record per row of a pass: scorer.score, with each image's grid and geometry filled in.
 std::vector<ScoreRecord> records_of(const Scorer& scorer, const ReferenceSet& set, const Features& features,
-                                    const std::vector<PixelTensor>& pixels, size_t begin);
+                                    const std::vector<PixelTensor>& pixels, const PassImages& images);
 
 // Whether two requests ask for the same features (queries encoded once serve every scorer that
 // asks the same).

@@ -45,7 +45,7 @@ class WinClip : public Scorer {
                      const std::vector<ReferenceSource>& sources, const std::string& class_name) const override {
     if (views.empty()) fail("reference set: K must be at least 1 (no reference images given)");
     std::vector<at::Tensor> globals, patches, windows[std::size(kScales)];
-    encode_batches(backbone, features(), views, [&](size_t, size_t, const Features& f) {
+    encode_batches(backbone, features(), views, [&](const PassImages&, const Features& f) {  // one pass: CLIP's grid is fixed
       globals.push_back(f.global);
       patches.push_back(normalise(f.taps[0]).reshape({-1, f.taps[0].size(-1)}));
       for (size_t s = 0; s < std::size(kScales); ++s) windows[s].push_back(normalise(f.windows[s]).reshape({-1, f.windows[s].size(-1)}));
