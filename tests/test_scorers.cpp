@@ -538,6 +538,14 @@ TEST(WinClip, SetsKeepTheirStateAndRefuseWhatTheyLack) {
     EXPECT_NE(std::string(e.what()).find("stripped.gadref: reference set lacks its WinCLIP memory (state.window.3)"),
               std::string::npos) << e.what();
   }
+  ReferenceSet unknown = reference_set(refs);
+  unknown.scorer = "nearest-unicorn";
+  try {
+    d.references_from_bytes(unknown.to_bytes(), "unknown.gadref");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown scorer 'nearest-unicorn'"), std::string::npos) << e.what();
+  }
   Detector knn(tiny_clip(Scorer::ImageKNN));
   const References global_refs = knn.build_references(list_images({"examples/tiles/train/good"}));
   EXPECT_EQ(global_refs.scorer(), "image-knn");

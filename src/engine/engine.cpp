@@ -281,7 +281,7 @@ struct Detector::Impl {
       nlohmann::json opts = nlohmann::json::parse(set.scorer_options, nullptr, false);
       if (opts.is_discarded()) fail("reference set: its scorer options are not valid JSON");
       if (set.scorer == "anomalydino" && set.views == kAnomalyDinoRotations) opts["rotate"] = true;
-      it = set_scorers.emplace(key, scorers::make_scorer(set.scorer, backbone(), model.heads, opts, "the set's scorer options")).first;
+      it = set_scorers.emplace(key, scorers::make_scorer(set.scorer, backbone(), model.heads, opts, "reference set")).first;
     }
     return *it->second;
   }

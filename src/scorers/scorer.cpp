@@ -134,7 +134,7 @@ std::unique_ptr<Scorer> make_scorer(const std::string& name, const Backbone& bac
   if (name == "musc") fail("scorer musc: is zero-shot (it scores a collection against itself); use score_zero_shot / --zero-shot");
   std::string all;
   for (const auto& n : scorer_names()) all += (all.empty() ? "" : ", ") + n;
-  fail("scorer '", name, "': unknown (", all, ")");
+  fail(context, ": unknown scorer '", name, "' (known: ", all, ")");
 }
 
 std::vector<std::string> scorer_names() {
